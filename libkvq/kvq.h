@@ -1,0 +1,356 @@
+/*
+ * kvq.h — the public interface of libkvq, the only header a user includes.
+ *
+ * libkvq compresses the tensors of large language models: weights,
+ * activations and the KV cache.  Every method is a *codec* (tensor → bytes →
+ * tensor) described by one `kvq_codec`; a static registry lists them.  A
+ * *context* (`kvq_ctx`) binds a codec to parameter values and is what users
+ * encode and decode with.  Encoded tensors ("blobs") are self-describing:
+ * decoding needs nothing but the bytes (FORMAT.md §1).
+ *
+ * Conventions (zstd-like):
+ *  - fallible functions return `kvq_err`; results travel in out-parameters;
+ *    `kvq_strerror()` names the code and `kvq_last_error_detail()` gives a
+ *    thread-local sentence ("model.bin: truncated at byte 4096 of 81920");
+ *  - `*_bound()` returns the worst-case size of an output the caller owns;
+ *  - only `_create`, `_alloc`, `_dup` and `_load` allocate, and each names
+ *    its `_free`, which accepts NULL;
+ *  - the library never prints, exits or aborts on bad input.
+ *
+ * Stable API first; the experimental section (KVQ_EXPERIMENTAL) is last.
+ */
+#ifndef KVQ_H
+#define KVQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(KVQ_API)
+#define KVQ_API __attribute__((visibility("default")))
+#elif !defined(KVQ_API)
+#define KVQ_API
+#endif
+
+/* ======================================================================== */
+/*  Version                                                                 */
+/* ======================================================================== */
+#define KVQ_VERSION_MAJOR 0
+#define KVQ_VERSION_MINOR 1
+#define KVQ_VERSION_PATCH 0
+#define KVQ_VERSION_NUMBER \
+    (KVQ_VERSION_MAJOR * 10000 + KVQ_VERSION_MINOR * 100 + KVQ_VERSION_PATCH)
+#define KVQ_VERSION_STRING "0.1.0"
+
+/* kvq_version_number() : run-time twin of KVQ_VERSION_NUMBER. */
+KVQ_API unsigned kvq_version_number(void);
+KVQ_API const char *kvq_version_string(void);
+
+/* ======================================================================== */
+/*  Errors                                                                  */
+/* ======================================================================== */
+/* Values are fixed and append-only; retired values stay listed as comments. */
+typedef enum kvq_err {
+    KVQ_OK = 0,
+    KVQ_ERR_IO = 1,            /* open/read/write/rename failed (errno in detail) */
+    KVQ_ERR_TRUNCATED = 2,     /* input ends before a declared length            */
+    KVQ_ERR_BAD_MAGIC = 3,     /* not the format we were asked to read           */
+    KVQ_ERR_VERSION = 4,       /* format version we do not read                  */
+    KVQ_ERR_SHAPE = 5,         /* absurd, inconsistent or unsupported shape      */
+    KVQ_ERR_NONFINITE = 6,     /* NaN or Inf where a codec cannot represent it   */
+    KVQ_ERR_PARAM_RANGE = 7,   /* parameter outside its declared range           */
+    KVQ_ERR_UNKNOWN_CODEC = 8, /* codec name or id not in the registry           */
+    KVQ_ERR_NOMEM = 9,         /* allocation failed                              */
+    KVQ_ERR_DST_TOO_SMALL = 10,/* caller's buffer smaller than needed            */
+    KVQ_ERR_CORRUPT = 11,      /* structurally invalid data (bad length, index)  */
+    KVQ_ERR_CHECKSUM = 12,     /* CRC mismatch                                   */
+    KVQ_ERR_UNSUPPORTED = 13,  /* valid input we do not handle (e.g. dtype)      */
+    KVQ_ERR_ARG = 14,          /* invalid argument from the caller               */
+    KVQ_ERR_EXISTS = 15,       /* output exists and overwriting was not allowed  */
+    KVQ_ERR_SPEC = 16,         /* malformed codec spec string                    */
+    KVQ_ERR_NOT_FOUND = 17,    /* named tensor / key absent                      */
+    KVQ_ERR__COUNT
+} kvq_err;
+
+/* kvq_strerror() : static name of an error code ("truncated input").
+ * Never NULL; unknown codes give "unknown error". */
+KVQ_API const char *kvq_strerror(kvq_err err);
+
+/* kvq_last_error_detail() : the detail message recorded by the most recent
+ * failing call *on this thread* ("" when none).  Valid until the next
+ * libkvq call on the same thread. */
+KVQ_API const char *kvq_last_error_detail(void);
+
+/* kvq_last_error_where() : "file.c:line" of the check that failed. */
+KVQ_API const char *kvq_last_error_where(void);
+
+/* kvq_clear_error() : empties this thread's detail message. */
+KVQ_API void kvq_clear_error(void);
+
+/* ======================================================================== */
+/*  Element types and exact conversions                                     */
+/* ======================================================================== */
+typedef enum kvq_dtype {
+    KVQ_DTYPE_F32 = 0,
+    KVQ_DTYPE_F16 = 1,
+    KVQ_DTYPE_BF16 = 2,
+    KVQ_DTYPE_I8 = 3,
+    KVQ_DTYPE_U8 = 4,
+    KVQ_DTYPE_I32 = 5,
+    KVQ_DTYPE__COUNT
+} kvq_dtype;
+
+KVQ_API size_t kvq_dtype_size(kvq_dtype t);        /* bytes per element; 0 if bad */
+KVQ_API const char *kvq_dtype_name(kvq_dtype t);    /* "f32", "f16", ...        */
+
+/* IEEE binary16 and bfloat16 conversion.  f32 → f16/bf16 rounds to nearest,
+ * ties to even; overflow gives ±Inf; NaN stays NaN (quiet, sign kept);
+ * subnormals are produced and read exactly.  The reverse is exact. */
+KVQ_API uint16_t kvq_f32_to_f16(float f);
+KVQ_API float    kvq_f16_to_f32(uint16_t h);
+KVQ_API uint16_t kvq_f32_to_bf16(float f);
+KVQ_API float    kvq_bf16_to_f32(uint16_t h);
+KVQ_API void kvq_f32_to_f16_row(const float *src, uint16_t *dst, size_t n);
+KVQ_API void kvq_f16_to_f32_row(const uint16_t *src, float *dst, size_t n);
+KVQ_API void kvq_f32_to_bf16_row(const float *src, uint16_t *dst, size_t n);
+KVQ_API void kvq_bf16_to_f32_row(const uint16_t *src, float *dst, size_t n);
+
+/* ======================================================================== */
+/*  Tensors                                                                 */
+/* ======================================================================== */
+#define KVQ_MAX_DIMS 4
+/* Limit on any single dimension and on the element count: inputs claiming
+ * more are rejected as absurd (KVQ_ERR_SHAPE) before anything is allocated. */
+#define KVQ_MAX_DIM      ((int64_t)1 << 32)
+#define KVQ_MAX_ELEMENTS ((int64_t)1 << 40)
+
+/* Row-major shape: dim[ndim-1] is the contiguous axis (PyTorch order). */
+typedef struct kvq_shape {
+    int     ndim;                  /* 1..KVQ_MAX_DIMS                  */
+    int64_t dim[KVQ_MAX_DIMS];     /* unused trailing entries are 0    */
+} kvq_shape;
+
+/* kvq_tensor : a NON-OWNING view.  stride[] in elements; a contiguous
+ * tensor has stride[ndim-1] == 1 and stride[i] = stride[i+1]*dim[i+1]. */
+typedef struct kvq_tensor {
+    kvq_dtype dtype;
+    kvq_shape shape;
+    int64_t   stride[KVQ_MAX_DIMS];
+    void     *data;
+} kvq_tensor;
+
+/* kvq_tensor_view() : contiguous view of `data` with the given shape. */
+KVQ_API kvq_tensor kvq_tensor_view(kvq_dtype t, void *data, int ndim, const int64_t *dims);
+/* kvq_shape_make() : shape from dims; no validation (see kvq_shape_check). */
+KVQ_API kvq_shape kvq_shape_make(int ndim, const int64_t *dims);
+/* kvq_shape_check() : KVQ_ERR_SHAPE for ndim outside 1..4, a dimension < 0
+ * or > KVQ_MAX_DIM, or more than KVQ_MAX_ELEMENTS elements. */
+KVQ_API kvq_err kvq_shape_check(const kvq_shape *s);
+KVQ_API int64_t kvq_shape_numel(const kvq_shape *s);
+/* Rows and columns as codecs see a tensor: cols = innermost dimension,
+ * rows = product of the others (1 for a 1-D tensor). */
+KVQ_API int64_t kvq_shape_rows(const kvq_shape *s);
+KVQ_API int64_t kvq_shape_cols(const kvq_shape *s);
+KVQ_API int kvq_tensor_is_contiguous(const kvq_tensor *t);
+/* kvq_shape_format() : "[512, 64]" into buf; returns buf. */
+KVQ_API char *kvq_shape_format(const kvq_shape *s, char *buf, size_t cap);
+
+/* ======================================================================== */
+/*  Codecs                                                                  */
+/* ======================================================================== */
+#define KVQ_CODEC_ABI 1
+#define KVQ_MAX_PARAMS 16
+
+/* Domains a codec serves (bit set). */
+enum {
+    KVQ_DOMAIN_WEIGHT = 1u << 0,
+    KVQ_DOMAIN_ACT    = 1u << 1,   /* linear-layer inputs                  */
+    KVQ_DOMAIN_KEY    = 1u << 2,   /* K cache pages                        */
+    KVQ_DOMAIN_VALUE  = 1u << 3,   /* V cache pages                        */
+    KVQ_DOMAIN_SSM    = 1u << 4,   /* SSM inputs / states (Mamba)          */
+    KVQ_DOMAIN_TEXT   = 1u << 5,   /* bytes of text (lossless)             */
+    KVQ_DOMAIN_KV     = KVQ_DOMAIN_KEY | KVQ_DOMAIN_VALUE
+};
+
+/* Codec flags (bit set). */
+enum {
+    KVQ_FLAG_LOSSLESS    = 1u << 0,  /* decode(encode(x)) == x bit for bit    */
+    KVQ_FLAG_NEEDS_CALIB = 1u << 1,  /* calibrate() must run before encode()  */
+    KVQ_FLAG_STATEFUL    = 1u << 2,  /* encode output depends on past calls   */
+    KVQ_FLAG_NONFINITE_OK = 1u << 3  /* NaN/Inf pass through (else rejected)  */
+};
+
+/* One declared parameter.  Values are doubles; integer parameters must be
+ * integral; a parameter with `choices` takes one of those names in a spec
+ * and stores its index.  Bounds are data: the parser and
+ * kvq_ctx_set_param() enforce them. */
+typedef struct kvq_param {
+    const char *name;              /* "bits"                                */
+    double      min, max, def;     /* inclusive range and default           */
+    unsigned    is_int;            /* 1: must be an integer                 */
+    const char *const *choices;    /* NULL, or NULL-terminated names        */
+    const char *help;              /* one line for `kvq codecs`             */
+} kvq_param;
+
+/* Parameter values in declaration order of the codec's params[]. */
+typedef struct kvq_params {
+    unsigned n;
+    double   v[KVQ_MAX_PARAMS];
+} kvq_params;
+
+/* The codec descriptor: everything about a codec lives here, and no switch
+ * elsewhere knows individual codecs (STYLE.md).  Fields are only appended;
+ * `abi` says which are present.  Codecs see contiguous f32 tensors; the
+ * encoded *payload* they produce is wrapped in the blob header by the core.
+ *
+ * init      : fill state (state_size bytes, zeroed by the core) from params;
+ *             may reject parameter combinations (KVQ_ERR_PARAM_RANGE).
+ * calibrate : feed one sample (rows = tokens, cols = channels); NULL if none.
+ * bound     : worst-case payload bytes for a tensor of shape s.
+ * encode    : src (f32, contiguous) → payload; *n = bytes written.
+ * decode    : payload → dst (f32, contiguous, shape set by the caller);
+ *             must validate every length and index in the payload.
+ * fini      : release anything init/calibrate allocated; NULL if none.
+ * decode_rows (optional, NULL if absent): rows [r0, r1) of a tensor of
+ *             shape s into out[(r1-r0) * cols]; lets the decoder
+ *             dequantize a weight block by block inside a matmul. */
+typedef struct kvq_codec {
+    unsigned          abi;
+    const char       *name;
+    uint16_t          id;          /* on-disk id; never reused             */
+    unsigned          domain;
+    unsigned          flags;
+    size_t            state_size;
+    const kvq_param  *params;
+    unsigned          n_params;
+    double            max_rel_err; /* declared bound on ‖x̂−x‖/‖x‖ for
+                                      finite inputs; 0 for lossless       */
+    const char       *summary;     /* one line for `kvq codecs`            */
+    kvq_err (*init)(void *st, const kvq_params *p);
+    kvq_err (*calibrate)(void *st, const kvq_tensor *sample);
+    size_t  (*bound)(const void *st, const kvq_shape *s);
+    kvq_err (*encode)(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n);
+    kvq_err (*decode)(void *st, const void *src, size_t n, kvq_tensor *dst);
+    void    (*fini)(void *st);
+    kvq_err (*decode_rows)(void *st, const void *src, size_t n, const kvq_shape *s,
+                           int64_t r0, int64_t r1, float *out);
+} kvq_codec;
+
+/* Registry look-ups.  kvq_codec_at(i) walks the registry (NULL past the
+ * end); names are case-sensitive. */
+KVQ_API size_t kvq_codec_count(void);
+KVQ_API const kvq_codec *kvq_codec_at(size_t i);
+KVQ_API const kvq_codec *kvq_codec_find(const char *name);
+KVQ_API const kvq_codec *kvq_codec_by_id(unsigned id);
+
+/* kvq_params_default() : the codec's declared defaults. */
+KVQ_API kvq_params kvq_params_default(const kvq_codec *c);
+/* kvq_param_index() : index of a parameter by name, -1 if none. */
+KVQ_API int kvq_param_index(const kvq_codec *c, const char *name);
+/* kvq_param_bounds() : declared range of a named parameter. */
+KVQ_API kvq_err kvq_param_bounds(const kvq_codec *c, const char *name, double *min, double *max);
+
+/* kvq_spec_parse() : "NAME[:KEY=VALUE[,KEY=VALUE]...]" → codec + params.
+ * Unknown names → KVQ_ERR_UNKNOWN_CODEC; unknown keys, malformed text →
+ * KVQ_ERR_SPEC; values out of range or non-integral for integer params →
+ * KVQ_ERR_PARAM_RANGE.  Keys not given keep their defaults. */
+KVQ_API kvq_err kvq_spec_parse(const char *spec, const kvq_codec **codec, kvq_params *params);
+/* kvq_spec_format() : canonical spec (every non-default param, declaration
+ * order) into buf; returns buf. */
+KVQ_API char *kvq_spec_format(const kvq_codec *c, const kvq_params *p, char *buf, size_t cap);
+
+/* ---- contexts ---------------------------------------------------------- */
+typedef struct kvq_ctx kvq_ctx;
+
+/* kvq_ctx_create() : context for a spec string; free with kvq_ctx_free(). */
+KVQ_API kvq_err kvq_ctx_create(const char *spec, kvq_ctx **out);
+/* kvq_ctx_create_params() : context for a codec and explicit params. */
+KVQ_API kvq_err kvq_ctx_create_params(const kvq_codec *c, const kvq_params *p, kvq_ctx **out);
+/* kvq_ctx_free() : NULL-safe. */
+KVQ_API void kvq_ctx_free(kvq_ctx *ctx);
+KVQ_API const kvq_codec *kvq_ctx_codec(const kvq_ctx *ctx);
+KVQ_API const kvq_params *kvq_ctx_params(const kvq_ctx *ctx);
+/* kvq_ctx_set_param() : checked against the declared range; re-initialises
+ * the codec state (calibration is lost).  Settings stay until reset. */
+KVQ_API kvq_err kvq_ctx_set_param(kvq_ctx *ctx, const char *name, double value);
+/* kvq_ctx_reset() : back to the declared defaults. */
+KVQ_API kvq_err kvq_ctx_reset(kvq_ctx *ctx);
+/* kvq_ctx_calibrate() : one calibration sample (f32 view, rows = tokens). */
+KVQ_API kvq_err kvq_ctx_calibrate(kvq_ctx *ctx, const kvq_tensor *sample);
+
+/* kvq_ctx_bound() : worst-case size of a whole blob (header + payload). */
+KVQ_API size_t kvq_ctx_bound(const kvq_ctx *ctx, const kvq_shape *s);
+/* kvq_ctx_encode() : src (f32/f16/bf16 view; converted as needed) → blob in
+ * dst[cap]; *n = blob bytes.  Not thread-safe per context. */
+KVQ_API kvq_err kvq_ctx_encode(kvq_ctx *ctx, const kvq_tensor *src, void *dst, size_t cap, size_t *n);
+
+/* Payload-level calls, for containers that store codec/params/shape
+ * themselves (the .kvq directory, GGUF blocks, KV-cache pages). */
+KVQ_API size_t kvq_ctx_payload_bound(const kvq_ctx *ctx, const kvq_shape *s);
+KVQ_API kvq_err kvq_ctx_encode_payload(kvq_ctx *ctx, const kvq_tensor *src, void *dst,
+                                       size_t cap, size_t *n);
+/* dst: f32 contiguous view whose shape is the encoded tensor's shape. */
+KVQ_API kvq_err kvq_ctx_decode_payload(kvq_ctx *ctx, const void *src, size_t n, kvq_tensor *dst);
+/* Rows [r0, r1) of a payload of shape s into out; uses the codec's
+ * decode_rows when present, else decodes whole and copies. */
+KVQ_API kvq_err kvq_ctx_decode_rows(kvq_ctx *ctx, const void *src, size_t n, const kvq_shape *s,
+                                    int64_t r0, int64_t r1, float *out);
+
+/* ---- self-describing blobs (FORMAT.md §1) ------------------------------ */
+typedef struct kvq_blob_info {
+    const kvq_codec *codec;
+    kvq_params       params;
+    kvq_shape        shape;
+    size_t           header_size;   /* payload starts here                */
+    size_t           payload_size;
+    uint32_t         payload_crc;
+} kvq_blob_info;
+
+/* kvq_blob_info_read() : validate the header (magic, version, header CRC,
+ * known codec, params in range, sane shape, length fits n). */
+KVQ_API kvq_err kvq_blob_info_read(const void *blob, size_t n, kvq_blob_info *info);
+/* kvq_blob_decode() : decode a blob into dst (f32, contiguous, same number
+ * of elements as the blob's shape).  Checks the payload CRC. */
+KVQ_API kvq_err kvq_blob_decode(const void *blob, size_t n, kvq_tensor *dst);
+
+/* kvq_crc32() : CRC-32/ISO-HDLC (zlib, PNG, gzip); crc = 0 to start. */
+KVQ_API uint32_t kvq_crc32(uint32_t crc, const void *data, size_t n);
+
+/* ---- tensor error metrics (quant-methods.md §7.5) ----------------------- */
+typedef struct kvq_err_stats {
+    double rmse, max_abs, rel_fro, cos, sqnr_db;
+} kvq_err_stats;
+/* kvq_err_stats_compute() : x = reference, y = reconstruction, n values.
+ * sqnr_db = 10·log10(Σx² / Σ(x−y)²), +Inf when exact. */
+KVQ_API kvq_err_stats kvq_err_stats_compute(const float *x, const float *y, size_t n);
+
+/* ======================================================================== */
+/*  Section: models and checkpoints  (libkvq/model*.c, ckpt_*.c)            */
+/* ======================================================================== */
+/* (filled by the checkpoint I/O work: see DESIGN.md "Files") */
+
+/* ======================================================================== */
+/*  Section: reference decoder, tokenizer, sampler                          */
+/* ======================================================================== */
+
+/* ======================================================================== */
+/*  Section: KV cache hooks                                                 */
+/* ======================================================================== */
+
+/* ======================================================================== */
+/*  Section: evaluation                                                     */
+/* ======================================================================== */
+
+#ifdef KVQ_EXPERIMENTAL
+/* ======================================================================== */
+/*  Experimental API: may change between minor versions                     */
+/* ======================================================================== */
+#endif /* KVQ_EXPERIMENTAL */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVQ_H */

@@ -1,0 +1,15 @@
+/*
+ * codecs.h — the descriptors of every codec, for registry.c (and tests).
+ * Each codec file exports exactly its descriptor(s); ids are in FORMAT.md §3.
+ */
+#ifndef KVQ_QUANT_CODECS_H
+#define KVQ_QUANT_CODECS_H
+
+#include "kvq.h"
+
+/* quant/float.c : plain IEEE storage (ids 1-3) */
+extern const kvq_codec kvq_codec_f32;
+extern const kvq_codec kvq_codec_f16;
+extern const kvq_codec kvq_codec_bf16;
+
+#endif
