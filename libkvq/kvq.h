@@ -330,7 +330,77 @@ KVQ_API kvq_err_stats kvq_err_stats_compute(const float *x, const float *y, size
 /* ======================================================================== */
 /*  Section: models and checkpoints  (libkvq/model*.c, ckpt_*.c)            */
 /* ======================================================================== */
-/* (filled by the checkpoint I/O work: see DESIGN.md "Files") */
+typedef enum kvq_arch { KVQ_ARCH_LLAMA = 0, KVQ_ARCH_MAMBA2 = 1 } kvq_arch;
+
+typedef enum kvq_format {
+    KVQ_FORMAT_LLAMA2C = 0,      /* llama2.c .bin (v0; v1 readable)          */
+    KVQ_FORMAT_GGUF = 1,         /* GGUF v1-v3                               */
+    KVQ_FORMAT_SAFETENSORS = 2,  /* single file or sharded index.json        */
+    KVQ_FORMAT_KVQ = 3           /* kvq container (FORMAT.md §2)             */
+} kvq_format;
+
+/* Which channel pairs RoPE rotates inside a head of size hs:
+ * ADJACENT = (2j, 2j+1) as llama2.c, Meta and GGUF store Q/K;
+ * HALF     = (j, j+hs/2) as Hugging Face stores them ("rotate_half"). */
+typedef enum kvq_rope { KVQ_ROPE_ADJACENT = 0, KVQ_ROPE_HALF = 1 } kvq_rope;
+
+typedef struct kvq_model_config {
+    kvq_arch arch;
+    int   dim;              /* residual width                             */
+    int   hidden_dim;       /* FFN width                                  */
+    int   n_layers;
+    int   n_heads;          /* query heads                                */
+    int   n_kv_heads;       /* K/V heads (GQA when < n_heads)             */
+    int   head_size;        /* dim / n_heads                              */
+    int   vocab_size;
+    int   seq_len;          /* trained context length                     */
+    float norm_eps;         /* RMSNorm epsilon (llama2.c: 1e-5)           */
+    float rope_theta;       /* RoPE base (10000)                          */
+    kvq_rope rope;          /* channel pairing of the stored Q/K rows     */
+    int   shared_classifier;/* 1: output.weight is token_embd.weight     */
+} kvq_model_config;
+
+/* One weight as the model holds it: either plain (codec == NULL; dtype
+ * f32/f16/bf16, little-endian, row-major) or encoded by a codec (data is
+ * the codec's payload).  Names are canonical GGUF-style names:
+ * token_embd.weight, blk.N.attn_{norm,q,k,v,output}.weight,
+ * blk.N.ffn_{norm,gate,up,down}.weight, output_norm.weight, output.weight.
+ * Linear weights are [out][in].  data points into the mmap'd file or into
+ * memory owned by the model; valid until kvq_model_free(). */
+typedef struct kvq_weight {
+    const char *name;
+    kvq_shape   shape;
+    kvq_dtype   dtype;      /* storage type when codec == NULL            */
+    kvq_ctx    *codec;      /* owned by the model; NULL for plain storage */
+    const void *data;
+    size_t      size;       /* bytes at data                              */
+} kvq_weight;
+
+typedef struct kvq_model kvq_model;
+
+/* kvq_model_load() : open a checkpoint; the format is detected from its
+ * magic (GGUF, KVQ container, safetensors header) or, failing that, checked
+ * as a llama2.c .bin by its exact expected size.  A directory or a
+ * *.safetensors.index.json opens a sharded safetensors checkpoint.  Weights
+ * are mmap'd, not copied.  Free with kvq_model_free().  Errors name the
+ * file and the problem in kvq_last_error_detail(). */
+KVQ_API kvq_err kvq_model_load(const char *path, kvq_model **out);
+/* kvq_model_free() : NULL-safe. */
+KVQ_API void kvq_model_free(kvq_model *m);
+KVQ_API kvq_format kvq_model_format(const kvq_model *m);
+KVQ_API const char *kvq_format_name(kvq_format f);
+KVQ_API const kvq_model_config *kvq_model_config_get(const kvq_model *m);
+KVQ_API size_t kvq_model_n_weights(const kvq_model *m);
+KVQ_API const kvq_weight *kvq_model_weight_at(const kvq_model *m, size_t i);
+/* kvq_model_weight() : by canonical name; NULL if absent. */
+KVQ_API const kvq_weight *kvq_model_weight(const kvq_model *m, const char *name);
+/* kvq_model_tokenizer() : the embedded tokenizer as llama2.c tokenizer.bin
+ * bytes (built from GGUF/.kvq metadata), or NULL when the file has none. */
+KVQ_API const void *kvq_model_tokenizer(const kvq_model *m, size_t *n);
+
+/* kvq_weight_rows() : rows [r0, r1) of a weight as f32 (dequantized for
+ * encoded weights, widened for f16/bf16) into out[(r1-r0)*cols]. */
+KVQ_API kvq_err kvq_weight_rows(const kvq_weight *w, int64_t r0, int64_t r1, float *out);
 
 /* ======================================================================== */
 /*  Section: reference decoder, tokenizer, sampler                          */
@@ -339,6 +409,35 @@ KVQ_API kvq_err_stats kvq_err_stats_compute(const float *x, const float *y, size
 /* ======================================================================== */
 /*  Section: KV cache hooks                                                 */
 /* ======================================================================== */
+/* The runtime face of kvq: what an inference engine calls (HF
+ * Cache.update(k, v, layer) maps onto kvq_cache_append + kvq_cache_read).
+ * K/V rows are [n_tokens][n_kv_heads][head_size] f32.  The newest `window`
+ * tokens of each layer stay f32; older tokens are encoded in pages of
+ * `page` tokens by the layer's K and V codecs.  With no codec specs the
+ * cache is f32 and exact. */
+typedef struct kvq_cache kvq_cache;
+
+typedef struct kvq_cache_config {
+    int n_layers, n_kv_heads, head_size, max_tokens;
+    int window;                 /* W: f32 recent tokens (>= 0)              */
+    int page;                   /* P: tokens per encoded page (>= 1)        */
+    const char *k_spec;         /* codec spec for K pages; NULL = f32 exact */
+    const char *v_spec;         /* codec spec for V pages; NULL = f32 exact */
+    const char *const *k_spec_layer; /* optional [n_layers] overrides (NULL entries = k_spec) */
+    const char *const *v_spec_layer; /* optional [n_layers] overrides       */
+} kvq_cache_config;
+
+typedef struct kvq_cache_stats {
+    uint64_t tokens;            /* tokens held (summed over layers)         */
+    uint64_t bytes_payload;     /* encoded page payloads (codes)            */
+    uint64_t bytes_scales;      /* scales / zero points, where separable    */
+    uint64_t bytes_lowrank;     /* low-rank factors (GEAR)                  */
+    uint64_t bytes_sparse;      /* sparse outliers: indices + values        */
+    uint64_t bytes_meta;        /* page headers, indices, bookkeeping       */
+    uint64_t bytes_window;      /* f32 window                               */
+    uint64_t bytes_total;
+    double   bits_per_value;    /* 8·bytes_total / (tokens·2·kv_dim)        */
+} kvq_cache_stats;
 
 /* ======================================================================== */
 /*  Section: evaluation                                                     */
