@@ -402,6 +402,75 @@ KVQ_API const void *kvq_model_tokenizer(const kvq_model *m, size_t *n);
  * encoded weights, widened for f16/bf16) into out[(r1-r0)*cols]. */
 KVQ_API kvq_err kvq_weight_rows(const kvq_weight *w, int64_t r0, int64_t r1, float *out);
 
+/* kvq_model_load_memory() : the same readers over bytes the caller owns
+ * (one file's image; sharded safetensors need kvq_model_load).  `name`
+ * labels error details.  Weights point into `data`, which must outlive
+ * the model.  Free with kvq_model_free(). */
+KVQ_API kvq_err kvq_model_load_memory(const void *data, size_t n, const char *name, kvq_model **out);
+/* kvq_model_format_version() : version of the file read (llama2.c 0/1,
+ * GGUF 1-3, safetensors 0, .kvq 1). */
+KVQ_API int kvq_model_format_version(const kvq_model *m);
+KVQ_API const char *kvq_arch_name(kvq_arch a);
+/* String metadata carried with the model (GGUF string keys such as
+ * general.name, safetensors __metadata__, .kvq key/values).  Both
+ * pointers stay valid until kvq_model_free(). */
+KVQ_API size_t kvq_model_n_meta(const kvq_model *m);
+KVQ_API kvq_err kvq_model_meta_at(const kvq_model *m, size_t i, const char **key, const char **value);
+/* kvq_model_set_tokenizer() : attach llama2.c tokenizer.bin bytes (copied;
+ * validated as that format against the model's vocabulary size). */
+KVQ_API kvq_err kvq_model_set_tokenizer(kvq_model *m, const void *bytes, size_t n);
+/* kvq_weight_bits() : storage bits per value of a weight (size·8/numel). */
+KVQ_API double kvq_weight_bits(const kvq_weight *w);
+/* kvq_weight_type_name() : codec spec or dtype name ("q4_0", "f32") into
+ * buf; returns buf. */
+KVQ_API char *kvq_weight_type_name(const kvq_weight *w, char *buf, size_t cap);
+
+/* ---- writing ------------------------------------------------------------ */
+/* kvq_format_from_path() : by extension (.kvq, .gguf, .safetensors, .bin);
+ * KVQ_ERR_ARG when the extension names none. */
+KVQ_API kvq_err kvq_format_from_path(const char *path, kvq_format *f);
+/* kvq_model_save() : write m as a .kvq container (FORMAT.md §2), GGUF v3
+ * (plain f32/f16/bf16 and the q8_0/q4_0 codecs only; others give
+ * KVQ_ERR_UNSUPPORTED naming the tensor) or safetensors (every weight
+ * dequantized to f32, HF names, Q/K rows in HF "rotate_half" order).
+ * Temp file + rename; an existing path is refused (KVQ_ERR_EXISTS) unless
+ * overwrite.  Not llama2.c .bin (KVQ_ERR_UNSUPPORTED). */
+KVQ_API kvq_err kvq_model_save(const kvq_model *m, const char *path, kvq_format fmt, int overwrite);
+
+/* ---- quantization driver -------------------------------------------------- */
+/* Per-tensor outcome of kvq_model_quantize(). */
+typedef struct kvq_quant_stat {
+    const char *name;           /* canonical weight name (model-owned)   */
+    kvq_shape   shape;
+    char        src_type[32];   /* "f32"                                 */
+    char        dst_type[96];   /* spec actually used ("q4_0", "f16")    */
+    size_t      bytes_in, bytes_out;
+    double      bpw;            /* bits per weight of the output          */
+    double      sqnr_db;        /* +Inf when exact                        */
+    double      max_abs_err;
+    int         fallback;       /* 1: requested codec rejected the shape  */
+    char        note[160];      /* why it fell back / kept f32 ("")       */
+} kvq_quant_stat;
+
+typedef struct kvq_quant_opts {
+    const char *spec;           /* default spec for 2-D+ weights          */
+    const char *const *rules;   /* "REGEX=SPEC" (POSIX ERE, first match)  */
+    size_t      n_rules;
+    int         n_threads;      /* <= 0: one                              */
+    const char *fallback_spec;  /* NULL: "f16"                            */
+    /* Called (serialised, any thread) after each tensor; may be NULL. */
+    void      (*progress)(void *opaque, size_t done, size_t total);
+    void       *opaque;
+} kvq_quant_opts;
+
+/* kvq_model_quantize() : encode every weight of `in` into a new model.
+ * 1-D weights stay f32 unless a rule names them.  A tensor the chosen
+ * codec rejects because of its shape falls back to fallback_spec, with
+ * `fallback` and `note` set.  *stats (one per weight, in model order)
+ * is malloc'd: free() it; *out: kvq_model_free(). */
+KVQ_API kvq_err kvq_model_quantize(const kvq_model *in, const kvq_quant_opts *o, kvq_model **out,
+                                   kvq_quant_stat **stats);
+
 /* ======================================================================== */
 /*  Section: reference decoder, tokenizer, sampler                          */
 /* ======================================================================== */
