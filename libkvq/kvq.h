@@ -474,6 +474,137 @@ KVQ_API kvq_err kvq_model_quantize(const kvq_model *in, const kvq_quant_opts *o,
 /* ======================================================================== */
 /*  Section: reference decoder, tokenizer, sampler                          */
 /* ======================================================================== */
+/* ---- tokenizer: llama2.c tokenizer.bin (formats-and-engines.md §3.2) ---- */
+/* int32 max_token_length, then per token {f32 score, int32 len, bytes}.
+ * Encoding and decoding follow llama2.c run.c exactly (BOS = 1, EOS = 2,
+ * dummy-prefix " ", UTF-8 code points, <0xHH> byte fallback at id byte+3,
+ * greedy merge of the best-scoring adjacent pair, lowest index on ties). */
+#define KVQ_TOKEN_BOS 1
+#define KVQ_TOKEN_EOS 2
+
+typedef struct kvq_tokenizer kvq_tokenizer;
+
+/* kvq_tokenizer_load() : read `vocab_size` tokens of a tokenizer file
+ * (0 = every token the file holds).  Free with kvq_tokenizer_free(). */
+KVQ_API kvq_err kvq_tokenizer_load(const char *path, int vocab_size, kvq_tokenizer **out);
+/* kvq_tokenizer_from_bytes() : the same from memory (e.g. the bytes of
+ * kvq_model_tokenizer()); the bytes are copied.  `what` names them in
+ * error details (NULL: "tokenizer"). */
+KVQ_API kvq_err kvq_tokenizer_from_bytes(const void *p, size_t n, int vocab_size, const char *what,
+                                         kvq_tokenizer **out);
+KVQ_API void kvq_tokenizer_free(kvq_tokenizer *t);              /* NULL-safe */
+KVQ_API int kvq_tokenizer_vocab_size(const kvq_tokenizer *t);
+/* kvq_tokenizer_piece() : token id's stored string (NUL-terminated; NULL
+ * for an id out of range); valid until kvq_tokenizer_free(). */
+KVQ_API const char *kvq_tokenizer_piece(const kvq_tokenizer *t, int id);
+KVQ_API float kvq_tokenizer_score(const kvq_tokenizer *t, int id);
+/* kvq_tokenizer_lookup() : id of an exact piece, -1 if none. */
+KVQ_API int kvq_tokenizer_lookup(const kvq_tokenizer *t, const char *piece);
+/* kvq_tokenizer_encode_bound() : most tokens encode() can produce. */
+KVQ_API size_t kvq_tokenizer_encode_bound(size_t text_len);
+/* kvq_tokenizer_encode() : NUL-terminated UTF-8 text → token ids in
+ * tokens[cap] (cap >= encode_bound(strlen(text))), *n = count.  bos/eos
+ * prepend 1 / append 2.  Same result as run.c's encode(), computed with
+ * a heap (O(n log n)) so whole corpora encode quickly.  Thread-safe. */
+KVQ_API kvq_err kvq_tokenizer_encode(const kvq_tokenizer *t, const char *text, int bos, int eos,
+                                     int *tokens, size_t cap, size_t *n);
+/* kvq_tokenizer_decode() : the bytes to print for `token` following
+ * `prev` as run.c's decode(): a leading space is dropped after BOS and
+ * <0xHH> pieces become that one raw byte.  NUL-terminated; static or owned
+ * by t.  NULL for an id out of range. */
+KVQ_API const char *kvq_tokenizer_decode(const kvq_tokenizer *t, int prev, int token);
+/* kvq_piece_is_safe() : run.c's safe_printf() test: 0 for an empty piece
+ * or a single byte that is neither printable nor whitespace. */
+KVQ_API int kvq_piece_is_safe(const char *piece);
+
+/* ---- sampler (llama2.c run.c: argmax, multinomial, top-p, xorshift) ---- */
+typedef struct kvq_sampler kvq_sampler;
+
+/* kvq_sampler_create() : temperature 0 = greedy (argmax, lowest index on
+ * ties); else softmax(logits / temperature) sampled with run.c's coin from
+ * its xorshift64* state seeded with `seed`; top-p when 0 < topp < 1.
+ * Free with kvq_sampler_free(). */
+KVQ_API kvq_err kvq_sampler_create(int vocab_size, float temperature, float topp, uint64_t seed,
+                                   kvq_sampler **out);
+KVQ_API void kvq_sampler_free(kvq_sampler *s);                  /* NULL-safe */
+/* kvq_sampler_sample() : next token; like run.c it scales and
+ * softmaxes `logits` in place when temperature > 0. */
+KVQ_API int kvq_sampler_sample(kvq_sampler *s, float *logits);
+/* kvq_rng_u32() / kvq_rng_f32() : run.c's random_u32 / random_f32. */
+KVQ_API uint32_t kvq_rng_u32(uint64_t *state);
+KVQ_API float kvq_rng_f32(uint64_t *state);
+
+/* ---- reference decoder (Llama: RMSNorm, RoPE, GQA, SwiGLU) ------------- */
+/* Forward pass exactly as llama2.c run.c, f32 compute.  Weights stay in
+ * their storage (f32 used in place from the mmap; f16/bf16/codec weights
+ * dequantized row block by row block inside the matmul) unless
+ * dequant_at_load.  K/V live in a kvq_cache (append + attend). */
+typedef struct kvq_cache kvq_cache;
+typedef struct kvq_decoder kvq_decoder;
+
+/* The linear-layer inputs an activation hook sees. */
+typedef enum kvq_linear {
+    KVQ_LIN_QKV = 0,   /* attention-norm output, read by wq, wk, wv  [dim]        */
+    KVQ_LIN_O = 1,     /* attention output, read by wo               [dim]        */
+    KVQ_LIN_GATEUP = 2,/* ffn-norm output, read by w1 and w3          [dim]        */
+    KVQ_LIN_DOWN = 3,  /* silu(w1 x) * (w3 x), read by w2             [hidden_dim] */
+    KVQ_LIN_CLS = 4,   /* final-norm output, read by the classifier  [dim]        */
+    KVQ_LIN__COUNT
+} kvq_linear;
+
+/* capture(user, layer, which, x, n): called with every linear input
+ * before any activation codec (layer = n_layers for KVQ_LIN_CLS). */
+typedef void (*kvq_act_capture_fn)(void *user, int layer, kvq_linear which, const float *x, int n);
+
+typedef struct kvq_decoder_opts {
+    int threads;                     /* worker threads for matmuls (<= 1: none) */
+    int dequant_at_load;             /* 1: every weight widened to owned f32    */
+    const struct kvq_cache_config *cache_cfg; /* NULL: f32 exact, seq_len tokens */
+    kvq_cache *cache;                /* caller's cache (not owned); overrides cache_cfg */
+    kvq_ctx *act[KVQ_LIN__COUNT];    /* codec applied (encode+decode) to each linear
+                                        input; NULL entries: none; not owned       */
+    kvq_act_capture_fn capture;      /* NULL: no capture                         */
+    void *capture_user;
+} kvq_decoder_opts;
+
+/* kvq_decoder_opts_init() : zeroes (1 thread, f32 cache, no hooks). */
+KVQ_API void kvq_decoder_opts_init(kvq_decoder_opts *o);
+/* kvq_decoder_create() : decoder over a loaded Llama model (which must
+ * outlive it).  Free with kvq_decoder_free(). */
+KVQ_API kvq_err kvq_decoder_create(const kvq_model *m, const kvq_decoder_opts *o, kvq_decoder **out);
+KVQ_API void kvq_decoder_free(kvq_decoder *d);                  /* NULL-safe */
+/* kvq_decoder_forward() : one token at position pos (pos must equal the
+ * number of tokens already in the cache); *logits = [vocab_size] f32
+ * owned by the decoder, valid until the next call. */
+KVQ_API kvq_err kvq_decoder_forward(kvq_decoder *d, int token, int pos, float **logits);
+/* kvq_decoder_forward_seq() : teacher-forced tokens[n] at positions
+ * pos0.. ; logits_out [n][vocab_size] (may be NULL). */
+KVQ_API kvq_err kvq_decoder_forward_seq(kvq_decoder *d, const int *tokens, int n, int pos0,
+                                        float *logits_out);
+/* kvq_decoder_reset() : empty the cache (start a new sequence). */
+KVQ_API kvq_err kvq_decoder_reset(kvq_decoder *d);
+KVQ_API kvq_cache *kvq_decoder_cache(kvq_decoder *d);
+KVQ_API const kvq_model_config *kvq_decoder_config(const kvq_decoder *d);
+/* kvq_decoder_weight_bytes() : bytes the decoder reads weights from
+ * (compressed size for codec weights, f32 size for widened ones). */
+KVQ_API size_t kvq_decoder_weight_bytes(const kvq_decoder *d);
+
+/* ---- offline transforms (float-logit preserving) ----------------------- */
+/* They need a decoder created with dequant_at_load = 1 (owned f32
+ * weights) and an empty cache; logits stay equal up to f32 rounding. */
+/* kvq_transform_permute_qk() : within every head of KV group `kv_head`
+ * of `layer`, move RoPE pair perm[j] to pair slot j (perm is a
+ * permutation of 0..head_size/2-1) in wq's and wk's rows; the rotary
+ * frequency travels with its pair. */
+KVQ_API kvq_err kvq_transform_permute_qk(kvq_decoder *d, int layer, int kv_head, const int *perm);
+/* kvq_transform_fold_scales() : divide the RMSNorm weight in front of
+ * linear input `which` (QKV, GATEUP or CLS) by s[dim] and multiply the
+ * matching columns of the linears reading it by s (SmoothQuant-style). */
+KVQ_API kvq_err kvq_transform_fold_scales(kvq_decoder *d, int layer, kvq_linear which, const float *s);
+/* kvq_transform_hadamard() : rotate the residual stream by the
+ * orthonormal Walsh–Hadamard matrix (dim must be a power of two); RMSNorm
+ * weights are folded into the linears first. */
+KVQ_API kvq_err kvq_transform_hadamard(kvq_decoder *d);
 
 /* ======================================================================== */
 /*  Section: KV cache hooks                                                 */
