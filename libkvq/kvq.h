@@ -609,13 +609,44 @@ KVQ_API kvq_err kvq_transform_hadamard(kvq_decoder *d);
 /* ======================================================================== */
 /*  Section: KV cache hooks                                                 */
 /* ======================================================================== */
-/* The runtime face of kvq: what an inference engine calls (HF
- * Cache.update(k, v, layer) maps onto kvq_cache_append + kvq_cache_read).
- * K/V rows are [n_tokens][n_kv_heads][head_size] f32.  The newest `window`
- * tokens of each layer stay f32; older tokens are encoded in pages of
- * `page` tokens by the layer's K and V codecs.  With no codec specs the
- * cache is f32 and exact. */
+/* The runtime face of kvq: what an inference engine calls.  The reference
+ * decoder is its first user.  One cache holds one sequence.
+ *
+ * Layout.  K/V rows are [n_tokens][n_kv_heads][head_size] f32 (kv_dim =
+ * n_kv_heads·head_size values per token and per side).  The newest tokens
+ * of each layer live in an f32 *window*; once a layer holds at least
+ * window + page unsealed tokens, its oldest `page` of them are *sealed*:
+ * encoded by the layer's K codec and V codec (separate contexts) through
+ * kvq_ctx_encode_payload() on a 3-D tensor [page][n_kv_heads][head_size].
+ * Codecs see rows = page·n_kv_heads and cols = head_size, so every row is
+ * one (token, head) vector and groups along the contiguous axis never
+ * straddle two heads (per-token-per-head scales, as KIVI's V and ggml's
+ * KV types use); a codec that wants per-channel statistics can still read
+ * the 3-D shape.  A layer whose K and V specs are both NULL is f32, exact
+ * and unpaged; when only one side has a spec the other side is stored by
+ * the lossless "f32" codec.
+ *
+ * Mapping onto Hugging Face transformers (Cache.update):
+ *     def update(self, key_states, value_states, layer_idx, cache_kwargs):
+ *         # key_states: [batch=1, H_kv, q_len, d]  ->  transpose to
+ *         # [q_len, H_kv, d] (contiguous f32), then
+ *         kvq_cache_append(c, layer_idx, k, v, q_len)
+ *         n = kvq_cache_len(c, layer_idx)
+ *         kvq_cache_read(c, layer_idx, 0, n, k_all, v_all)  # [n, H_kv, d]
+ *         return k_all.T(1,0,2)[None], v_all.T(1,0,2)[None]  # full K, V
+ *     get_seq_length(layer_idx) -> kvq_cache_len(c, layer_idx)
+ *     crop(max_len)             -> kvq_cache_truncate(c, l, max_len) per layer
+ *     reset()                   -> kvq_cache_clear(c)
+ * An engine with its own attention uses update's return value (read); one
+ * without uses kvq_cache_attend(), which never materialises more than it
+ * must.  Batches map onto one cache per sequence.
+ *
+ * Thread-safety: a cache is used by one thread at a time; distinct caches
+ * are independent.  Errors leave the cache as it was before the call
+ * unless stated otherwise. */
 typedef struct kvq_cache kvq_cache;
+typedef struct kvq_depth_policy_i kvq_depth_policy_i;
+typedef struct kvq_prefix_store_i kvq_prefix_store_i;
 
 typedef struct kvq_cache_config {
     int n_layers, n_kv_heads, head_size, max_tokens;
@@ -625,6 +656,15 @@ typedef struct kvq_cache_config {
     const char *v_spec;         /* codec spec for V pages; NULL = f32 exact */
     const char *const *k_spec_layer; /* optional [n_layers] overrides (NULL entries = k_spec) */
     const char *const *v_spec_layer; /* optional [n_layers] overrides       */
+    /* ---- appended fields (zero = off) ---------------------------------- */
+    int keep_decoded;           /* 1: keep each sealed page decoded in f32
+                                   scratch (attend stops re-decoding; costs
+                                   the f32 memory, not counted as stored)  */
+    const kvq_depth_policy_i *depth; /* NULL: every layer on its own        */
+    const void *depth_arg;      /* passed to depth->init                     */
+    const kvq_prefix_store_i *prefix; /* NULL: no prefix sharing            */
+    void *prefix_store;         /* the store's state, owned by the caller and
+                                   shared by every cache that uses it       */
 } kvq_cache_config;
 
 typedef struct kvq_cache_stats {
@@ -638,6 +678,139 @@ typedef struct kvq_cache_stats {
     uint64_t bytes_total;
     double   bits_per_value;    /* 8·bytes_total / (tokens·2·kv_dim)        */
 } kvq_cache_stats;
+
+/* kvq_cache_config_default() : W = 0, P = 1, no specs (f32, exact,
+ * unpaged), no policies. */
+KVQ_API kvq_cache_config kvq_cache_config_default(int n_layers, int n_kv_heads, int head_size,
+                                                  int max_tokens);
+/* kvq_cache_create() : checks the config (sizes > 0, window >= 0, page >= 1,
+ * specs parse and name codecs serving the KEY / VALUE domain) and
+ * allocates every buffer up front (window, page tables, decode scratch);
+ * no allocation happens later except page payload growth.  Free with
+ * kvq_cache_free(). */
+KVQ_API kvq_err kvq_cache_create(const kvq_cache_config *cfg, kvq_cache **out);
+/* kvq_cache_free() : NULL-safe; calls the depth policy's fini. */
+KVQ_API void kvq_cache_free(kvq_cache *c);
+/* kvq_cache_append() : K/V of n_tokens new tokens of one layer, each
+ * [n_tokens][n_kv_heads][head_size] f32, copied.  Seals pages as the
+ * window overflows.  KVQ_ERR_ARG past max_tokens or for a bad layer. */
+KVQ_API kvq_err kvq_cache_append(kvq_cache *c, int layer, const float *k, const float *v,
+                                 int n_tokens);
+/* kvq_cache_read() : tokens [t0, t1) of a layer into k_out/v_out
+ * ([t1-t0][n_kv_heads][head_size] each; either may be NULL), decoding
+ * sealed pages. */
+KVQ_API kvq_err kvq_cache_read(kvq_cache *c, int layer, int t0, int t1, float *k_out,
+                               float *v_out);
+/* kvq_cache_attend() : one query q [n_heads][head_size] against tokens
+ * [0, n_ctx) of a layer; out [n_heads][head_size].  Query head h uses KV
+ * head h / (n_heads / n_kv_heads) (n_heads must be a multiple of
+ * n_kv_heads).  Reference arithmetic, in llama2.c's order: score_t =
+ * (Σ_i q_i·k_t,i) / sqrtf(head_size) summed in i order; softmax with the
+ * maximum subtracted, expf, sum in t order, divide; out_i = Σ_t p_t·v_t,i
+ * in t order.  The order does not depend on window or page sizes, so a
+ * paged f32 cache gives results bit-identical to an unpaged one. */
+KVQ_API kvq_err kvq_cache_attend(kvq_cache *c, int layer, const float *q, int n_heads, int n_ctx,
+                                 float *out);
+/* kvq_cache_len() : tokens held by a layer (-1 for a bad layer or NULL). */
+KVQ_API int kvq_cache_len(const kvq_cache *c, int layer);
+/* kvq_cache_truncate() : keep tokens [0, n) of a layer (HF crop,
+ * llama_memory_seq_rm); a partly cut page is decoded back into the window. */
+KVQ_API kvq_err kvq_cache_truncate(kvq_cache *c, int layer, int n);
+/* kvq_cache_clear() : drop every token of every layer (keeps buffers). */
+KVQ_API kvq_err kvq_cache_clear(kvq_cache *c);
+/* kvq_cache_stats_get() : bytes by component, summed from what is actually
+ * stored: payload = bytes the codecs wrote for sealed pages (codecs do not
+ * split scales from codes, so bytes_scales/lowrank/sparse are 0 unless a
+ * depth policy or prefix store reports them), meta = the page table
+ * entries (KVQ_CACHE_PAGE_META bytes per sealed page and side), window =
+ * 4 bytes per f32 value held unsealed.  bits_per_value = 8·total /
+ * (tokens·2·kv_dim). */
+KVQ_API kvq_err kvq_cache_stats_get(const kvq_cache *c, kvq_cache_stats *st);
+/* kvq_cache_codec() : the context that encodes a layer's K (side 0) or V
+ * (side 1) pages, e.g. to calibrate it before appending; NULL when that
+ * side of the layer is unpaged.  Owned by the cache. */
+KVQ_API kvq_ctx *kvq_cache_codec(kvq_cache *c, int layer, int side);
+/* Bytes of page-table metadata per sealed page and side: payload offset
+ * (u64) + payload length (u32) + owner tag (u32), as a serialised cache
+ * would store them. */
+#define KVQ_CACHE_PAGE_META 16u
+
+/* ---- plug point 1: depth policies (MiniCache, cache-methods.md §2) ------
+ * A depth policy may take over how sealed pages are stored, typically to
+ * merge the same tokens of adjacent layers.  Sealing order: an engine that
+ * appends layer-major per step (all layers for token t before token t+1,
+ * as the reference decoder does) seals page i of layer l before page i of
+ * layer l+1, so when layer l's page is offered, layer l-1's page of the
+ * same tokens is already sealed and readable through kvq_cache_read().
+ * Pattern (sqlite3_vfs): a versioned table of functions; the cache
+ * allocates state_size bytes (zeroed) and passes them to every call.
+ *
+ * seal   : page `pg` of a layer is leaving the window.  Set *taken = 1 to
+ *          store it yourself (the cache then stores nothing for it and
+ *          asks `load` whenever it needs those tokens); *taken = 0 lets the
+ *          layer's codecs encode it.  The policy may call kvq_cache_read()
+ *          on other layers (never on pg->layer).
+ * load   : K/V of a page the policy took, [P][n_kv_heads][head_size] each.
+ * drop   : the cache no longer holds page `index` of `layer` (truncate,
+ *          clear); the policy frees what it kept for it.
+ * bytes  : add the policy's stored bytes into st (payload/scales/lowrank/
+ *          sparse/meta); the cache adds its own and computes totals. */
+typedef struct kvq_kv_page {
+    int layer;                  /* 0..n_layers-1                             */
+    int index;                  /* page number in the layer: tokens
+                                   [index·P, index·P + n_tokens)             */
+    int n_tokens;               /* P                                         */
+    int n_kv_heads, head_size;
+    const float *k, *v;         /* [n_tokens][n_kv_heads][head_size] f32     */
+} kvq_kv_page;
+
+#define KVQ_DEPTH_POLICY_ABI 1
+struct kvq_depth_policy_i {
+    unsigned    abi;            /* KVQ_DEPTH_POLICY_ABI; fields only appended */
+    const char *name;
+    size_t      state_size;
+    kvq_err (*init)(void *st, const kvq_cache_config *cfg, const void *arg);
+    kvq_err (*seal)(void *st, kvq_cache *c, const kvq_kv_page *pg, int *taken);
+    kvq_err (*load)(void *st, int layer, int index, float *k, float *v);
+    void    (*drop)(void *st, int layer, int index);
+    void    (*bytes)(const void *st, kvq_cache_stats *acc);
+    void    (*fini)(void *st);  /* NULL if none */
+};
+
+/* ---- plug point 2: prefix stores (PLT, cache-methods.md §3.3) ----------
+ * A prefix store keeps sealed pages keyed by the token ids of the whole
+ * prefix up to the page's end, and hands them to other sequences that
+ * start with the same (page-aligned) tokens: exact matches only.  Its
+ * state belongs to the caller and outlives caches (cfg.prefix_store).
+ * The engine tells the cache the token ids with kvq_cache_set_tokens();
+ * the cache then
+ *  - on kvq_cache_prefix_load(): asks `match` for the longest stored
+ *    prefix, and for every layer and page in it calls `load` and appends
+ *    those tokens (so the engine skips their forward pass);
+ *  - on every seal whose tokens are known: calls `publish` (after the
+ *    depth policy, whatever stored the page) so the store may keep it. */
+#define KVQ_PREFIX_STORE_ABI 1
+struct kvq_prefix_store_i {
+    unsigned    abi;            /* KVQ_PREFIX_STORE_ABI                      */
+    const char *name;
+    /* *n_match = longest page-aligned prefix of tokens[0, n) stored for
+     * every layer (a multiple of page, <= n). */
+    kvq_err (*match)(void *store, const int32_t *tokens, int n, int page, int *n_match);
+    /* K/V of page `index` of `layer` for the prefix tokens[0, (index+1)·page). */
+    kvq_err (*load)(void *store, const int32_t *tokens, int layer, int index, int page,
+                    float *k, float *v);
+    /* A sealed page; tokens[0, (pg->index+1)·P) is its whole prefix. */
+    kvq_err (*publish)(void *store, const int32_t *tokens, const kvq_kv_page *pg);
+};
+
+/* kvq_cache_set_tokens() : token ids of positions [t0, t0+n) of the
+ * sequence (needed by a prefix store; ignored without one). */
+KVQ_API kvq_err kvq_cache_set_tokens(kvq_cache *c, int t0, const int32_t *tokens, int n);
+/* kvq_cache_prefix_load() : on an empty cache, fill every layer with the
+ * longest stored prefix of tokens[0, n) (which become the cache's token
+ * ids); *n_loaded = tokens now held per layer (0 without a store).  The
+ * engine starts its forward passes at position *n_loaded. */
+KVQ_API kvq_err kvq_cache_prefix_load(kvq_cache *c, const int32_t *tokens, int n, int *n_loaded);
 
 /* ======================================================================== */
 /*  Section: evaluation                                                     */
