@@ -342,6 +342,7 @@ static int has_suffix(const char *s, const char *suf)
 static kvq_err read_image(const kvq_src *s, const char *dir, kvq_model *m)
 {
     (void)dir;
+    if (s->n >= 4 && !memcmp(s->p, KVQ_GGUF_MAGIC, 4)) return kvq_ckpt_gguf_read(s, m);
     /* Last resort: a llama2.c file, recognised only by the exact size its
      * header implies; the reader's error says what it expected. */
     return kvq_ckpt_llama2c_read(s, m);

@@ -84,6 +84,18 @@ kvq_err kvq_ckpt_safetensors_read_index(const char *index_path, kvq_model *m);
 /* Hyperparameters of HF checkpoints from config.json text (llama/mamba2). */
 kvq_err kvq_ckpt_hf_config(const char *json, size_t n, const char *what, kvq_model_config *c);
 
+/* ggml tensor types we read and write (formats-and-engines.md §2.4). */
+typedef struct kvq_ggml_type {
+    uint32_t    id;        /* enum ggml_type value                          */
+    const char *name;      /* "q4_0"; the kvq codec of that name, if coded  */
+    unsigned    block;     /* elements per block                            */
+    unsigned    bytes;     /* bytes per block                               */
+    int         plain;     /* 1: stored as kvq dtype `dtype`, no codec      */
+    kvq_dtype   dtype;
+} kvq_ggml_type;
+const kvq_ggml_type *kvq_ggml_type_by_id(uint32_t id);
+const kvq_ggml_type *kvq_ggml_type_by_name(const char *name);
+
 /* ---- writers ------------------------------------------------------------- */
 kvq_err kvq_ckpt_kvq_write(const kvq_model *m, kvq_out *o);
 kvq_err kvq_ckpt_gguf_write(const kvq_model *m, kvq_out *o);
