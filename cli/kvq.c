@@ -18,6 +18,7 @@ typedef struct {
 
 static const subcommand commands[] = {
     {"codecs", kvq_cmd_codecs, "list codecs: domains, parameters and ranges, bits/value"},
+    {"generate", kvq_cmd_generate, "generate text with the reference decoder (llama2.c run.c output)"},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

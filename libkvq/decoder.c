@@ -1,0 +1,509 @@
+/*
+ * decoder.c — the reference decoder: a Llama forward pass (RMSNorm, RoPE,
+ * grouped-query attention, SwiGLU, tied or untied classifier) in f32,
+ * arithmetic as karpathy/llama2.c run.c does it (formats-and-engines.md
+ * §3.1; DESIGN.md "The reference decoder").
+ *
+ * Weights stay where the model keeps them: plain f32 rows are read in
+ * place from the mmap; f16/bf16 and codec-encoded weights are dequantized
+ * KVQ_DEC_GRAIN rows at a time into a per-thread scratch inside the
+ * matmul, so a quantized model costs its compressed size.  A codec without
+ * row access (decode_rows), misaligned f32 data, or opts.dequant_at_load
+ * give an owned f32 copy instead.  K/V go through a kvq_cache (append +
+ * attend).  Matmuls run over output rows on the pool; products that share
+ * an input (wq/wk/wv, w1/w3) are one job so each token pays fewer
+ * hand-offs.
+ *
+ * Exactness against run.c: RMSNorm, RoPE (frequency
+ * 1/powf(theta, 2j/hs), angle pos·freq, cosf/sinf), softmax, SiLU and the
+ * residual adds use run.c's operations in run.c's order.  Only the dot
+ * products are summed in 8 interleaved partial sums (so the compiler can
+ * use SIMD without -ffast-math); logits differ from run.c's by f32
+ * rounding, and greedy outputs match the llama2.c references.
+ *
+ * Activation hooks (issue 3 item 4): every linear input can be captured
+ * and/or passed through a codec (encode + decode) before the product.
+ */
+#include "decoder_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define DOT_LANES 8   /* interleaved partial sums in dot(): one AVX or two SSE vectors */
+#define MAX_JOB_MATS 3 /* wq, wk, wv share one matmul job */
+
+/* ---- weights ---------------------------------------------------------------- */
+kvq_err kvq_dec_mat_own(dec_mat *m)
+{
+    if (m->owned) return KVQ_OK;
+    size_t n = (size_t)m->rows * (size_t)m->cols;
+    float *p = malloc(n * sizeof *p);
+    KVQ_FAIL_IF(!p, KVQ_ERR_NOMEM, "%s: out of memory for an f32 copy (%zu values)", m->w->name, n);
+    kvq_err e = m->f32 ? (memcpy(p, m->f32, n * sizeof *p), KVQ_OK)
+                       : kvq_weight_rows(m->w, 0, m->rows, p);
+    if (e) {
+        free(p);
+        return e;
+    }
+    m->owned = p;
+    m->f32 = p;
+    return KVQ_OK;
+}
+
+static int host_little_endian(void)
+{
+    const uint16_t one = 1;
+    uint8_t b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+static kvq_err bind_mat(kvq_decoder *d, dec_mat *m, const char *name, int rows, int cols)
+{
+    const kvq_weight *w = kvq_model_weight(d->model, name);
+    KVQ_FAIL_IF(!w, KVQ_ERR_NOT_FOUND, "decoder: model has no %s", name);
+    KVQ_FAIL_IF(kvq_shape_rows(&w->shape) != rows || kvq_shape_cols(&w->shape) != cols, KVQ_ERR_SHAPE,
+                "decoder: %s is %lld x %lld, expected %d x %d", name,
+                (long long)kvq_shape_rows(&w->shape), (long long)kvq_shape_cols(&w->shape), rows, cols);
+    m->w = w;
+    m->rows = rows;
+    m->cols = cols;
+    int plain_f32 = !w->codec && w->dtype == KVQ_DTYPE_F32 && ((uintptr_t)w->data % sizeof(float)) == 0 &&
+                    host_little_endian();
+    if (plain_f32) m->f32 = (const float *)w->data;
+    /* Row-wise dequantization needs the codec's decode_rows; without it
+     * every block would decode the whole tensor. */
+    int rowwise = !w->codec || kvq_ctx_codec(w->codec)->decode_rows;
+    if (d->opts.dequant_at_load || (!plain_f32 && !rowwise)) KVQ_TRY(kvq_dec_mat_own(m));
+    if (cols > d->scratch_cols) d->scratch_cols = cols;
+    return KVQ_OK;
+}
+
+static kvq_err bind_vec(kvq_decoder *d, float **out, const char *name, int n)
+{
+    const kvq_weight *w = kvq_model_weight(d->model, name);
+    KVQ_FAIL_IF(!w, KVQ_ERR_NOT_FOUND, "decoder: model has no %s", name);
+    KVQ_FAIL_IF(kvq_shape_numel(&w->shape) != n, KVQ_ERR_SHAPE, "decoder: %s has %lld values, expected %d",
+                name, (long long)kvq_shape_numel(&w->shape), n);
+    *out = malloc((size_t)n * sizeof **out);
+    KVQ_FAIL_IF(!*out, KVQ_ERR_NOMEM, "decoder: out of memory");
+    int64_t rows = kvq_shape_rows(&w->shape);
+    return kvq_weight_rows(w, 0, rows, *out);
+}
+
+static kvq_err bind_layer(kvq_decoder *d, int l)
+{
+    const kvq_model_config *c = &d->cfg;
+    dec_layer *L = &d->layer[l];
+    int q_dim = c->n_heads * c->head_size;
+    char name[64];
+#define LNAME(s) (snprintf(name, sizeof name, "blk.%d.%s.weight", l, s), name)
+    KVQ_TRY(bind_vec(d, &L->attn_norm, LNAME("attn_norm"), c->dim));
+    KVQ_TRY(bind_vec(d, &L->ffn_norm, LNAME("ffn_norm"), c->dim));
+    KVQ_TRY(bind_mat(d, &L->wq, LNAME("attn_q"), q_dim, c->dim));
+    KVQ_TRY(bind_mat(d, &L->wk, LNAME("attn_k"), d->kv_dim, c->dim));
+    KVQ_TRY(bind_mat(d, &L->wv, LNAME("attn_v"), d->kv_dim, c->dim));
+    KVQ_TRY(bind_mat(d, &L->wo, LNAME("attn_output"), c->dim, q_dim));
+    KVQ_TRY(bind_mat(d, &L->w1, LNAME("ffn_gate"), c->hidden_dim, c->dim));
+    KVQ_TRY(bind_mat(d, &L->w3, LNAME("ffn_up"), c->hidden_dim, c->dim));
+    KVQ_TRY(bind_mat(d, &L->w2, LNAME("ffn_down"), c->dim, c->hidden_dim));
+#undef LNAME
+    int half = c->head_size / 2;
+    L->rope_pair = malloc((size_t)c->n_kv_heads * (size_t)half * sizeof *L->rope_pair);
+    KVQ_FAIL_IF(!L->rope_pair, KVQ_ERR_NOMEM, "decoder: out of memory");
+    for (int g = 0; g < c->n_kv_heads; g++)
+        for (int j = 0; j < half; j++) L->rope_pair[g * half + j] = j;
+    return KVQ_OK;
+}
+
+static kvq_err check_config(const kvq_model_config *c)
+{
+    KVQ_FAIL_IF(c->arch != KVQ_ARCH_LLAMA, KVQ_ERR_UNSUPPORTED, "decoder: architecture %s is not Llama",
+                kvq_arch_name(c->arch));
+    KVQ_FAIL_IF(c->dim < 1 || c->hidden_dim < 1 || c->n_layers < 1 || c->n_heads < 1 ||
+                    c->n_kv_heads < 1 || c->vocab_size < 1 || c->seq_len < 1,
+                KVQ_ERR_SHAPE, "decoder: bad config (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d, seq %d)",
+                c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len);
+    KVQ_FAIL_IF(c->head_size < 2 || c->head_size % 2 || c->n_heads % c->n_kv_heads, KVQ_ERR_SHAPE,
+                "decoder: head size %d, %d heads over %d KV heads", c->head_size, c->n_heads, c->n_kv_heads);
+    return KVQ_OK;
+}
+
+/* ---- lifetime ----------------------------------------------------------------- */
+void kvq_decoder_opts_init(kvq_decoder_opts *o) { memset(o, 0, sizeof *o); }
+
+static kvq_err alloc_state(kvq_decoder *d)
+{
+    const kvq_model_config *c = &d->cfg;
+    int q_dim = c->n_heads * c->head_size, wide = q_dim > c->dim ? q_dim : c->dim;
+    int threads = kvq_pool_threads(d->pool);
+    d->x = calloc((size_t)c->dim, sizeof(float));
+    d->xb = calloc((size_t)wide, sizeof(float));
+    d->xb2 = calloc((size_t)wide, sizeof(float));
+    d->q = calloc((size_t)q_dim, sizeof(float));
+    d->k = calloc((size_t)d->kv_dim, sizeof(float));
+    d->v = calloc((size_t)d->kv_dim, sizeof(float));
+    d->hb = calloc((size_t)c->hidden_dim, sizeof(float));
+    d->hb2 = calloc((size_t)c->hidden_dim, sizeof(float));
+    d->logits = calloc((size_t)c->vocab_size, sizeof(float));
+    d->rope_cos = calloc((size_t)c->head_size / 2, sizeof(float));
+    d->rope_sin = calloc((size_t)c->head_size / 2, sizeof(float));
+    d->scratch = calloc((size_t)threads * KVQ_DEC_GRAIN * (size_t)d->scratch_cols, sizeof(float));
+    d->thread_err = calloc((size_t)threads, sizeof *d->thread_err);
+    d->thread_err_w = calloc((size_t)threads, sizeof *d->thread_err_w);
+    KVQ_FAIL_IF(!d->x || !d->xb || !d->xb2 || !d->q || !d->k || !d->v || !d->hb || !d->hb2 || !d->logits ||
+                    !d->rope_cos || !d->rope_sin || !d->scratch || !d->thread_err || !d->thread_err_w,
+                KVQ_ERR_NOMEM, "decoder: out of memory for the run state");
+    return KVQ_OK;
+}
+
+/* Payload scratch for the activation codecs: the largest bound over the
+ * linear inputs they see ([1][dim] or [1][hidden_dim]). */
+static kvq_err alloc_act(kvq_decoder *d)
+{
+    for (int i = 0; i < KVQ_LIN__COUNT; i++) {
+        if (!d->opts.act[i]) continue;
+        int64_t dims[2] = {1, i == KVQ_LIN_DOWN ? d->cfg.hidden_dim
+                              : i == KVQ_LIN_O  ? d->cfg.n_heads * d->cfg.head_size
+                                                : d->cfg.dim};
+        kvq_shape s = kvq_shape_make(2, dims);
+        size_t b = kvq_ctx_payload_bound(d->opts.act[i], &s);
+        if (b > d->act_cap) d->act_cap = b;
+    }
+    if (!d->act_cap) return KVQ_OK;
+    d->act_buf = malloc(d->act_cap);
+    KVQ_FAIL_IF(!d->act_buf, KVQ_ERR_NOMEM, "decoder: out of memory for activation codec scratch");
+    return KVQ_OK;
+}
+
+static kvq_err make_cache(kvq_decoder *d)
+{
+    if (d->opts.cache) {
+        d->cache = d->opts.cache;
+        return KVQ_OK;
+    }
+    kvq_cache_config cc = d->opts.cache_cfg
+                              ? *d->opts.cache_cfg
+                              : kvq_cache_config_default(d->cfg.n_layers, d->cfg.n_kv_heads,
+                                                         d->cfg.head_size, d->cfg.seq_len);
+    KVQ_FAIL_IF(cc.n_layers != d->cfg.n_layers || cc.n_kv_heads != d->cfg.n_kv_heads ||
+                    cc.head_size != d->cfg.head_size,
+                KVQ_ERR_ARG, "decoder: cache config (%d layers, %d KV heads of %d) does not fit the model",
+                cc.n_layers, cc.n_kv_heads, cc.head_size);
+    KVQ_TRY(kvq_cache_create(&cc, &d->cache));
+    d->own_cache = 1;
+    return KVQ_OK;
+}
+
+static kvq_err build(kvq_decoder *d)
+{
+    const kvq_model_config *c = &d->cfg;
+    KVQ_TRY(check_config(c));
+    d->kv_dim = c->n_kv_heads * c->head_size;
+    KVQ_TRY(kvq_pool_create(d->opts.threads > 1 ? d->opts.threads : 1, &d->pool));
+    d->layer = calloc((size_t)c->n_layers, sizeof *d->layer);
+    KVQ_FAIL_IF(!d->layer, KVQ_ERR_NOMEM, "decoder: out of memory");
+    KVQ_TRY(bind_mat(d, &d->embed, "token_embd.weight", c->vocab_size, c->dim));
+    KVQ_TRY(bind_vec(d, &d->final_norm, "output_norm.weight", c->dim));
+    const char *cls = kvq_model_weight(d->model, "output.weight") ? "output.weight" : "token_embd.weight";
+    KVQ_TRY(bind_mat(d, &d->cls, cls, c->vocab_size, c->dim));
+    for (int l = 0; l < c->n_layers; l++) KVQ_TRY(bind_layer(d, l));
+    KVQ_TRY(alloc_state(d));
+    KVQ_TRY(alloc_act(d));
+    return make_cache(d);
+}
+
+kvq_err kvq_decoder_create(const kvq_model *m, const kvq_decoder_opts *o, kvq_decoder **out)
+{
+    KVQ_FAIL_IF(!m || !out, KVQ_ERR_ARG, "decoder: NULL argument");
+    *out = NULL;
+    kvq_decoder *d = calloc(1, sizeof *d);
+    KVQ_FAIL_IF(!d, KVQ_ERR_NOMEM, "decoder: out of memory");
+    d->model = m;
+    d->cfg = *kvq_model_config_get(m);
+    if (o) d->opts = *o;
+    kvq_err e = build(d);
+    if (e) {
+        kvq_decoder_free(d);
+        return e;
+    }
+    *out = d;
+    return KVQ_OK;
+}
+
+static void free_mat(dec_mat *m) { free(m->owned); }
+
+void kvq_decoder_free(kvq_decoder *d)
+{
+    if (!d) return;
+    for (int l = 0; d->layer && l < d->cfg.n_layers; l++) {
+        dec_layer *L = &d->layer[l];
+        free(L->attn_norm);
+        free(L->ffn_norm);
+        dec_mat *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w2, &L->w3};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) free_mat(mats[i]);
+        free(L->rope_pair);
+    }
+    free(d->layer);
+    free_mat(&d->embed);
+    free_mat(&d->cls);
+    free(d->final_norm);
+    if (d->own_cache) kvq_cache_free(d->cache);
+    kvq_pool_free(d->pool);
+    float *bufs[] = {d->x, d->xb, d->xb2, d->q, d->k, d->v, d->hb, d->hb2, d->logits,
+                     d->rope_cos, d->rope_sin, d->scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(d->act_buf);
+    free(d->thread_err);
+    free(d->thread_err_w);
+    free(d);
+}
+
+kvq_cache *kvq_decoder_cache(kvq_decoder *d) { return d ? d->cache : NULL; }
+const kvq_model_config *kvq_decoder_config(const kvq_decoder *d) { return d ? &d->cfg : NULL; }
+kvq_err kvq_decoder_reset(kvq_decoder *d)
+{
+    KVQ_FAIL_IF(!d, KVQ_ERR_ARG, "decoder: NULL");
+    return kvq_cache_clear(d->cache);
+}
+
+static size_t mat_bytes(const dec_mat *m)
+{
+    return m->owned ? (size_t)m->rows * (size_t)m->cols * sizeof(float) : m->w->size;
+}
+
+size_t kvq_decoder_weight_bytes(const kvq_decoder *d)
+{
+    if (!d) return 0;
+    size_t n = mat_bytes(&d->embed) + (d->cls.w != d->embed.w || d->cls.owned ? mat_bytes(&d->cls) : 0);
+    for (int l = 0; l < d->cfg.n_layers; l++) {
+        const dec_layer *L = &d->layer[l];
+        n += mat_bytes(&L->wq) + mat_bytes(&L->wk) + mat_bytes(&L->wv) + mat_bytes(&L->wo) +
+             mat_bytes(&L->w1) + mat_bytes(&L->w2) + mat_bytes(&L->w3) + 2 * (size_t)d->cfg.dim * sizeof(float);
+    }
+    return n + (size_t)d->cfg.dim * sizeof(float);
+}
+
+/* ---- matmul ------------------------------------------------------------------- */
+/* Σ w[i]·x[i] in DOT_LANES interleaved partial sums (vectorisable without
+ * reassociation flags), combined pairwise, then the tail in order. */
+static float dot(const float *restrict w, const float *restrict x, int n)
+{
+    float acc[DOT_LANES] = {0};
+    int i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        for (int k = 0; k < DOT_LANES; k++) acc[k] += w[i + k] * x[i + k];
+    for (int s = DOT_LANES / 2; s > 0; s /= 2)
+        for (int k = 0; k < s; k++) acc[k] += acc[k + s];
+    float tail = 0.0f;
+    for (; i < n; i++) tail += w[i] * x[i];
+    return acc[0] + tail;
+}
+
+typedef struct {
+    kvq_decoder *d;
+    const float *x;
+    const dec_mat *m[MAX_JOB_MATS];
+    float *out[MAX_JOB_MATS];
+    int n_mats;
+} mm_job;
+
+/* Rows [r0, r1) of one matrix. */
+static void mm_rows(kvq_decoder *d, const dec_mat *m, const float *x, float *out, int r0, int r1, int tid)
+{
+    if (m->f32) {
+        for (int r = r0; r < r1; r++) out[r] = dot(m->f32 + (size_t)r * (size_t)m->cols, x, m->cols);
+        return;
+    }
+    float *blk = d->scratch + (size_t)tid * KVQ_DEC_GRAIN * (size_t)d->scratch_cols;
+    for (int b = r0; b < r1; b += KVQ_DEC_GRAIN) {
+        int e = b + KVQ_DEC_GRAIN < r1 ? b + KVQ_DEC_GRAIN : r1;
+        kvq_err err = kvq_weight_rows(m->w, b, e, blk);
+        if (err) {
+            if (!d->thread_err[tid]) {
+                d->thread_err[tid] = err;
+                d->thread_err_w[tid] = m->w;
+            }
+            memset(out + b, 0, (size_t)(e - b) * sizeof *out);
+            continue;
+        }
+        for (int r = b; r < e; r++) out[r] = dot(blk + (size_t)(r - b) * (size_t)m->cols, x, m->cols);
+    }
+}
+
+/* Pool callback: global rows [i0, i1) over the job's matrices in order. */
+static void mm_task(void *ctx, int64_t i0, int64_t i1, int tid)
+{
+    const mm_job *j = ctx;
+    int64_t base = 0;
+    for (int k = 0; k < j->n_mats && base < i1; k++) {
+        int64_t rows = j->m[k]->rows, lo = i0 > base ? i0 - base : 0, hi = i1 - base < rows ? i1 - base : rows;
+        if (lo < hi) mm_rows(j->d, j->m[k], j->x, j->out[k], (int)lo, (int)hi, tid);
+        base += rows;
+    }
+}
+
+static kvq_err run_job(kvq_decoder *d, mm_job *j)
+{
+    int64_t rows = 0;
+    for (int k = 0; k < j->n_mats; k++) rows += j->m[k]->rows;
+    int threads = kvq_pool_threads(d->pool);
+    memset(d->thread_err, 0, (size_t)threads * sizeof *d->thread_err);
+    kvq_pool_run(d->pool, rows, KVQ_DEC_GRAIN, mm_task, j);
+    for (int t = 0; t < threads; t++)
+        KVQ_FAIL_IF(d->thread_err[t], d->thread_err[t], "decoder: %s: cannot dequantize rows (%s)",
+                    d->thread_err_w[t]->name, kvq_strerror(d->thread_err[t]));
+    return KVQ_OK;
+}
+
+static kvq_err matmul(kvq_decoder *d, const float *x, const dec_mat *m, float *out)
+{
+    mm_job j = {d, x, {m}, {out}, 1};
+    return run_job(d, &j);
+}
+
+/* ---- activation hooks ------------------------------------------------------------ */
+/* Capture, then encode + decode x in place with the linear's codec. */
+static kvq_err act_hook(kvq_decoder *d, int layer, kvq_linear which, float *x, int n)
+{
+    if (d->opts.capture) d->opts.capture(d->opts.capture_user, layer, which, x, n);
+    kvq_ctx *ctx = d->opts.act[which];
+    if (!ctx) return KVQ_OK;
+    int64_t dims[2] = {1, n};
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, dims);
+    size_t used;
+    KVQ_TRY(kvq_ctx_encode_payload(ctx, &t, d->act_buf, d->act_cap, &used));
+    return kvq_ctx_decode_payload(ctx, d->act_buf, used, &t);
+}
+
+/* ---- the forward pass (run.c forward()) ----------------------------------------- */
+static void rmsnorm(float *o, const float *x, const float *w, int n, float eps)
+{
+    float ss = 0.0f;
+    for (int j = 0; j < n; j++) ss += x[j] * x[j];
+    ss /= (float)n;
+    ss += eps;
+    ss = 1.0f / sqrtf(ss);
+    for (int j = 0; j < n; j++) o[j] = w[j] * (ss * x[j]);
+}
+
+static void rope_tables(kvq_decoder *d, int pos)
+{
+    int hs = d->cfg.head_size;
+    for (int j = 0; j < hs / 2; j++) {
+        float freq = 1.0f / powf(d->cfg.rope_theta, (float)(2 * j) / (float)hs);
+        float val = (float)pos * freq;
+        d->rope_cos[j] = cosf(val);
+        d->rope_sin[j] = sinf(val);
+    }
+}
+
+/* Rotate n_heads heads of vec; head h belongs to KV group h / per_group. */
+static void rope_apply(const kvq_decoder *d, const dec_layer *L, float *vec, int n_heads, int per_group)
+{
+    int hs = d->cfg.head_size, half = hs / 2, adjacent = d->cfg.rope == KVQ_ROPE_ADJACENT;
+    for (int h = 0; h < n_heads; h++) {
+        float *head = vec + (size_t)h * (size_t)hs;
+        const int *pair = L->rope_pair + (size_t)(h / per_group) * (size_t)half;
+        for (int j = 0; j < half; j++) {
+            int a = adjacent ? 2 * j : j, b = adjacent ? 2 * j + 1 : j + half;
+            float c = d->rope_cos[pair[j]], s = d->rope_sin[pair[j]];
+            float v0 = head[a], v1 = head[b];
+            head[a] = v0 * c - v1 * s;
+            head[b] = v0 * s + v1 * c;
+        }
+    }
+}
+
+static kvq_err attention(kvq_decoder *d, int l, int pos)
+{
+    const kvq_model_config *c = &d->cfg;
+    dec_layer *L = &d->layer[l];
+    rmsnorm(d->xb, d->x, L->attn_norm, c->dim, c->norm_eps);
+    KVQ_TRY(act_hook(d, l, KVQ_LIN_QKV, d->xb, c->dim));
+    mm_job j = {d, d->xb, {&L->wq, &L->wk, &L->wv}, {d->q, d->k, d->v}, 3};
+    KVQ_TRY(run_job(d, &j));
+    int kv_mul = c->n_heads / c->n_kv_heads;
+    rope_apply(d, L, d->q, c->n_heads, kv_mul);
+    rope_apply(d, L, d->k, c->n_kv_heads, 1);
+    KVQ_TRY(kvq_cache_append(d->cache, l, d->k, d->v, 1));
+    KVQ_TRY(kvq_cache_attend(d->cache, l, d->q, c->n_heads, pos + 1, d->xb));
+    int q_dim = c->n_heads * c->head_size;
+    KVQ_TRY(act_hook(d, l, KVQ_LIN_O, d->xb, q_dim));
+    KVQ_TRY(matmul(d, d->xb, &L->wo, d->xb2));
+    for (int i = 0; i < c->dim; i++) d->x[i] += d->xb2[i];
+    return KVQ_OK;
+}
+
+static kvq_err ffn(kvq_decoder *d, int l)
+{
+    const kvq_model_config *c = &d->cfg;
+    dec_layer *L = &d->layer[l];
+    rmsnorm(d->xb, d->x, L->ffn_norm, c->dim, c->norm_eps);
+    KVQ_TRY(act_hook(d, l, KVQ_LIN_GATEUP, d->xb, c->dim));
+    mm_job j = {d, d->xb, {&L->w1, &L->w3}, {d->hb, d->hb2}, 2};
+    KVQ_TRY(run_job(d, &j));
+    for (int i = 0; i < c->hidden_dim; i++) {
+        float val = d->hb[i];
+        val *= 1.0f / (1.0f + expf(-val));   /* SiLU, as run.c */
+        val *= d->hb2[i];
+        d->hb[i] = val;
+    }
+    KVQ_TRY(act_hook(d, l, KVQ_LIN_DOWN, d->hb, c->hidden_dim));
+    KVQ_TRY(matmul(d, d->hb, &L->w2, d->xb));
+    for (int i = 0; i < c->dim; i++) d->x[i] += d->xb[i];
+    return KVQ_OK;
+}
+
+static kvq_err embed_token(kvq_decoder *d, int token)
+{
+    const dec_mat *e = &d->embed;
+    if (e->f32) {
+        memcpy(d->x, e->f32 + (size_t)token * (size_t)e->cols, (size_t)e->cols * sizeof(float));
+        return KVQ_OK;
+    }
+    return kvq_weight_rows(e->w, token, token + 1, d->x);
+}
+
+/* Positions must continue the cache; an earlier pos rewinds it (crop). */
+static kvq_err sync_cache(kvq_decoder *d, int pos)
+{
+    int len = kvq_cache_len(d->cache, 0);
+    KVQ_FAIL_IF(pos > len, KVQ_ERR_ARG, "decoder: position %d but the cache holds %d tokens", pos, len);
+    if (pos < len)
+        for (int l = 0; l < d->cfg.n_layers; l++) KVQ_TRY(kvq_cache_truncate(d->cache, l, pos));
+    return KVQ_OK;
+}
+
+kvq_err kvq_decoder_forward(kvq_decoder *d, int token, int pos, float **logits)
+{
+    KVQ_FAIL_IF(!d || !logits, KVQ_ERR_ARG, "decoder_forward: NULL argument");
+    const kvq_model_config *c = &d->cfg;
+    KVQ_FAIL_IF(token < 0 || token >= c->vocab_size, KVQ_ERR_ARG, "decoder: token %d outside vocabulary of %d",
+                token, c->vocab_size);
+    KVQ_FAIL_IF(pos < 0, KVQ_ERR_ARG, "decoder: position %d", pos);
+    KVQ_TRY(sync_cache(d, pos));
+    KVQ_TRY(embed_token(d, token));
+    rope_tables(d, pos);
+    for (int l = 0; l < c->n_layers; l++) {
+        KVQ_TRY(attention(d, l, pos));
+        KVQ_TRY(ffn(d, l));
+    }
+    rmsnorm(d->x, d->x, d->final_norm, c->dim, c->norm_eps);
+    KVQ_TRY(act_hook(d, c->n_layers, KVQ_LIN_CLS, d->x, c->dim));
+    KVQ_TRY(matmul(d, d->x, &d->cls, d->logits));
+    *logits = d->logits;
+    return KVQ_OK;
+}
+
+kvq_err kvq_decoder_forward_seq(kvq_decoder *d, const int *tokens, int n, int pos0, float *logits_out)
+{
+    KVQ_FAIL_IF(!d || (!tokens && n) || n < 0, KVQ_ERR_ARG, "decoder_forward_seq: bad argument");
+    size_t v = (size_t)d->cfg.vocab_size;
+    for (int i = 0; i < n; i++) {
+        float *lg;
+        KVQ_TRY(kvq_decoder_forward(d, tokens[i], pos0 + i, &lg));
+        if (logits_out) memcpy(logits_out + (size_t)i * v, lg, v * sizeof *lg);
+    }
+    return KVQ_OK;
+}

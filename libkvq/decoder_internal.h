@@ -1,0 +1,69 @@
+/*
+ * decoder_internal.h — the reference decoder's state, shared by
+ * libkvq/decoder.c (forward pass) and libkvq/transform.c (offline
+ * transforms that rewrite the decoder's owned f32 weights).  Never
+ * installed.
+ */
+#ifndef KVQ_DECODER_INTERNAL_H
+#define KVQ_DECODER_INTERNAL_H
+
+#include "kvq_internal.h"
+#include "threadpool.h"
+
+#define KVQ_DEC_GRAIN 16 /* rows per matmul block: one dequantized scratch block */
+
+/* One linear weight [rows][cols] as the matmul reads it: f32 rows in
+ * place (the mmap, or `owned`) or, when f32 == NULL, dequantized block by
+ * block from the model's storage through kvq_weight_rows(). */
+typedef struct dec_mat {
+    const kvq_weight *w;       /* the model's weight (storage)               */
+    const float *f32;          /* [rows][cols] readable f32, or NULL         */
+    float *owned;              /* f32 copy owned by the decoder, or NULL     */
+    int rows, cols;
+} dec_mat;
+
+typedef struct dec_layer {
+    float *attn_norm;          /* (dim) owned f32                           */
+    float *ffn_norm;           /* (dim) owned f32                           */
+    dec_mat wq;                /* (n_heads·hs, dim)                          */
+    dec_mat wk, wv;            /* (n_kv_heads·hs, dim)                       */
+    dec_mat wo;                /* (dim, n_heads·hs)                          */
+    dec_mat w1, w3;            /* (hidden_dim, dim): gate, up                */
+    dec_mat w2;                /* (dim, hidden_dim): down                    */
+    int *rope_pair;            /* (n_kv_heads, hs/2): stored pair slot j of a
+                                  head in KV group g rotates with frequency
+                                  index rope_pair[g·hs/2 + j] (identity unless
+                                  kvq_transform_permute_qk moved pairs)     */
+} dec_layer;
+
+struct kvq_decoder {
+    const kvq_model *model;
+    kvq_model_config cfg;
+    kvq_decoder_opts opts;
+    int kv_dim;                /* n_kv_heads · head_size                     */
+    dec_mat embed;             /* (vocab, dim)                               */
+    dec_mat cls;               /* (vocab, dim); shares embed's storage when tied */
+    float *final_norm;         /* (dim) owned                                */
+    dec_layer *layer;          /* [n_layers]                                 */
+    kvq_pool *pool;
+    kvq_cache *cache;
+    int own_cache;
+    /* run state, allocated once (llama2.c RunState) */
+    float *x;                  /* (dim) residual stream                      */
+    float *xb, *xb2;           /* (max(dim, q_dim))                          */
+    float *q, *k, *v;          /* (q_dim), (kv_dim), (kv_dim)                */
+    float *hb, *hb2;           /* (hidden_dim)                               */
+    float *logits;             /* (vocab)                                    */
+    float *rope_cos, *rope_sin;/* (hs/2) for the current position            */
+    float *scratch;            /* (threads, KVQ_DEC_GRAIN, max cols)         */
+    int    scratch_cols;
+    void  *act_buf;            /* activation-codec payload scratch           */
+    size_t act_cap;
+    kvq_err *thread_err;       /* (threads) first error of each worker       */
+    const kvq_weight **thread_err_w;
+};
+
+/* kvq_dec_mat_own() : make m an owned f32 copy (no-op when it already is). */
+kvq_err kvq_dec_mat_own(dec_mat *m);
+
+#endif /* KVQ_DECODER_INTERNAL_H */
