@@ -815,6 +815,119 @@ KVQ_API kvq_err kvq_cache_prefix_load(kvq_cache *c, const int32_t *tokens, int n
 /* ======================================================================== */
 /*  Section: evaluation                                                     */
 /* ======================================================================== */
+/* Teacher-forced comparison of a candidate model (quantized weights,
+ * activation codec, compressed KV cache) against the f32 model on the same
+ * tokens, with llama-perplexity's definitions (quant-methods.md §7), so
+ * numbers read like llama.cpp's KL-divergence printout.
+ *
+ * Differences from llama-perplexity, by design:
+ *  - the base logits are held in memory as f32 and KL is computed exactly
+ *    over the full softmax, in double precision; llama.cpp stores the base
+ *    log-probabilities as uint16 and drops terms with log p_base <= -16,
+ *    which gives even f16-vs-itself a small floor.  Here f32 vs f32 is
+ *    exactly 0 (every term is p·(x − x) = 0).
+ * Statistics: mean ± sqrt(var/(n−1)) (0 when n <= 10); percentiles by
+ * linear interpolation on sorted values at index f·(n−1); PPL = exp(mean
+ * NLL) ± PPL·unc(NLL); same-top ± sqrt(p(1−p)/(n−1)); ln-ratio and
+ * difference uncertainties use the covariance of the two NLL series. */
+
+/* One scored token: candidate vs base. */
+typedef struct kvq_eval_token {
+    double nll_q, nll_base;     /* −ln p(target)                            */
+    double p_q, p_base;         /* p(target)                                */
+    double kld;                 /* Σ_i p_base,i·(ln p_base,i − ln p_q,i)    */
+    int    same_top;            /* argmax equal (lowest index on ties)      */
+} kvq_eval_token;
+
+/* kvq_eval_compare() : softmaxes both logit rows in double (maximum
+ * subtracted) and fills *t for the true next token `target`.
+ * KVQ_ERR_ARG for a bad target or size, KVQ_ERR_NONFINITE for NaN/Inf
+ * logits.  Pure; thread-safe. */
+KVQ_API kvq_err kvq_eval_compare(const float *logits_base, const float *logits_q, int n_vocab, int target,
+                                 kvq_eval_token *t);
+
+/* Percentile levels, as llama-perplexity prints them (fractions, highest
+ * first: max, 99.9%, ... , min). */
+#define KVQ_EVAL_N_KLD_LEVELS 11    /* 1 .999 .99 .95 .90 .5 .1 .05 .01 .001 0 */
+#define KVQ_EVAL_N_DP_LEVELS 13     /* 1 .999 .99 .95 .90 .75 .5 .25 .1 .05 .01 .001 0 */
+KVQ_API const double *kvq_eval_kld_levels(void);
+KVQ_API const double *kvq_eval_dp_levels(void);
+
+typedef struct kvq_eval_summary {
+    uint64_t n;                 /* tokens scored                            */
+    double ppl_q, ppl_q_unc, ppl_base, ppl_base_unc;
+    double ln_ppl_cor;          /* Cor(ln PPL(Q), ln PPL(base)), [-1, 1]    */
+    double ln_ratio, ln_ratio_unc;   /* mean ln(PPL(Q)/PPL(base))           */
+    double ppl_ratio, ppl_ratio_unc; /* PPL(Q)/PPL(base)                    */
+    double ppl_diff, ppl_diff_unc;   /* PPL(Q) − PPL(base)                  */
+    double kld_mean, kld_unc;
+    double kld_pct[KVQ_EVAL_N_KLD_LEVELS];  /* at kvq_eval_kld_levels()      */
+    double dp_mean, dp_unc;          /* Δp = p_q − p_base (fraction)        */
+    double dp_pct[KVQ_EVAL_N_DP_LEVELS];    /* at kvq_eval_dp_levels()      */
+    double dp_rms, dp_rms_unc;
+    double same_top, same_top_unc;   /* fraction                            */
+} kvq_eval_summary;
+
+/* Accumulates tokens (sums and the per-token KLD / Δp series). */
+typedef struct kvq_eval_acc kvq_eval_acc;
+/* kvq_eval_acc_create() : empty accumulator; free with kvq_eval_acc_free(). */
+KVQ_API kvq_err kvq_eval_acc_create(kvq_eval_acc **out);
+KVQ_API void kvq_eval_acc_free(kvq_eval_acc *a);                /* NULL-safe */
+KVQ_API kvq_err kvq_eval_acc_add(kvq_eval_acc *a, const kvq_eval_token *t);
+KVQ_API uint64_t kvq_eval_acc_count(const kvq_eval_acc *a);
+/* kvq_eval_summarize() : every statistic above (zeros when empty). */
+KVQ_API kvq_err kvq_eval_summarize(const kvq_eval_acc *a, kvq_eval_summary *s);
+
+/* The pieces, exposed for tests and other reports. */
+/* kvq_eval_percentile() : sorted[n] ascending, f in [0, 1]; 0 when n = 0. */
+KVQ_API double kvq_eval_percentile(const double *sorted, size_t n, double f);
+/* kvq_eval_mean_unc() : mean = sum/n; unc = sqrt((sum2/n − mean²)/(n−1))
+ * when that variance is > 0 and n > 10, else 0. */
+KVQ_API void kvq_eval_mean_unc(double sum, double sum2, uint64_t n, double *mean, double *unc);
+
+/* ---- the evaluation driver (libkvq/eval_driver.c) ---------------------
+ * Teacher-forced, llama-perplexity's chunked mode: the token stream is
+ * split into floor(n / ctx) chunks of ctx tokens; each chunk starts from
+ * an empty cache with its first token replaced by BOS; logits at
+ * positions first = ctx/2 .. ctx−2 are scored against the next token
+ * (ctx − 1 − ctx/2 tokens per chunk).  Base and candidate see the same
+ * tokens. */
+typedef struct kvq_eval_opts {
+    int ctx;                    /* tokens per chunk; 0: min(seq_len, 512)   */
+    int max_chunks;             /* 0: all                                   */
+    int threads;                /* decoder worker threads (<= 1: none)      */
+    const char *act_spec;       /* codec on every linear input; NULL: none  */
+    const char *kv_k_spec, *kv_v_spec; /* candidate cache codecs; NULL: f32 */
+    int kv_window, kv_page;     /* candidate cache W and P (P 0: 32)        */
+    /* progress(user, chunks done, chunks total); may be NULL. */
+    void (*progress)(void *user, int done, int total);
+    void *user;
+} kvq_eval_opts;
+
+typedef struct kvq_eval_result {
+    kvq_eval_summary s;
+    int      ctx, n_chunks;
+    uint64_t n_text_tokens;     /* tokens in the stream (with BOS)          */
+    uint64_t weight_bytes_base, weight_bytes_q; /* Σ stored weight bytes    */
+    uint64_t n_weights;         /* Σ weight values                          */
+    double   bpw_base, bpw_q;   /* 8·bytes / values                         */
+    double   kv_bytes_per_token;     /* candidate, all layers, K+V, measured
+                                        on a full chunk from cache stats    */
+    double   kv_bytes_per_token_f32; /* 2·L·kv_dim·4                        */
+    double   kv_ratio_f32, kv_ratio_f16; /* f32 / f16 bytes over measured   */
+    double   kv_bits_per_value;
+    double   seconds;
+} kvq_eval_result;
+
+/* kvq_eval_opts_init() : zeroes (ctx from the model, all chunks). */
+KVQ_API void kvq_eval_opts_init(kvq_eval_opts *o);
+/* kvq_eval_run() : base = the reference model (run with an f32 cache, no
+ * hooks), cand = the candidate weights (may be the same object).  Both
+ * must share the configuration.  tokens[n] is the stream, BOS first.
+ * KVQ_ERR_ARG when not one chunk fits.  Every weight counts in bpw. */
+KVQ_API kvq_err kvq_eval_run(const kvq_model *base, const kvq_model *cand, const int *tokens, size_t n,
+                             const kvq_eval_opts *o, kvq_eval_result *r);
+
 
 #ifdef KVQ_EXPERIMENTAL
 /* ======================================================================== */
