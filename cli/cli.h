@@ -18,6 +18,8 @@
 /* Subcommands: argv[0] is the subcommand name. */
 int kvq_cmd_codecs(int argc, char **argv);
 int kvq_cmd_generate(int argc, char **argv);
+/* `kvq bench decode` (dispatched by cmd_bench.c's table) */
+int kvq_bench_decode(int argc, char **argv);
 
 /* cli_error() : prints "kvq: <what>: <strerror>: <detail>" to stderr and
  * returns CLI_EXIT_FAIL.  `what` is usually a file name. */
