@@ -17,6 +17,9 @@
 
 /* Subcommands: argv[0] is the subcommand name. */
 int kvq_cmd_codecs(int argc, char **argv);
+int kvq_cmd_quantize(int argc, char **argv);
+int kvq_cmd_inspect(int argc, char **argv);
+int kvq_cmd_export(int argc, char **argv);
 int kvq_cmd_generate(int argc, char **argv);
 /* `kvq bench decode` (dispatched by cmd_bench.c's table) */
 int kvq_bench_decode(int argc, char **argv);

@@ -18,6 +18,9 @@ typedef struct {
 
 static const subcommand commands[] = {
     {"codecs", kvq_cmd_codecs, "list codecs: domains, parameters and ranges, bits/value"},
+    {"quantize", kvq_cmd_quantize, "quantize a checkpoint: IN OUT --codec SPEC [--tensor REGEX=SPEC]..."},
+    {"inspect", kvq_cmd_inspect, "show a checkpoint: format, config, metadata, tensor table"},
+    {"export", kvq_cmd_export, "rewrite a checkpoint as GGUF, safetensors or .kvq"},
     {"generate", kvq_cmd_generate, "generate text with the reference decoder (llama2.c run.c output)"},
 };
 

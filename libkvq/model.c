@@ -341,8 +341,9 @@ static int has_suffix(const char *s, const char *suf)
 
 static kvq_err read_image(const kvq_src *s, const char *dir, kvq_model *m)
 {
-    (void)dir;
     if (s->n >= 4 && !memcmp(s->p, KVQ_GGUF_MAGIC, 4)) return kvq_ckpt_gguf_read(s, m);
+    if (s->n >= 4 && !memcmp(s->p, KVQ_KVQ_MAGIC, 4)) return kvq_ckpt_kvq_read(s, m);
+    (void)dir;
     /* Last resort: a llama2.c file, recognised only by the exact size its
      * header implies; the reader's error says what it expected. */
     return kvq_ckpt_llama2c_read(s, m);
@@ -447,4 +448,23 @@ kvq_err kvq_format_from_path(const char *path, kvq_format *f)
         }
     return KVQ_ERROR(KVQ_ERR_ARG, "%s: cannot tell the format from the name (use .kvq, .gguf or .safetensors)",
                      path);
+}
+
+kvq_err kvq_model_save(const kvq_model *m, const char *path, kvq_format fmt, int overwrite)
+{
+    KVQ_FAIL_IF(!m || !path, KVQ_ERR_ARG, "kvq_model_save: NULL argument");
+    kvq_err (*writer)(const kvq_model *, kvq_out *) =
+        fmt == KVQ_FORMAT_KVQ ? kvq_ckpt_kvq_write
+        : fmt == KVQ_FORMAT_GGUF ? kvq_ckpt_gguf_write
+        : NULL;
+    KVQ_FAIL_IF(!writer, KVQ_ERR_UNSUPPORTED, "%s: writing %s files is not supported", path, kvq_format_name(fmt));
+    kvq_out o;
+    KVQ_TRY(kvq_out_open(&o, path, overwrite));
+    kvq_err e = writer(m, &o);
+    if (e) {
+        kvq_error_prefix(path);
+        kvq_out_abort(&o);
+        return e;
+    }
+    return kvq_out_commit(&o);
 }

@@ -1,0 +1,183 @@
+/*
+ * cmd_quantize.c — `kvq quantize IN OUT --codec SPEC [--tensor REGEX=SPEC]...`
+ *
+ * Mirrors llama-quantize (formats-and-engines.md §5): one line per tensor
+ *   [ 3/48] blk.0.attn_q.weight - [64, 64], f32 -> q4_0 .. 16.00 KiB -> 2.25 KiB, 4.500 bpw, SQNR 19.3 dB, max|err| 0.0123
+ * then totals (model size, quant size, bits per weight) and the count of
+ * tensors that needed a fallback type.  A progress bar runs on a terminal.
+ * The output format comes from --format or OUT's extension; OUT is written
+ * through a temp file and renamed, and an existing OUT is refused unless -f.
+ */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define MAX_RULES 64
+#define KIB 1024.0
+#define TOK_MAX_BYTES (16L << 20) /* far above any tokenizer.bin */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: kvq quantize IN OUT --codec SPEC [--tensor 'REGEX=SPEC']... [--threads N]\n"
+            "                    [--format kvq|gguf|safetensors] [--tokenizer FILE] [-f]\n"
+            "  IN      llama2.c .bin, GGUF, safetensors (file, directory or index.json) or .kvq\n"
+            "  OUT     output; format from --format or the extension (.kvq .gguf .safetensors)\n"
+            "  --codec SPEC          codec for every matrix, e.g. q4_0, rtn:bits=4,group=64\n"
+            "  --tensor REGEX=SPEC   override for tensors whose name matches the POSIX ERE (repeatable,\n"
+            "                        first match wins); 1-D tensors stay f32 unless a rule names them\n"
+            "  --threads N           worker threads (default 1)\n"
+            "  --tokenizer FILE      embed this llama2.c tokenizer.bin\n"
+            "  -f, --force           overwrite OUT\n");
+}
+
+static void progress(void *opaque, size_t done, size_t total)
+{
+    cli_progress((const char *)opaque, done, total);
+}
+
+static void fmt_size(double bytes, char *buf, size_t cap)
+{
+    if (bytes >= KIB * KIB) snprintf(buf, cap, "%.2f MiB", bytes / (KIB * KIB));
+    else snprintf(buf, cap, "%.2f KiB", bytes / KIB);
+}
+
+static void print_stats(const kvq_quant_stat *st, size_t n, double secs)
+{
+    double in = 0, out = 0, numel = 0;
+    size_t fallbacks = 0;
+    for (size_t i = 0; i < n; i++) {
+        const kvq_quant_stat *s = &st[i];
+        char shp[80], a[32], b[32], sq[32];
+        fmt_size((double)s->bytes_in, a, sizeof a);
+        fmt_size((double)s->bytes_out, b, sizeof b);
+        if (isinf(s->sqnr_db)) snprintf(sq, sizeof sq, "exact");
+        else snprintf(sq, sizeof sq, "SQNR %.1f dB", s->sqnr_db);
+        printf("[%3zu/%3zu] %s - %s, %s -> %s .. %s -> %s, %.3f bpw, %s, max|err| %.4g%s%s\n", i + 1, n, s->name,
+               kvq_shape_format(&s->shape, shp, sizeof shp), s->src_type, s->dst_type, a, b, s->bpw, sq,
+               s->max_abs_err, s->fallback ? "  (fallback: " : "", s->fallback ? s->note : "");
+        if (s->fallback) printf(")\n");
+        in += (double)s->bytes_in;
+        out += (double)s->bytes_out;
+        numel += (double)kvq_shape_numel(&s->shape);
+        fallbacks += s->fallback != 0;
+    }
+    char a[32], b[32];
+    fmt_size(in, a, sizeof a);
+    fmt_size(out, b, sizeof b);
+    printf("model size = %s (%.3f bpw)\n", a, numel ? 8 * in / numel : 0);
+    printf("quant size = %s (%.3f bpw)\n", b, numel ? 8 * out / numel : 0);
+    if (fallbacks) printf("%zu of %zu tensor(s) required fallback quantization\n", fallbacks, n);
+    printf("quantize time = %.1f ms\n", secs * 1e3);
+}
+
+static int parse_format(const char *s, kvq_format *f)
+{
+    if (!strcmp(s, "kvq")) *f = KVQ_FORMAT_KVQ;
+    else if (!strcmp(s, "gguf")) *f = KVQ_FORMAT_GGUF;
+    else if (!strcmp(s, "safetensors")) *f = KVQ_FORMAT_SAFETENSORS;
+    else return -1;
+    return 0;
+}
+
+static int attach_tokenizer(kvq_model *m, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    long n = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    unsigned char *buf = n >= 0 && n <= TOK_MAX_BYTES ? malloc((size_t)n + 1) : NULL;
+    int ok = buf && fseek(f, 0, SEEK_SET) == 0 && fread(buf, 1, (size_t)n, f) == (size_t)n;
+    if (f) fclose(f);
+    if (!ok) {
+        free(buf);
+        fprintf(stderr, "kvq: %s: cannot read tokenizer (missing, unreadable or over 16 MiB)\n", path);
+        return CLI_EXIT_FAIL;
+    }
+    kvq_err e = kvq_model_set_tokenizer(m, buf, (size_t)n);
+    free(buf);
+    return e ? cli_error(path, e) : CLI_EXIT_OK;
+}
+
+int kvq_cmd_quantize(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL, *fmt_s = NULL, *tok = NULL;
+    const char *rules[MAX_RULES];
+    kvq_quant_opts o = {0};
+    int force = 0;
+    long threads = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        } else if (!strcmp(a, "-f") || !strcmp(a, "--force")) {
+            force = 1;
+        } else if (!strcmp(a, "--codec") && has) {
+            o.spec = argv[++i];
+        } else if (!strcmp(a, "--tensor") && has) {
+            if (o.n_rules == MAX_RULES) return cli_usage_error("quantize", "more than %d --tensor rules", MAX_RULES);
+            rules[o.n_rules++] = argv[++i];
+        } else if (!strcmp(a, "--threads") && has) {
+            if (cli_parse_int(argv[++i], 1, 256, &threads))
+                return cli_usage_error("quantize", "--threads takes 1..256, got '%s'", argv[i]);
+        } else if (!strcmp(a, "--format") && has) {
+            fmt_s = argv[++i];
+        } else if (!strcmp(a, "--tokenizer") && has) {
+            tok = argv[++i];
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error("quantize", "unknown option '%s'", a);
+        } else if (!in) {
+            in = a;
+        } else if (!out) {
+            out = a;
+        } else {
+            return cli_usage_error("quantize", "unexpected argument '%s'", a);
+        }
+    }
+    if (!in || !out) return cli_usage_error("quantize", "need IN and OUT");
+    if (!o.spec) return cli_usage_error("quantize", "--codec SPEC is required");
+    kvq_format fmt;
+    if (fmt_s ? parse_format(fmt_s, &fmt) : kvq_format_from_path(out, &fmt) != KVQ_OK || fmt == KVQ_FORMAT_LLAMA2C)
+        return cli_usage_error("quantize", "cannot tell the output format of '%s' (use --format kvq|gguf|safetensors)",
+                               fmt_s ? fmt_s : out);
+    struct stat st;
+    if (!force && stat(out, &st) == 0) {
+        fprintf(stderr, "kvq: %s: already exists (use -f to overwrite)\n", out);
+        return CLI_EXIT_FAIL;
+    }
+    o.rules = rules;
+    o.n_threads = (int)threads;
+    o.progress = progress;
+    o.opaque = (void *)"quantizing";
+    kvq_model *m = NULL, *q = NULL;
+    kvq_quant_stat *stats = NULL;
+    kvq_err e = kvq_model_load(in, &m);
+    if (e) return cli_error(in, e);
+    int rc = tok ? attach_tokenizer(m, tok) : CLI_EXIT_OK;
+    if (rc) {
+        kvq_model_free(m);
+        return rc;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    e = kvq_model_quantize(m, &o, &q, &stats);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (e) {
+        rc = cli_error(in, e);
+    } else {
+        print_stats(stats, kvq_model_n_weights(q),
+                    (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+        e = kvq_model_save(q, out, fmt, force);
+        if (e) rc = cli_error(out, e);
+        else printf("wrote %s (%s)\n", out, kvq_format_name(fmt));
+    }
+    free(stats);
+    kvq_model_free(q);
+    kvq_model_free(m);
+    return rc;
+}
