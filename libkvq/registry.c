@@ -10,6 +10,9 @@ static const kvq_codec *const codecs[] = {
     &kvq_codec_f32,
     &kvq_codec_f16,
     &kvq_codec_bf16,
+    &kvq_codec_rtn,
+    &kvq_codec_q8_0,
+    &kvq_codec_q4_0,
 };
 
 #define N_CODECS (sizeof codecs / sizeof codecs[0])

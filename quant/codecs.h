@@ -12,4 +12,11 @@ extern const kvq_codec kvq_codec_f32;
 extern const kvq_codec kvq_codec_f16;
 extern const kvq_codec kvq_codec_bf16;
 
+/* quant/rtn.c : round-to-nearest integer baseline (id 10) */
+extern const kvq_codec kvq_codec_rtn;
+
+/* quant/ggml.c : ggml block layouts, byte-exact (ids 20-21) */
+extern const kvq_codec kvq_codec_q8_0;
+extern const kvq_codec kvq_codec_q4_0;
+
 #endif

@@ -1,0 +1,235 @@
+/*
+ * ggml.c — codecs q8_0 (id 20) and q4_0 (id 21): ggml's Q8_0 and Q4_0 block
+ * layouts and reference quantizers, reproduced byte for byte
+ * (quant-methods.md §6.1; ggml-org/ggml src/ggml-common.h, src/ggml-quants.c
+ * quantize_row_q8_0_ref / quantize_row_q4_0_ref, dequantize_row_q*_0).
+ *
+ * Payload: the ggml blocks back to back, row-major; a row of `cols` values
+ * is cols/32 blocks, so cols must be a multiple of 32 (KVQ_ERR_SHAPE if not).
+ *   Q8_0 block (34 B): f16 d; int8 qs[32];           x = d·q
+ *   Q4_0 block (18 B): f16 d; u8 qs[16] (nibbles);   x = d·(q − 8)
+ *   Q4_0 nibbles: byte j = code j (low) | code j+16 (high)  ("split half").
+ *
+ * Reference rules kept exactly (the golden files in ../shared/data/golden
+ * were made by ggml's _ref functions; tests/test_codecs.c compares bytes):
+ *   Q8_0: d = amax/127 (f32); id = d ? 1/d : 0; q = roundf(x·id) (RHA).
+ *   Q4_0: max = signed value of the first element of largest magnitude;
+ *         d = max/−8; id = d ? 1/d : 0; q = min(15, (int8)(x·id + 8.5)).
+ *   Both store d rounded to f16 (RNE) but quantise with the f32 d.
+ * Speed: the per-block loops have a constant trip count of 32 and no
+ * divisions or branches, so gcc -O2 vectorises them; roundf is replaced by
+ * kvq_round_rha (quant_common.h), proven identical for |v| < 2^31, and
+ * x·id + 8.5 is kept as two statements so no compiler contracts it into an
+ * FMA (ggml's reference rounds the product first).
+ * Reconstructed where ggml is undefined: when 1/d overflows (|d| below
+ * ~2^-128, a block of subnormal inputs) ggml converts ±Inf/NaN to int8,
+ * which x86 builds turn into 0; we store code 0 there.  When d is an f32
+ * subnormal but 1/d is finite, x·id can leave the int8 range in ggml
+ * (undefined in C); we wrap as x86 does for q8_0 and saturate Q4_0 codes at
+ * 15.  In both cases the f16 scale is 0 and the block decodes to
+ * zeros, so the difference never reaches a decoded value.  A block whose scale exceeds
+ * the f16 range (|x| > ~8.3e6 for q8_0, > ~5.2e5 for q4_0) would be stored
+ * by ggml as an Inf scale; we reject it with KVQ_ERR_PARAM_RANGE.
+ */
+#include "kvq_internal.h"
+#include "quant/codecs.h"
+#include "quant/quant_common.h"
+
+#include <float.h>
+
+#define QK          32      /* elements per block (ggml QK8_0 = QK4_0 = 32)      */
+#define Q8_0_QMAX   127.0f  /* (1 << 7) − 1: largest |q| of Q8_0                 */
+#define Q4_0_DIV    (-8.0f) /* Q4_0: d = max / −8, so max maps to code 0          */
+#define Q4_0_OFFSET 8.5f    /* Q4_0: code = trunc(x·id + 8.5) = RHA(x·id) + 8     */
+#define Q4_0_CODE_MAX 15    /* largest 4-bit code                                 */
+#define Q4_0_ZERO   8       /* code of the value 0                                */
+#define F16_EXP_MASK 0x7C00u /* all-ones exponent: Inf or NaN                     */
+
+typedef struct {
+    uint8_t d[2];          /* f16 scale, little-endian */
+    int8_t  qs[QK];
+} block_q8_0;
+_Static_assert(sizeof(block_q8_0) == 34, "Q8_0 block is 34 bytes (ggml-common.h)");
+
+typedef struct {
+    uint8_t d[2];          /* f16 scale, little-endian */
+    uint8_t qs[QK / 2];    /* split-half nibbles       */
+} block_q4_0;
+_Static_assert(sizeof(block_q4_0) == 18, "Q4_0 block is 18 bytes (ggml-common.h)");
+
+typedef enum { GG_Q8_0, GG_Q4_0 } gg_type;
+
+typedef struct {
+    gg_type type;
+} gg_state;
+
+static size_t block_bytes(gg_type t) { return t == GG_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0); }
+static const char *type_name(gg_type t) { return t == GG_Q8_0 ? "q8_0" : "q4_0"; }
+
+/* 1/d as ggml computes it; `ok` is 0 when it overflowed (see header). */
+static inline float inverse_scale(float d, int *ok)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    *ok = id <= FLT_MAX && id >= -FLT_MAX;
+    return id;
+}
+
+/* One Q8_0 block; returns the f16 scale. */
+static inline uint16_t q8_0_block(const float *restrict x, int8_t *restrict qs)
+{
+    float d = kvq_absmax(x, QK) / Q8_0_QMAX;
+    int ok;
+    float id = inverse_scale(d, &ok);
+    if (!ok) id = 0.0f; /* x86 ggml: Inf/NaN → int8 gives 0 */
+    for (int j = 0; j < QK; j++) qs[j] = (int8_t)kvq_round_rha(x[j] * id);
+    return kvq_f32_to_f16(d);
+}
+
+/* One Q4_0 block; returns the f16 scale. */
+static inline uint16_t q4_0_block(const float *restrict x, uint8_t *restrict qs)
+{
+    float d = kvq_signed_absmax(x, QK) / Q4_0_DIV;
+    int ok;
+    float id = inverse_scale(d, &ok);
+    uint8_t c[QK];
+    if (!ok) id = 0.0f;
+    for (int j = 0; j < QK; j++) {
+        float t = x[j] * id; /* rounded to f32 here, as in ggml ... */
+        t = t + Q4_0_OFFSET; /* ... before the offset is added      */
+        uint8_t v = (uint8_t)(int32_t)t; /* t ∈ [0.49, 16.5]: 0..16 */
+        c[j] = v < Q4_0_CODE_MAX ? v : Q4_0_CODE_MAX;
+    }
+    if (!ok) memset(c, 0, sizeof c); /* x86 ggml: Inf/NaN → int8 gives 0 */
+    kvq_nibbles_pack(c, QK, KVQ_NIB_SPLIT_HALF, qs);
+    return kvq_f32_to_f16(d);
+}
+
+static kvq_err check_shape(gg_type t, const kvq_shape *s)
+{
+    int64_t cols = kvq_shape_cols(s);
+    KVQ_FAIL_IF(cols % QK != 0, KVQ_ERR_SHAPE,
+                "%s: rows of %lld values are not a whole number of %d-value blocks "
+                "(the innermost dimension must be a multiple of %d)",
+                type_name(t), (long long)cols, QK, QK);
+    return KVQ_OK;
+}
+
+static size_t gg_bound(const void *st, const kvq_shape *s)
+{
+    gg_type t = ((const gg_state *)st)->type;
+    size_t blocks = ((size_t)kvq_shape_numel(s) + QK - 1) / QK;
+    return blocks * block_bytes(t);
+}
+
+static kvq_err gg_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
+{
+    gg_type t = ((gg_state *)st)->type;
+    KVQ_TRY(check_shape(t, &src->shape));
+    size_t nb = (size_t)kvq_shape_numel(&src->shape) / QK, bb = block_bytes(t);
+    KVQ_FAIL_IF(cap < nb * bb, KVQ_ERR_DST_TOO_SMALL, "%s: need %zu bytes, buffer has %zu", type_name(t),
+                nb * bb, cap);
+    const float *x = src->data;
+    uint8_t *o = dst;
+    for (size_t b = 0; b < nb; b++, x += QK, o += bb) {
+        uint16_t h = t == GG_Q8_0 ? q8_0_block(x, (int8_t *)(o + 2)) : q4_0_block(x, o + 2);
+        KVQ_FAIL_IF((h & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_PARAM_RANGE,
+                    "%s: block %zu (element %zu): scale %g exceeds the f16 range", type_name(t), b, b * QK,
+                    (double)kvq_f16_to_f32(h));
+        kvq_wr16(o, h);
+    }
+    *n = nb * bb;
+    return KVQ_OK;
+}
+
+/* Blocks [b0, b0+nb) of a payload into y[nb·32]. */
+static kvq_err dequant_blocks(gg_type t, const uint8_t *p, size_t b0, size_t nb, float *restrict y)
+{
+    size_t bb = block_bytes(t);
+    for (size_t b = b0; b < b0 + nb; b++, y += QK) {
+        const uint8_t *blk = p + b * bb;
+        uint16_t h = kvq_rd16(blk);
+        KVQ_FAIL_IF((h & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_CORRUPT,
+                    "%s: block %zu has a non-finite scale (0x%04x)", type_name(t), b, h);
+        const float d = kvq_f16_to_f32(h);
+        if (t == GG_Q8_0) {
+            const int8_t *qs = (const int8_t *)(blk + 2);
+            for (int j = 0; j < QK; j++) y[j] = (float)qs[j] * d;
+        } else {
+            const uint8_t *qs = blk + 2;
+            for (int j = 0; j < QK / 2; j++) {
+                y[j] = (float)((qs[j] & 0x0F) - Q4_0_ZERO) * d;
+                y[j + QK / 2] = (float)((qs[j] >> 4) - Q4_0_ZERO) * d;
+            }
+        }
+    }
+    return KVQ_OK;
+}
+
+static kvq_err check_payload(gg_type t, const kvq_shape *s, size_t n)
+{
+    KVQ_TRY(check_shape(t, s));
+    size_t need = (size_t)kvq_shape_numel(s) / QK * block_bytes(t);
+    KVQ_FAIL_IF(n != need, KVQ_ERR_CORRUPT, "%s: payload is %zu bytes, shape needs %zu", type_name(t), n, need);
+    return KVQ_OK;
+}
+
+static kvq_err gg_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
+{
+    gg_type t = ((gg_state *)st)->type;
+    KVQ_TRY(check_payload(t, &dst->shape, n));
+    return dequant_blocks(t, src, 0, (size_t)kvq_shape_numel(&dst->shape) / QK, dst->data);
+}
+
+static kvq_err gg_decode_rows(void *st, const void *src, size_t n, const kvq_shape *s, int64_t r0, int64_t r1,
+                              float *out)
+{
+    gg_type t = ((gg_state *)st)->type;
+    KVQ_TRY(check_payload(t, s, n));
+    size_t bpr = (size_t)kvq_shape_cols(s) / QK; /* blocks per row */
+    return dequant_blocks(t, src, (size_t)r0 * bpr, (size_t)(r1 - r0) * bpr, out);
+}
+
+static kvq_err init_q8_0(void *st, const kvq_params *p)
+{
+    (void)p;
+    ((gg_state *)st)->type = GG_Q8_0;
+    return KVQ_OK;
+}
+
+static kvq_err init_q4_0(void *st, const kvq_params *p)
+{
+    (void)p;
+    ((gg_state *)st)->type = GG_Q4_0;
+    return KVQ_OK;
+}
+
+/* Declared error bounds (‖x̂−x‖/‖x‖, finite inputs whose block scales are
+ * f16-normal).  Per block with amax a and step d (a/127, resp. a/8): an
+ * element that rounds to 0 has error |x| < d/2; any other has |x| ≥ d/2 and
+ * error ≤ d/2 + |q|·d·2^-11 = c (f16 rounding of d, |q| ≤ 127 resp. 8);
+ * Q4_0's clamped side (x/d ≥ 7.5) has error ≤ 1.004·d at |x| ≥ 7.5·d, a
+ * smaller ratio.  The largest ratio of Σe² to Σx² ≥ a² + Σx_i² therefore
+ * puts the 31 other elements at d/2 with error c:
+ *   R² = (31c² + (a·2^-11)²) / (a² + 31·d²/4)
+ *   q8_0: c = 0.5620·d, a = 127·d → R = 0.02464;  q4_0: c = 0.5039·d,
+ *   a = 8·d → R = 0.3312.  Declared with a little headroom. */
+#define Q8_0_REL_ERR 0.025
+#define Q4_0_REL_ERR 0.335
+
+#define GG_DOMAINS (KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV)
+
+const kvq_codec kvq_codec_q8_0 = {
+    .abi = KVQ_CODEC_ABI, .name = "q8_0", .id = 20, .domain = GG_DOMAINS, .flags = 0,
+    .state_size = sizeof(gg_state), .params = NULL, .n_params = 0, .max_rel_err = Q8_0_REL_ERR,
+    .summary = "ggml Q8_0: 32-value blocks, f16 scale + int8 (byte-exact with ggml)",
+    .init = init_q8_0, .bound = gg_bound, .encode = gg_encode, .decode = gg_decode,
+    .decode_rows = gg_decode_rows,
+};
+
+const kvq_codec kvq_codec_q4_0 = {
+    .abi = KVQ_CODEC_ABI, .name = "q4_0", .id = 21, .domain = GG_DOMAINS, .flags = 0,
+    .state_size = sizeof(gg_state), .params = NULL, .n_params = 0, .max_rel_err = Q4_0_REL_ERR,
+    .summary = "ggml Q4_0: 32-value blocks, f16 scale + 4-bit codes (byte-exact with ggml)",
+    .init = init_q4_0, .bound = gg_bound, .encode = gg_encode, .decode = gg_decode,
+    .decode_rows = gg_decode_rows,
+};

@@ -1,0 +1,234 @@
+/*
+ * rtn.c — codec `rtn` (id 10): round-to-nearest integer quantisation, the
+ * baseline every method is compared with (quant-methods.md §5).
+ *
+ *   symmetric  : d = amax/(2^(b−1) − 1), q = clamp(round(x/d)), x̂ = d·q
+ *   asymmetric : d = (max − min)/(2^b − 1), z = min, q = clamp(round((x−z)/d)),
+ *                x̂ = z + d·q
+ * with one (d[, z]) per tensor, per row, or per group of `group` values
+ * along a row (a shorter last group when cols is not a multiple of it).
+ * d and z are stored as f16 (RNE) and the codes are computed against the
+ * STORED values, so encoder and decoder agree on the grid.  Rounding is RHA
+ * (C roundf), by multiplication with 1/d.
+ *
+ * Payload (all little-endian; [ours], the paper fixes no layout):
+ *   gran=tensor : d[, z] once, then each row's codes
+ *   gran=row|group : per row, its groups' d[, z] entries, then its codes
+ *   codes of a row: `cols` codes of b bits, LSB first, padded to a byte
+ *   (quant_common.h), stored as q + (2^(b−1) − 1) (sym) or q (asym).
+ * Every row starts at a computable offset, so decode_rows reads any range.
+ * Scales that do not fit f16 (|x| beyond about 65504·qmax) are refused with
+ * KVQ_ERR_PARAM_RANGE rather than stored as Inf.
+ */
+#include "kvq_internal.h"
+#include "quant/codecs.h"
+#include "quant/quant_common.h"
+
+#define RTN_GROUP_QUANTUM 32 /* group sizes are multiples of this (ggml block) */
+#define F16_EXP_MASK      0x7C00u /* all-ones exponent: Inf or NaN */
+
+typedef enum { MODE_SYM = 0, MODE_ASYM = 1 } rtn_mode;
+typedef enum { GRAN_TENSOR = 0, GRAN_ROW = 1, GRAN_GROUP = 2 } rtn_gran;
+
+static const char *const mode_names[] = {"sym", "asym", NULL};
+static const char *const gran_names[] = {"tensor", "row", "group", NULL};
+
+static const kvq_param rtn_params[] = {
+    {"bits", 2, 8, 4, 1, NULL, "code width in bits"},
+    {"mode", 0, 1, MODE_SYM, 0, mode_names, "sym: d = amax/(2^(b-1)-1); asym: d = (max-min)/(2^b-1), z = min"},
+    {"gran", 0, 2, GRAN_GROUP, 0, gran_names, "one scale per tensor, per row, or per group of values"},
+    {"group", 32, 256, 32, 1, NULL, "values per group along a row (gran=group), a multiple of 32"},
+};
+
+typedef struct {
+    unsigned bits;
+    rtn_mode mode;
+    rtn_gran gran;
+    int64_t  group;
+} rtn_state;
+
+/* Where things are in a payload of a given shape. */
+typedef struct {
+    int64_t rows, cols;
+    int64_t span;        /* values per scale along a row          */
+    int64_t gpr;         /* scale entries stored per row          */
+    size_t  entry;       /* bytes per scale entry: d or d,z       */
+    size_t  global;      /* bytes of the tensor-wide entry        */
+    size_t  row_bytes;   /* entries + packed codes of one row     */
+    size_t  total;
+} rtn_layout;
+
+/* One group's grid, as stored (f16-rounded) and its reciprocal step. */
+typedef struct {
+    float d, z, id;
+} rtn_grid;
+
+static kvq_err rtn_init(void *st, const kvq_params *p)
+{
+    rtn_state *s = st;
+    s->bits = (unsigned)p->v[0];
+    s->mode = (rtn_mode)p->v[1];
+    s->gran = (rtn_gran)p->v[2];
+    s->group = (int64_t)p->v[3];
+    KVQ_FAIL_IF(s->group % RTN_GROUP_QUANTUM != 0, KVQ_ERR_PARAM_RANGE,
+                "rtn: group=%lld must be a multiple of %d (32..256)", (long long)s->group, RTN_GROUP_QUANTUM);
+    return KVQ_OK;
+}
+
+static int32_t qmax_sym(unsigned bits) { return (1 << (bits - 1)) - 1; }
+static int32_t levels_asym(unsigned bits) { return (1 << bits) - 1; }
+
+static rtn_layout layout_of(const rtn_state *s, const kvq_shape *sh)
+{
+    rtn_layout L;
+    L.rows = kvq_shape_rows(sh);
+    L.cols = kvq_shape_cols(sh);
+    L.entry = s->mode == MODE_ASYM ? 4 : 2;
+    L.span = s->gran == GRAN_GROUP ? s->group : L.cols;
+    L.gpr = s->gran == GRAN_TENSOR ? 0 : s->gran == GRAN_ROW ? 1 : (L.cols + s->group - 1) / s->group;
+    L.global = s->gran == GRAN_TENSOR ? L.entry : 0;
+    L.row_bytes = (size_t)L.gpr * L.entry + kvq_bits_size((size_t)L.cols, s->bits);
+    L.total = L.global + (size_t)L.rows * L.row_bytes;
+    return L;
+}
+
+static size_t rtn_bound(const void *st, const kvq_shape *s) { return layout_of(st, s).total; }
+
+/* The grid of n values: fills the stored entry at e and the grid g. */
+static kvq_err make_grid(const rtn_state *s, const float *x, size_t n, uint8_t *e, rtn_grid *g, int64_t row,
+                         int64_t grp)
+{
+    float lo = 0.0f, hi = 0.0f, d;
+    if (s->mode == MODE_SYM) {
+        d = kvq_absmax(x, n) / (float)qmax_sym(s->bits);
+    } else {
+        if (n) kvq_minmax(x, n, &lo, &hi);
+        d = (hi - lo) / (float)levels_asym(s->bits);
+    }
+    uint16_t hd = kvq_f32_to_f16(d), hz = kvq_f32_to_f16(lo);
+    KVQ_FAIL_IF((hd & F16_EXP_MASK) == F16_EXP_MASK || (hz & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_PARAM_RANGE,
+                "rtn: row %lld, group %lld: scale %g / zero %g exceed the f16 range of the stored scales",
+                (long long)row, (long long)grp, (double)d, (double)lo);
+    kvq_wr16(e, hd);
+    if (s->mode == MODE_ASYM) kvq_wr16(e + 2, hz);
+    g->d = kvq_f16_to_f32(hd);
+    g->z = s->mode == MODE_ASYM ? kvq_f16_to_f32(hz) : 0.0f;
+    g->id = g->d != 0.0f ? 1.0f / g->d : 0.0f; /* d ≥ 2^-24 when non-zero: finite */
+    return KVQ_OK;
+}
+
+/* Reads a stored entry back; a non-finite value can only come from damage. */
+static kvq_err read_grid(const rtn_state *s, const uint8_t *e, rtn_grid *g, int64_t row)
+{
+    uint16_t hd = kvq_rd16(e), hz = s->mode == MODE_ASYM ? kvq_rd16(e + 2) : 0;
+    KVQ_FAIL_IF((hd & F16_EXP_MASK) == F16_EXP_MASK || (hz & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_CORRUPT,
+                "rtn: row %lld holds a non-finite scale (0x%04x, 0x%04x)", (long long)row, hd, hz);
+    g->d = kvq_f16_to_f32(hd);
+    g->z = kvq_f16_to_f32(hz);
+    g->id = 0.0f;
+    return KVQ_OK;
+}
+
+/* Codes of n values on grid g into the bit stream (mode constant per call). */
+static inline void quant_span(const float *x, size_t n, const rtn_grid *g, rtn_mode mode, unsigned bits,
+                              kvq_bitw *w)
+{
+    int32_t lo = mode == MODE_SYM ? -qmax_sym(bits) : 0;
+    int32_t hi = mode == MODE_SYM ? qmax_sym(bits) : levels_asym(bits);
+    int32_t off = mode == MODE_SYM ? qmax_sym(bits) : 0;
+    for (size_t i = 0; i < n; i++) {
+        /* |v| < 2^30, inside kvq_round_rha's range: |x − z| ≤ (max − min)
+         * + 2^-11·|min| ≤ 1.5·2^b·d + 32, and a non-zero d is ≥ 2^-24. */
+        float v = (x[i] - g->z) * g->id;
+        int32_t q = kvq_round_rha(v);
+        q = q < lo ? lo : q > hi ? hi : q;
+        kvq_bitw_put(w, (uint32_t)(q + off), bits);
+    }
+}
+
+static inline void dequant_span(kvq_bitr *r, size_t n, const rtn_grid *g, rtn_mode mode, unsigned bits, float *y)
+{
+    int32_t off = mode == MODE_SYM ? qmax_sym(bits) : 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t q = (int32_t)kvq_bitr_get(r, bits) - off;
+        y[i] = g->z + g->d * (float)q;
+    }
+}
+
+static kvq_err rtn_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
+{
+    const rtn_state *s = st;
+    rtn_layout L = layout_of(s, &src->shape);
+    KVQ_FAIL_IF(cap < L.total, KVQ_ERR_DST_TOO_SMALL, "rtn: need %zu bytes, buffer has %zu", L.total, cap);
+    const float *x = src->data;
+    uint8_t *out = dst;
+    rtn_grid g = {0, 0, 0};
+    if (s->gran == GRAN_TENSOR) KVQ_TRY(make_grid(s, x, (size_t)(L.rows * L.cols), out, &g, 0, 0));
+    for (int64_t r = 0; r < L.rows; r++) {
+        uint8_t *row = out + L.global + (size_t)r * L.row_bytes;
+        const float *xr = x + r * L.cols;
+        kvq_bitw w = kvq_bitw_start(row + (size_t)L.gpr * L.entry);
+        for (int64_t c0 = 0, k = 0; c0 < L.cols; c0 += L.span, k++) {
+            size_t len = (size_t)(L.cols - c0 < L.span ? L.cols - c0 : L.span);
+            if (s->gran != GRAN_TENSOR) KVQ_TRY(make_grid(s, xr + c0, len, row + (size_t)k * L.entry, &g, r, k));
+            quant_span(xr + c0, len, &g, s->mode, s->bits, &w);
+        }
+        kvq_bitw_flush(&w);
+    }
+    *n = L.total;
+    return KVQ_OK;
+}
+
+/* Rows [r0, r1) of a payload already checked against the layout. */
+static kvq_err decode_range(const rtn_state *s, const rtn_layout *L, const uint8_t *p, int64_t r0, int64_t r1,
+                            float *y)
+{
+    rtn_grid g = {0, 0, 0};
+    if (s->gran == GRAN_TENSOR) KVQ_TRY(read_grid(s, p, &g, 0));
+    for (int64_t r = r0; r < r1; r++, y += L->cols) {
+        const uint8_t *row = p + L->global + (size_t)r * L->row_bytes;
+        kvq_bitr rd = kvq_bitr_start(row + (size_t)L->gpr * L->entry);
+        for (int64_t c0 = 0, k = 0; c0 < L->cols; c0 += L->span, k++) {
+            size_t len = (size_t)(L->cols - c0 < L->span ? L->cols - c0 : L->span);
+            if (s->gran != GRAN_TENSOR) KVQ_TRY(read_grid(s, row + (size_t)k * L->entry, &g, r));
+            dequant_span(&rd, len, &g, s->mode, s->bits, y + c0);
+        }
+    }
+    return KVQ_OK;
+}
+
+static kvq_err rtn_decode_rows(void *st, const void *src, size_t n, const kvq_shape *sh, int64_t r0, int64_t r1,
+                               float *out)
+{
+    const rtn_state *s = st;
+    rtn_layout L = layout_of(s, sh);
+    KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "rtn: payload is %zu bytes, shape and parameters need %zu", n,
+                L.total);
+    return decode_range(s, &L, src, r0, r1, out);
+}
+
+static kvq_err rtn_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
+{
+    return rtn_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
+}
+
+/* Declared error bound, for the default parameters (bits=4, sym, group=32)
+ * and finite inputs whose scales are f16-normal.  Per group with amax a and
+ * stored step d (within 2^-11 of a/7): a value that rounds to 0 has error
+ * |x| < d/2; any other has |x| ≥ d/2 and error ≤ d/2 (the grid is the
+ * stored one; the clamped extreme errs by ≤ a·2^-11).  Σe²/Σx² is largest
+ * with the 31 other values at d/2:
+ *   R² = 31·(d/2)² / (a² + 31·(d/2)²) = 7.75 / (49·(1 − 2^-10) + 7.75)
+ * → R = 0.3697.  Other parameters: R = sqrt((G−1)/((G−1) + 4·qmax²)) for
+ * sym with G values per scale; tests/test_codecs.c checks a sweep. */
+#define RTN_REL_ERR 0.372
+
+const kvq_codec kvq_codec_rtn = {
+    .abi = KVQ_CODEC_ABI, .name = "rtn", .id = 10,
+    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV | KVQ_DOMAIN_SSM, .flags = 0,
+    .state_size = sizeof(rtn_state), .params = rtn_params,
+    .n_params = sizeof rtn_params / sizeof rtn_params[0], .max_rel_err = RTN_REL_ERR,
+    .summary = "round to nearest, 2-8 bits, sym/asym, per tensor/row/group, f16 scales",
+    .init = rtn_init, .bound = rtn_bound, .encode = rtn_encode, .decode = rtn_decode,
+    .decode_rows = rtn_decode_rows,
+};
