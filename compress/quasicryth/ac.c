@@ -1,0 +1,466 @@
+/*
+ * ac.c — Quasicryth entropy coding: a carry-less binary arithmetic coder
+ * (Witten–Neal–Cleary, papers/quasicryth.md §10) widened to 32-bit
+ * registers, adaptive frequency models (a linear one for small alphabets,
+ * a Fenwick tree for codebook indices), and PPM context lists [ours].
+ *
+ * Reconstructed / ours: the reference uses 24-bit registers and a 2^20
+ * frequency limit; with 32-bit registers the range never falls below 2^30,
+ * so totals up to QCX_AC_MAX_TOTAL (2^24) keep ≥ 6 bits of precision.
+ * The decoder reads zeros past the end of its buffer (as the reference),
+ * and its value stays inside [low, high] for any input, so corrupt data
+ * decodes to some symbol sequence that the caller then validates.
+ */
+#include "qcx_internal.h"
+
+#include <stdlib.h>
+
+#define AC_TOP  0xFFFFFFFFull /* 32-bit code registers                  */
+#define AC_HALF 0x80000000ull
+#define AC_QTR  0x40000000ull
+#define QCX_AC_MAX_TOTAL (1u << 24) /* largest model total (see above)     */
+#define CTX_MAX_SYMS 4096u          /* PPM list cap per context             */
+#define CTX_LIMIT    60000u         /* PPM count sum before halving         */
+#define CTX_INC      2u             /* PPM count increment                  */
+
+/* ---- encoder ------------------------------------------------------------ */
+void qcx_enc_init(qcx_enc *e)
+{
+    memset(e, 0, sizeof *e);
+    e->high = AC_TOP;
+}
+
+static void put_bit(qcx_enc *e, unsigned b)
+{
+    e->bitbuf = (e->bitbuf << 1) | b;
+    if (++e->nbits == 8) {
+        if (e->err == KVQ_OK) e->err = kvq_buf_u8(&e->out, (uint8_t)e->bitbuf);
+        e->bitbuf = 0;
+        e->nbits = 0;
+    }
+}
+
+static void emit(qcx_enc *e, unsigned b)
+{
+    put_bit(e, b);
+    for (; e->pending; e->pending--) put_bit(e, !b);
+}
+
+void qcx_enc_code(qcx_enc *e, uint32_t cum, uint32_t freq, uint32_t total)
+{
+    uint64_t r = e->high - e->low + 1;
+    e->high = e->low + r * (cum + freq) / total - 1;
+    e->low = e->low + r * cum / total;
+    for (;;) {
+        if (e->high < AC_HALF) {
+            emit(e, 0);
+        } else if (e->low >= AC_HALF) {
+            emit(e, 1);
+            e->low -= AC_HALF;
+            e->high -= AC_HALF;
+        } else if (e->low >= AC_QTR && e->high < 3 * AC_QTR) {
+            e->pending++;
+            e->low -= AC_QTR;
+            e->high -= AC_QTR;
+        } else {
+            break;
+        }
+        e->low <<= 1;
+        e->high = (e->high << 1) | 1;
+    }
+}
+
+kvq_err qcx_enc_finish(qcx_enc *e)
+{
+    e->pending++;
+    emit(e, e->low < AC_QTR ? 0 : 1);
+    while (e->nbits) put_bit(e, 0);
+    return e->err;
+}
+
+/* ---- decoder ------------------------------------------------------------ */
+static unsigned get_bit(qcx_dec *d)
+{
+    size_t byte = d->bitpos >> 3;
+    unsigned b = byte < d->n ? (d->p[byte] >> (7 - (d->bitpos & 7))) & 1u : 0u;
+    d->bitpos++;
+    return b;
+}
+
+void qcx_dec_init(qcx_dec *d, const uint8_t *p, size_t n)
+{
+    d->p = p;
+    d->n = n;
+    d->bitpos = 0;
+    d->low = 0;
+    d->high = AC_TOP;
+    d->value = 0;
+    for (int i = 0; i < 32; i++) d->value = (d->value << 1) | get_bit(d);
+}
+
+uint32_t qcx_dec_target(qcx_dec *d, uint32_t total)
+{
+    uint64_t r = d->high - d->low + 1;
+    uint64_t t = ((d->value - d->low + 1) * total - 1) / r;
+    return t >= total ? total - 1 : (uint32_t)t;
+}
+
+void qcx_dec_code(qcx_dec *d, uint32_t cum, uint32_t freq, uint32_t total)
+{
+    uint64_t r = d->high - d->low + 1;
+    d->high = d->low + r * (cum + freq) / total - 1;
+    d->low = d->low + r * cum / total;
+    for (;;) {
+        if (d->high < AC_HALF) {
+            /* nothing to subtract */
+        } else if (d->low >= AC_HALF) {
+            d->low -= AC_HALF;
+            d->high -= AC_HALF;
+            d->value -= AC_HALF;
+        } else if (d->low >= AC_QTR && d->high < 3 * AC_QTR) {
+            d->low -= AC_QTR;
+            d->high -= AC_QTR;
+            d->value -= AC_QTR;
+        } else {
+            break;
+        }
+        d->low <<= 1;
+        d->high = (d->high << 1) | 1;
+        d->value = (d->value << 1) | get_bit(d);
+    }
+}
+
+/* ---- small models ------------------------------------------------------- */
+qcx_small *qcx_small_create(unsigned n, unsigned inc, uint32_t limit)
+{
+    qcx_small *m = malloc(sizeof *m + n * sizeof m->f[0]);
+    if (!m) return NULL;
+    m->n = (uint16_t)n;
+    m->inc = (uint16_t)inc;
+    m->limit = limit < QCX_AC_MAX_TOTAL ? limit : QCX_AC_MAX_TOTAL;
+    for (unsigned i = 0; i < n; i++) m->f[i] = 1;
+    m->total = n;
+    return m;
+}
+
+static void small_update(qcx_small *m, unsigned s)
+{
+    m->f[s] = (uint16_t)(m->f[s] + m->inc);
+    m->total += m->inc;
+    if (m->total > m->limit || m->f[s] > 65535u - m->inc) {
+        m->total = 0;
+        for (unsigned i = 0; i < m->n; i++) {
+            m->f[i] = (uint16_t)((m->f[i] >> 1) | 1u); /* never zero */
+            m->total += m->f[i];
+        }
+    }
+}
+
+void qcx_small_encode(qcx_small *m, qcx_enc *e, unsigned s)
+{
+    uint32_t cum = 0;
+    for (unsigned i = 0; i < s; i++) cum += m->f[i];
+    qcx_enc_code(e, cum, m->f[s], m->total);
+    small_update(m, s);
+}
+
+kvq_err qcx_small_decode(qcx_small *m, qcx_dec *d, unsigned *s)
+{
+    uint32_t t = qcx_dec_target(d, m->total), cum = 0;
+    unsigned i = 0;
+    while (i + 1 < m->n && cum + m->f[i] <= t) cum += m->f[i++];
+    qcx_dec_code(d, cum, m->f[i], m->total);
+    small_update(m, i);
+    *s = i;
+    return KVQ_OK;
+}
+
+/* ---- Fenwick models ------------------------------------------------------ */
+kvq_err qcx_big_init(qcx_big *m, uint32_t n, uint32_t inc, uint32_t limit)
+{
+    memset(m, 0, sizeof *m);
+    if (n == 0) return KVQ_OK;
+    KVQ_FAIL_IF(n >= QCX_AC_MAX_TOTAL / 2, KVQ_ERR_CORRUPT, "model alphabet %u too large", n);
+    m->tree = calloc((size_t)n + 1, sizeof *m->tree);
+    m->f = malloc((size_t)n * sizeof *m->f);
+    KVQ_FAIL_IF(!m->tree || !m->f, KVQ_ERR_NOMEM, "model of %u symbols", n);
+    m->n = n;
+    m->inc = inc;
+    m->limit = limit < QCX_AC_MAX_TOTAL ? limit : QCX_AC_MAX_TOTAL;
+    if (m->limit < 2 * n + inc) m->limit = 2 * n + inc < QCX_AC_MAX_TOTAL ? 2 * n + inc : QCX_AC_MAX_TOTAL;
+    for (m->top = 1; m->top * 2 <= n; m->top *= 2) {}
+    for (uint32_t i = 0; i < n; i++) m->f[i] = 1;
+    /* O(n) Fenwick build */
+    for (uint32_t i = 1; i <= n; i++) {
+        m->tree[i] += 1;
+        uint32_t j = i + (i & (0u - i));
+        if (j <= n) m->tree[j] += m->tree[i];
+    }
+    m->total = n;
+    return KVQ_OK;
+}
+
+void qcx_big_free(qcx_big *m)
+{
+    free(m->tree);
+    free(m->f);
+    memset(m, 0, sizeof *m);
+}
+
+static uint32_t big_cum(const qcx_big *m, uint32_t s) /* sum of f[0..s) */
+{
+    uint32_t c = 0;
+    for (uint32_t i = s; i > 0; i -= i & (0u - i)) c += m->tree[i];
+    return c;
+}
+
+static void big_add(qcx_big *m, uint32_t s, uint32_t v)
+{
+    for (uint32_t i = s + 1; i <= m->n; i += i & (0u - i)) m->tree[i] += v;
+}
+
+static void big_update(qcx_big *m, uint32_t s)
+{
+    m->f[s] += m->inc;
+    m->total += m->inc;
+    if (m->total <= m->limit) {
+        big_add(m, s, m->inc);
+        return;
+    }
+    memset(m->tree, 0, ((size_t)m->n + 1) * sizeof *m->tree);
+    m->total = 0;
+    for (uint32_t i = 0; i < m->n; i++) {
+        m->f[i] = (m->f[i] >> 1) | 1u;
+        m->total += m->f[i];
+    }
+    for (uint32_t i = 1; i <= m->n; i++) {
+        m->tree[i] += m->f[i - 1];
+        uint32_t j = i + (i & (0u - i));
+        if (j <= m->n) m->tree[j] += m->tree[i];
+    }
+}
+
+void qcx_big_encode(qcx_big *m, qcx_enc *e, uint32_t s)
+{
+    qcx_enc_code(e, big_cum(m, s), m->f[s], m->total);
+    big_update(m, s);
+}
+
+kvq_err qcx_big_decode(qcx_big *m, qcx_dec *d, uint32_t *s)
+{
+    KVQ_FAIL_IF(m->n == 0, KVQ_ERR_CORRUPT, "event refers to an empty codebook level");
+    uint32_t t = qcx_dec_target(d, m->total);
+    /* Fenwick descent: largest pos with prefix sum ≤ t */
+    uint32_t pos = 0, cum = 0;
+    for (uint32_t step = m->top; step; step >>= 1) {
+        uint32_t nx = pos + step;
+        if (nx <= m->n && cum + m->tree[nx] <= t) {
+            pos = nx;
+            cum += m->tree[nx];
+        }
+    }
+    if (pos >= m->n) pos = m->n - 1, cum = big_cum(m, pos);
+    qcx_dec_code(d, cum, m->f[pos], m->total);
+    big_update(m, pos);
+    *s = pos;
+    return KVQ_OK;
+}
+
+/* ---- PPM context lists ---------------------------------------------------
+ * Escape frequency: the number of distinct symbols seen (PPM method C),
+ * which the encoder and decoder compute identically from the list. */
+static uint32_t ctx_esc(const qcx_ctx *c) { return c->n ? c->n : 1; }
+
+int qcx_ctx_encode(const qcx_ctx *c, qcx_enc *e, uint32_t s)
+{
+    if (c->n == 0) return 0;
+    uint32_t total = c->sum + ctx_esc(c), cum = 0;
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (c->key[i] == s) {
+            qcx_enc_code(e, cum, c->cnt[i], total);
+            return 1;
+        }
+        cum += c->cnt[i];
+    }
+    qcx_enc_code(e, c->sum, ctx_esc(c), total);
+    return 0;
+}
+
+int qcx_ctx_decode(const qcx_ctx *c, qcx_dec *d, uint32_t *s)
+{
+    if (c->n == 0) return 0;
+    uint32_t total = c->sum + ctx_esc(c);
+    uint32_t t = qcx_dec_target(d, total), cum = 0;
+    if (t >= c->sum) {
+        qcx_dec_code(d, c->sum, ctx_esc(c), total);
+        return 0;
+    }
+    uint32_t i = 0;
+    while (cum + c->cnt[i] <= t) cum += c->cnt[i++];
+    qcx_dec_code(d, cum, c->cnt[i], total);
+    *s = c->key[i];
+    return 1;
+}
+
+kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s)
+{
+    uint32_t i = 0;
+    while (i < c->n && c->key[i] != s) i++;
+    if (i == c->n) {
+        if (c->n == CTX_MAX_SYMS) return KVQ_OK; /* full: stays an escape */
+        if (c->n == c->cap) {
+            uint32_t nc = c->cap ? c->cap * 2 : 4;
+            uint32_t *k = realloc(c->key, nc * sizeof *k);
+            if (!k) return KVQ_ERROR(KVQ_ERR_NOMEM, "context list of %u", nc);
+            c->key = k;
+            uint16_t *q = realloc(c->cnt, nc * sizeof *q);
+            if (!q) return KVQ_ERROR(KVQ_ERR_NOMEM, "context list of %u", nc);
+            c->cnt = q;
+            c->cap = nc;
+        }
+        c->key[i] = s;
+        c->cnt[i] = 0;
+        c->n++;
+    }
+    c->cnt[i] = (uint16_t)(c->cnt[i] + CTX_INC);
+    c->sum += CTX_INC;
+    /* keep frequent symbols near the front: shorter scans, same on both sides */
+    if (i > 0 && c->cnt[i] > c->cnt[i - 1]) {
+        uint32_t k = c->key[i];
+        uint16_t q = c->cnt[i];
+        c->key[i] = c->key[i - 1];
+        c->cnt[i] = c->cnt[i - 1];
+        c->key[i - 1] = k;
+        c->cnt[i - 1] = q;
+    }
+    if (c->sum > CTX_LIMIT) {
+        c->sum = 0;
+        for (uint32_t j = 0; j < c->n; j++) {
+            c->cnt[j] = (uint16_t)((c->cnt[j] >> 1) | 1u);
+            c->sum += c->cnt[j];
+        }
+    }
+    return KVQ_OK;
+}
+
+void qcx_ctx_free(qcx_ctx *c)
+{
+    free(c->key);
+    free(c->cnt);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- order-2 context map -------------------------------------------------- */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+}
+
+kvq_err qcx_ctxmap_init(qcx_ctxmap *m, size_t expect)
+{
+    memset(m, 0, sizeof *m);
+    size_t cap = 1024;
+    while (cap < expect * 2) cap *= 2;
+    m->keys = malloc(cap * sizeof *m->keys);
+    m->slot = malloc(cap * sizeof *m->slot);
+    KVQ_FAIL_IF(!m->keys || !m->slot, KVQ_ERR_NOMEM, "context map of %zu", cap);
+    memset(m->slot, 0xFF, cap * sizeof *m->slot);
+    m->mask = cap - 1;
+    return KVQ_OK;
+}
+
+static int ctxmap_grow(qcx_ctxmap *m)
+{
+    size_t cap = (m->mask + 1) * 2;
+    uint64_t *k = malloc(cap * sizeof *k);
+    uint32_t *s = malloc(cap * sizeof *s);
+    if (!k || !s) {
+        free(k);
+        free(s);
+        return -1;
+    }
+    memset(s, 0xFF, cap * sizeof *s);
+    for (size_t i = 0; i <= m->mask; i++) {
+        if (m->slot[i] == QCX_NONE) continue;
+        size_t h = mix64(m->keys[i]) & (cap - 1);
+        while (s[h] != QCX_NONE) h = (h + 1) & (cap - 1);
+        k[h] = m->keys[i];
+        s[h] = m->slot[i];
+    }
+    free(m->keys);
+    free(m->slot);
+    m->keys = k;
+    m->slot = s;
+    m->mask = cap - 1;
+    return 0;
+}
+
+qcx_ctx *qcx_ctxmap_get(qcx_ctxmap *m, uint64_t key)
+{
+    size_t h = mix64(key) & m->mask;
+    while (m->slot[h] != QCX_NONE) {
+        if (m->keys[h] == key) return &m->ctx[m->slot[h]];
+        h = (h + 1) & m->mask;
+    }
+    if (m->n_ctx == m->cap_ctx) {
+        size_t nc = m->cap_ctx ? m->cap_ctx * 2 : 1024;
+        qcx_ctx *c = realloc(m->ctx, nc * sizeof *c);
+        if (!c) return NULL;
+        m->ctx = c;
+        m->cap_ctx = nc;
+    }
+    if ((m->used + 1) * 2 > m->mask + 1) {
+        if (ctxmap_grow(m) != 0) return NULL;
+        h = mix64(key) & m->mask;
+        while (m->slot[h] != QCX_NONE) h = (h + 1) & m->mask;
+    }
+    m->keys[h] = key;
+    m->slot[h] = (uint32_t)m->n_ctx;
+    m->used++;
+    qcx_ctx *c = &m->ctx[m->n_ctx++];
+    memset(c, 0, sizeof *c);
+    return c;
+}
+
+void qcx_ctxmap_free(qcx_ctxmap *m)
+{
+    for (size_t i = 0; i < m->n_ctx; i++) qcx_ctx_free(&m->ctx[i]);
+    free(m->ctx);
+    free(m->keys);
+    free(m->slot);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- LEB128 ------------------------------------------------------------- */
+kvq_err qcx_put_leb(kvq_buf *b, uint64_t v)
+{
+    uint8_t t[10];
+    size_t k = 0;
+    do {
+        t[k] = (uint8_t)(v & 0x7F);
+        v >>= 7;
+        if (v) t[k] |= 0x80;
+        k++;
+    } while (v);
+    return kvq_buf_put(b, t, k);
+}
+
+kvq_err qcx_get_leb(kvq_rd *r, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned sh = 0;; sh += 7) {
+        uint8_t c;
+        KVQ_TRY(kvq_rd_u8(r, &c));
+        KVQ_FAIL_IF(sh == 63 && (c & 0x7E), KVQ_ERR_CORRUPT, "%s: LEB128 overflow at offset %zu",
+                    r->what ? r->what : "input", r->off - 1);
+        x |= (uint64_t)(c & 0x7F) << sh;
+        if (!(c & 0x80)) break;
+        KVQ_FAIL_IF(sh >= 63, KVQ_ERR_CORRUPT, "%s: LEB128 too long at offset %zu",
+                    r->what ? r->what : "input", r->off - 1);
+    }
+    *v = x;
+    return KVQ_OK;
+}
