@@ -929,6 +929,89 @@ KVQ_API kvq_err kvq_eval_run(const kvq_model *base, const kvq_model *cand, const
                              const kvq_eval_opts *o, kvq_eval_result *r);
 
 
+/* ======================================================================== */
+/*  Section: Quasicryth  (compress/quasicryth/, FORMAT.md §4)               */
+/* ======================================================================== */
+/* Lossless text compression with Fibonacci-tiling n-gram codebooks
+ * (papers/quasicryth.md).  Input is cut into independent blocks that are
+ * compressed on several threads; binary blocks fall back to xz or stored,
+ * so output exceeds input by at most a few dozen bytes. */
+#define KVQ_QCX_LEVEL_MIN     1
+#define KVQ_QCX_LEVEL_MAX     9
+#define KVQ_QCX_LEVEL_DEFAULT 6
+#define KVQ_QCX_HLEVELS       10  /* hierarchy levels: 0 = tiles, k = F(k+3)-word super-tiles */
+#define KVQ_QCX_ELEVELS       12  /* event levels: 0 escape, 1 unigram, 2 bigram, 3..11 n-grams */
+#define KVQ_QCX_THREADS_MAX   256
+
+typedef enum kvq_qcx_tiling {
+    KVQ_QCX_TILING_MULTI = 0,   /* 36 tilings: golden phases + multi-α (default, the paper's) */
+    KVQ_QCX_TILING_FIB = 1,     /* the 12 golden-ratio tilings only                  */
+    KVQ_QCX_TILING_P5 = 2,      /* periodic LLSLS baseline                          */
+    KVQ_QCX_TILING_NONE = 3,    /* no tilings and no bigrams (baseline)             */
+    KVQ_QCX_TILING_ALLPOS = 4   /* every position at every level ([ours] extension) */
+} kvq_qcx_tiling;
+
+typedef struct kvq_qcx_params {
+    int            level;       /* KVQ_QCX_LEVEL_MIN..MAX                          */
+    kvq_qcx_tiling tiling;
+    int            threads;     /* 1..KVQ_QCX_THREADS_MAX; blocks in flight         */
+    size_t         block_size;  /* bytes per block; 0 = by level (see FORMAT.md §4) */
+} kvq_qcx_params;
+
+typedef struct kvq_qcx_stats {
+    uint64_t in_bytes, out_bytes;           /* original and compressed sizes     */
+    uint64_t blocks_text, blocks_xz, blocks_stored;
+    uint64_t words;                         /* tokens in text blocks             */
+    uint64_t bytes_container;               /* header, block headers, trailer    */
+    uint64_t bytes_codebook, bytes_events, bytes_case, bytes_escapes;
+    uint64_t bytes_other;                   /* xz and stored block payloads      */
+    uint64_t lookups[KVQ_QCX_HLEVELS];      /* n-gram lookups per hierarchy level */
+    uint64_t hits[KVQ_QCX_HLEVELS];         /* ... that found a codebook entry   */
+    uint64_t events[KVQ_QCX_ELEVELS];       /* events coded per level            */
+    uint64_t lz_matches, lz_events;         /* word-level LZ77 matches, events covered */
+    uint32_t crc32;                         /* CRC-32 of the original            */
+    int      level, tiling;                 /* as recorded in the header         */
+} kvq_qcx_stats;
+
+/* Stream callbacks.  read: fill up to cap bytes, *got = 0 at end of input.
+ * write: consume all n bytes.  Any error they return aborts the call. */
+typedef kvq_err (*kvq_qcx_read_fn)(void *opaque, void *buf, size_t cap, size_t *got);
+typedef kvq_err (*kvq_qcx_write_fn)(void *opaque, const void *buf, size_t n);
+
+/* kvq_qcx_params_default() : level 6, Multi tiling, 1 thread, block by level. */
+KVQ_API kvq_qcx_params kvq_qcx_params_default(void);
+/* kvq_qcx_tiling_name() : "multi", "fib", "p5", "none", "allpos" ("?" if bad). */
+KVQ_API const char *kvq_qcx_tiling_name(kvq_qcx_tiling t);
+/* kvq_qcx_tiling_parse() : the inverse; KVQ_ERR_ARG for an unknown name. */
+KVQ_API kvq_err kvq_qcx_tiling_parse(const char *name, kvq_qcx_tiling *t);
+/* kvq_qcx_compress_bound() : worst-case compressed size of n bytes. */
+KVQ_API size_t kvq_qcx_compress_bound(size_t n);
+/* kvq_qcx_compress() : src[n] → dst[cap], *out_n bytes.  st may be NULL.
+ * Thread-safe for distinct buffers. */
+KVQ_API kvq_err kvq_qcx_compress(const void *src, size_t n, void *dst, size_t cap, size_t *out_n,
+                                 const kvq_qcx_params *p, kvq_qcx_stats *st);
+/* kvq_qcx_content_size() : original size recorded in a .qcr buffer (walks
+ * the block headers, decodes nothing). */
+KVQ_API kvq_err kvq_qcx_content_size(const void *src, size_t n, uint64_t *size);
+/* kvq_qcx_decompress() : src[n] → dst[cap]; every length, index and
+ * checksum is verified, corrupt input is an error, never a crash. */
+KVQ_API kvq_err kvq_qcx_decompress(const void *src, size_t n, void *dst, size_t cap, size_t *out_n,
+                                   int threads);
+/* kvq_qcx_compress_stream() : reads to the end, writes one .qcr stream;
+ * memory ≈ threads × 3 × block size. */
+KVQ_API kvq_err kvq_qcx_compress_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx_write_fn wr, void *wop,
+                                        const kvq_qcx_params *p, kvq_qcx_stats *st);
+/* kvq_qcx_decompress_stream() : wr may be NULL (test: decode and verify
+ * only).  Bytes are written only after their block's CRC matched; the
+ * whole-stream CRC is checked last, so a caller writing to a temporary
+ * file must discard it on error. */
+KVQ_API kvq_err kvq_qcx_decompress_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx_write_fn wr,
+                                          void *wop, int threads, kvq_qcx_stats *st);
+/* kvq_qcx_list_stream() : walks headers (sizes, block kinds, CRC) without
+ * decoding; fills st. */
+KVQ_API kvq_err kvq_qcx_list_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx_stats *st);
+
+
 #ifdef KVQ_EXPERIMENTAL
 /* ======================================================================== */
 /*  Experimental API: may change between minor versions                     */
