@@ -32,7 +32,7 @@ typedef struct {
 } fx_model;
 
 static uint64_t fx_rng = 0x9E3779B97F4A7C15ull;
-static float fx_rand(void) /* uniform in [-1, 1) */
+static inline float fx_rand(void) /* uniform in [-1, 1) */
 {
     fx_rng ^= fx_rng << 13;
     fx_rng ^= fx_rng >> 7;
@@ -40,7 +40,7 @@ static float fx_rand(void) /* uniform in [-1, 1) */
     return (float)((fx_rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
-static float *fx_fill(float *p, size_t n, float scale, float offset)
+static inline float *fx_fill(float *p, size_t n, float scale, float offset)
 {
     for (size_t i = 0; i < n; i++) p[i] = offset + scale * fx_rand();
     return p + n;
@@ -48,7 +48,7 @@ static float *fx_fill(float *p, size_t n, float scale, float offset)
 
 /* Random weights, untied classifier when `untied` (negative vocab in the
  * header, llama2.c's convention). */
-static kvq_err fx_make(fx_model *fx, int untied, uint64_t seed)
+static inline kvq_err fx_make(fx_model *fx, int untied, uint64_t seed)
 {
     size_t L = FX_LAYERS, D = FX_DIM, H = FX_HIDDEN, KV = FX_KVDIM, V = FX_VOCAB;
     size_t floats = V * D + L * D + L * D * D + 2 * L * KV * D + L * D * D + L * D + 3 * L * H * D + D +
@@ -72,7 +72,7 @@ static kvq_err fx_make(fx_model *fx, int untied, uint64_t seed)
     return kvq_model_load_memory(fx->image, fx->size, "fixture.bin", &fx->model);
 }
 
-static void fx_free(fx_model *fx)
+static inline void fx_free(fx_model *fx)
 {
     kvq_model_free(fx->model);
     free(fx->image);
@@ -84,14 +84,14 @@ typedef struct {
     double kc[FX_LAYERS][FX_SEQ][FX_KVDIM], vc[FX_LAYERS][FX_SEQ][FX_KVDIM];
 } fx_ref;
 
-static void fx_row(const kvq_model *m, const char *name, int r0, int r1, float *out)
+static inline void fx_row(const kvq_model *m, const char *name, int r0, int r1, float *out)
 {
     const kvq_weight *w = kvq_model_weight(m, name);
     if (!w) w = kvq_model_weight(m, "token_embd.weight");
     kvq_weight_rows(w, r0, r1, out);
 }
 
-static void fx_lin(const kvq_model *m, const char *name, const double *x, int in, int out, double *y)
+static inline void fx_lin(const kvq_model *m, const char *name, const double *x, int in, int out, double *y)
 {
     float *w = malloc((size_t)in * (size_t)out * sizeof *w);
     fx_row(m, name, 0, out, w);
@@ -103,7 +103,7 @@ static void fx_lin(const kvq_model *m, const char *name, const double *x, int in
     free(w);
 }
 
-static void fx_norm(const kvq_model *m, const char *name, const double *x, double *o)
+static inline void fx_norm(const kvq_model *m, const char *name, const double *x, double *o)
 {
     float w[FX_DIM];
     double ss = 0;
@@ -113,7 +113,7 @@ static void fx_norm(const kvq_model *m, const char *name, const double *x, doubl
     for (int i = 0; i < FX_DIM; i++) o[i] = w[i] * ss * x[i];
 }
 
-static void fx_rope(double *v, int n_heads, int pos)
+static inline void fx_rope(double *v, int n_heads, int pos)
 {
     for (int h = 0; h < n_heads; h++)
         for (int j = 0; j < FX_HS / 2; j++) {
@@ -124,7 +124,7 @@ static void fx_rope(double *v, int n_heads, int pos)
         }
 }
 
-static void fx_attend(fx_ref *r, int l, const double *q, int pos, double *out)
+static inline void fx_attend(fx_ref *r, int l, const double *q, int pos, double *out)
 {
     for (int h = 0; h < FX_HEADS; h++) {
         double att[FX_SEQ], mx = -INFINITY, sum = 0;
@@ -144,7 +144,7 @@ static void fx_attend(fx_ref *r, int l, const double *q, int pos, double *out)
     }
 }
 
-static void fx_ref_forward(fx_ref *r, int token, int pos, double *logits)
+static inline void fx_ref_forward(fx_ref *r, int token, int pos, double *logits)
 {
     double x[FX_DIM], xb[FX_DIM], xb2[FX_DIM], q[FX_DIM], hb[FX_HIDDEN], hb2[FX_HIDDEN];
     float e[FX_DIM];
@@ -175,7 +175,7 @@ static void fx_ref_forward(fx_ref *r, int token, int pos, double *logits)
 }
 
 /* max |a - b| / max |b| over n values */
-static double fx_rel_err(const float *a, const float *b, int n)
+static inline double fx_rel_err(const float *a, const float *b, int n)
 {
     double num = 0, den = 0;
     for (int i = 0; i < n; i++) {
