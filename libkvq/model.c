@@ -343,7 +343,7 @@ static kvq_err read_image(const kvq_src *s, const char *dir, kvq_model *m)
 {
     if (s->n >= 4 && !memcmp(s->p, KVQ_GGUF_MAGIC, 4)) return kvq_ckpt_gguf_read(s, m);
     if (s->n >= 4 && !memcmp(s->p, KVQ_KVQ_MAGIC, 4)) return kvq_ckpt_kvq_read(s, m);
-    (void)dir;
+    if (kvq_ckpt_safetensors_sniff(s)) return kvq_ckpt_safetensors_read(s, dir, m);
     /* Last resort: a llama2.c file, recognised only by the exact size its
      * header implies; the reader's error says what it expected. */
     return kvq_ckpt_llama2c_read(s, m);
@@ -404,8 +404,14 @@ kvq_err kvq_model_load(const char *path, kvq_model **out)
     char idx[4096];
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", path);
-        snprintf(idx, sizeof idx, "%s/model.safetensors", path);
-        e = load_file(idx, m);
+        if (stat(idx, &st) == 0) {
+            e = kvq_ckpt_safetensors_read_index(idx, m);
+        } else {
+            snprintf(idx, sizeof idx, "%s/model.safetensors", path);
+            e = load_file(idx, m);
+        }
+    } else if (has_suffix(path, ".index.json")) {
+        e = kvq_ckpt_safetensors_read_index(path, m);
     } else {
         e = load_file(path, m);
     }
@@ -456,7 +462,7 @@ kvq_err kvq_model_save(const kvq_model *m, const char *path, kvq_format fmt, int
     kvq_err (*writer)(const kvq_model *, kvq_out *) =
         fmt == KVQ_FORMAT_KVQ ? kvq_ckpt_kvq_write
         : fmt == KVQ_FORMAT_GGUF ? kvq_ckpt_gguf_write
-        : NULL;
+        : fmt == KVQ_FORMAT_SAFETENSORS ? kvq_ckpt_safetensors_write : NULL;
     KVQ_FAIL_IF(!writer, KVQ_ERR_UNSUPPORTED, "%s: writing %s files is not supported", path, kvq_format_name(fmt));
     kvq_out o;
     KVQ_TRY(kvq_out_open(&o, path, overwrite));

@@ -81,6 +81,9 @@ kvq_err kvq_ckpt_safetensors_read(const kvq_src *s, const char *dir, kvq_model *
 int     kvq_ckpt_safetensors_sniff(const kvq_src *s);
 /* A sharded checkpoint: index.json path; maps each shard into m. */
 kvq_err kvq_ckpt_safetensors_read_index(const char *index_path, kvq_model *m);
+/* kvq_st_llama_name() : canonical name of an HF Llama tensor into buf
+ * (to_hf: the reverse); 0 when the name is not a Llama one (kept as is). */
+int kvq_st_llama_name(const char *name, int to_hf, char *buf, size_t cap);
 /* Hyperparameters of HF checkpoints from config.json text (llama/mamba2). */
 kvq_err kvq_ckpt_hf_config(const char *json, size_t n, const char *what, kvq_model_config *c);
 
