@@ -60,10 +60,10 @@ int kvq_cmd_export(int argc, char **argv)
     }
     kvq_model *m;
     kvq_err e = kvq_model_load(in, &m);
-    if (e) return cli_error(in, e);
+    if (e) return cli_error("export", e);
     e = kvq_model_save(m, out, fmt, force);
     kvq_model_free(m);
-    if (e) return cli_error(out, e);
+    if (e) return cli_error("export", e);
     printf("wrote %s (%s)\n", out, kvq_format_name(fmt));
     return CLI_EXIT_OK;
 }

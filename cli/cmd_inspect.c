@@ -4,7 +4,9 @@
  * safetensors, .kvq): format and version, hyperparameters, tokenizer,
  * metadata, and the tensor table (name, shape, storage type or codec,
  * bytes, bits per weight).  --tensor prints one tensor's statistics and
- * its first values, dequantized.
+ * its first values, dequantized; --dump FILE also writes the bytes the
+ * tensor is stored as (a codec payload, e.g. ggml's q4_0 blocks), so
+ * scripts can compare them with reference encodings.
  */
 #include "cli.h"
 
@@ -18,9 +20,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: kvq inspect FILE [--tensor NAME] [--meta]\n"
+    fprintf(f, "usage: kvq inspect FILE [--tensor NAME [--dump OUT]] [--meta]\n"
                "  FILE           .bin (llama2.c), .gguf, .safetensors (file, directory, index.json) or .kvq\n"
                "  --tensor NAME  statistics and first values of one tensor\n"
+               "  --dump OUT     write that tensor's stored bytes to OUT\n"
                "  --meta         every metadata key (default: the first %d)\n",
             META_SHOWN);
 }
@@ -71,7 +74,18 @@ static void print_tensors(const kvq_model *m)
     printf("total:     %.0f parameters, %.0f bytes, %.3f bits/weight\n", numel, bytes, numel ? 8 * bytes / numel : 0);
 }
 
-static int print_tensor(const kvq_model *m, const char *path, const char *name)
+static int dump_tensor(const kvq_weight *w, const char *out)
+{
+    FILE *f = fopen(out, "wb");
+    int ok = f && fwrite(w->data, 1, w->size, f) == w->size;
+    if (f && fclose(f) != 0) ok = 0;
+    if (ok) return CLI_EXIT_OK;
+    fprintf(stderr, "kvq: %s: cannot write\n", out);
+    remove(out);
+    return CLI_EXIT_FAIL;
+}
+
+static int print_tensor(const kvq_model *m, const char *path, const char *name, const char *dump)
 {
     const kvq_weight *w = kvq_model_weight(m, name);
     if (!w) {
@@ -106,12 +120,12 @@ static int print_tensor(const kvq_model *m, const char *path, const char *name)
     for (size_t i = 0; i < n && i < FIRST_VALUES; i++) printf(" %.9g", (double)x[i]);
     printf("\n");
     free(x);
-    return CLI_EXIT_OK;
+    return dump ? dump_tensor(w, dump) : CLI_EXIT_OK;
 }
 
 int kvq_cmd_inspect(int argc, char **argv)
 {
-    const char *path = NULL, *tensor = NULL;
+    const char *path = NULL, *tensor = NULL, *dump = NULL;
     int all_meta = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -119,6 +133,8 @@ int kvq_cmd_inspect(int argc, char **argv)
             return CLI_EXIT_OK;
         } else if (!strcmp(argv[i], "--tensor") && i + 1 < argc) {
             tensor = argv[++i];
+        } else if (!strcmp(argv[i], "--dump") && i + 1 < argc) {
+            dump = argv[++i];
         } else if (!strcmp(argv[i], "--meta")) {
             all_meta = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -130,15 +146,16 @@ int kvq_cmd_inspect(int argc, char **argv)
         }
     }
     if (!path) return cli_usage_error("inspect", "need FILE");
+    if (dump && !tensor) return cli_usage_error("inspect", "--dump needs --tensor NAME");
     kvq_model *m;
     kvq_err e = kvq_model_load(path, &m);
-    if (e) return cli_error(path, e);
+    if (e) return cli_error("inspect", e);
     printf("file:      %s\n", path);
     printf("format:    %s version %d\n", kvq_format_name(kvq_model_format(m)), kvq_model_format_version(m));
     print_config(m);
     int rc = CLI_EXIT_OK;
     if (tensor) {
-        rc = print_tensor(m, path, tensor);
+        rc = print_tensor(m, path, tensor, dump);
     } else {
         print_meta(m, all_meta);
         print_tensors(m);

@@ -157,7 +157,7 @@ int kvq_cmd_quantize(int argc, char **argv)
     kvq_model *m = NULL, *q = NULL;
     kvq_quant_stat *stats = NULL;
     kvq_err e = kvq_model_load(in, &m);
-    if (e) return cli_error(in, e);
+    if (e) return cli_error("quantize", e);
     int rc = tok ? attach_tokenizer(m, tok) : CLI_EXIT_OK;
     if (rc) {
         kvq_model_free(m);
@@ -168,12 +168,12 @@ int kvq_cmd_quantize(int argc, char **argv)
     e = kvq_model_quantize(m, &o, &q, &stats);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (e) {
-        rc = cli_error(in, e);
+        rc = cli_error("quantize", e);
     } else {
         print_stats(stats, kvq_model_n_weights(q),
                     (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
         e = kvq_model_save(q, out, fmt, force);
-        if (e) rc = cli_error(out, e);
+        if (e) rc = cli_error("quantize", e);
         else printf("wrote %s (%s)\n", out, kvq_format_name(fmt));
     }
     free(stats);
