@@ -22,6 +22,7 @@ static const subcommand commands[] = {
     {"inspect", kvq_cmd_inspect, "show a checkpoint: format, config, metadata, tensor table"},
     {"export", kvq_cmd_export, "rewrite a checkpoint as GGUF, safetensors or .kvq"},
     {"generate", kvq_cmd_generate, "generate text with the reference decoder (llama2.c run.c output)"},
+    {"bench", kvq_cmd_bench, "benchmarks: codecs (encode/decode GB/s), decode (tok/s)"},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -228,7 +228,14 @@ static kvq_err encode_side(kvq_cache *c, cache_layer *L, int side, cache_page *p
     KVQ_TRY(kvq_buf_reserve(&L->buf[side], L->page_bound[side]));
     kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, L->win[side], 3, s.dim);
     size_t n = 0;
-    KVQ_TRY(kvq_ctx_encode_payload(L->ctx[side], &t, L->buf[side].p + L->buf[side].n, L->page_bound[side], &n));
+    kvq_err e = kvq_ctx_encode_payload(L->ctx[side], &t, L->buf[side].p + L->buf[side].n, L->page_bound[side], &n);
+    if (e) {
+        char where[64];
+        snprintf(where, sizeof where, "KV cache layer %d, %s page %d", (int)(L - c->layers),
+                 side == SIDE_K ? "K" : "V", L->sealed / c->cfg.page);
+        kvq_error_prefix(where);
+        return e;
+    }
     pg->off[side] = L->buf[side].n;
     pg->len[side] = (uint32_t)n;
     L->buf[side].n += n;

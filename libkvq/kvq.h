@@ -921,10 +921,25 @@ typedef struct kvq_eval_result {
 
 /* kvq_eval_opts_init() : zeroes (ctx from the model, all chunks). */
 KVQ_API void kvq_eval_opts_init(kvq_eval_opts *o);
-/* kvq_eval_run() : base = the reference model (run with an f32 cache, no
- * hooks), cand = the candidate weights (may be the same object).  Both
- * must share the configuration.  tokens[n] is the stream, BOS first.
- * KVQ_ERR_ARG when not one chunk fits.  Every weight counts in bpw. */
+
+/* The base run, kept to compare several candidates against (llama.cpp's
+ * --kl-divergence-base, held in memory as f32): the chunked tokens and the
+ * f32 model's logits at every scored position, n_chunks·(ctx−1−ctx/2)·
+ * vocab_size floats.  Free with kvq_eval_base_free(). */
+typedef struct kvq_eval_base kvq_eval_base;
+/* kvq_eval_base_create() : runs `base` (f32 cache, no hooks; uses o->ctx,
+ * max_chunks, threads, progress) over tokens[n], the stream with BOS
+ * first.  KVQ_ERR_ARG when not one chunk fits.  base must outlive it. */
+KVQ_API kvq_err kvq_eval_base_create(const kvq_model *base, const int *tokens, size_t n,
+                                     const kvq_eval_opts *o, kvq_eval_base **out);
+KVQ_API void kvq_eval_base_free(kvq_eval_base *b);               /* NULL-safe */
+/* kvq_eval_candidate() : runs `cand` (quantized weights; o's activation
+ * and KV codecs) on the base run's tokens and fills *r.  cand must have
+ * the base model's configuration (it may be the same object). */
+KVQ_API kvq_err kvq_eval_candidate(const kvq_eval_base *b, const kvq_model *cand, const kvq_eval_opts *o,
+                                   kvq_eval_result *r);
+/* kvq_eval_run() : kvq_eval_base_create + kvq_eval_candidate + free.
+ * Every weight of the model counts in bpw. */
 KVQ_API kvq_err kvq_eval_run(const kvq_model *base, const kvq_model *cand, const int *tokens, size_t n,
                              const kvq_eval_opts *o, kvq_eval_result *r);
 
