@@ -21,6 +21,8 @@ int kvq_cmd_quantize(int argc, char **argv);
 int kvq_cmd_inspect(int argc, char **argv);
 int kvq_cmd_export(int argc, char **argv);
 int kvq_cmd_generate(int argc, char **argv);
+int kvq_cmd_eval(int argc, char **argv);
+int kvq_cmd_report(int argc, char **argv);
 int kvq_cmd_bench(int argc, char **argv);
 /* `kvq bench decode` (dispatched by cmd_bench.c's table) */
 int kvq_bench_decode(int argc, char **argv);

@@ -22,6 +22,8 @@ static const subcommand commands[] = {
     {"inspect", kvq_cmd_inspect, "show a checkpoint: format, config, metadata, tensor table"},
     {"export", kvq_cmd_export, "rewrite a checkpoint as GGUF, safetensors or .kvq"},
     {"generate", kvq_cmd_generate, "generate text with the reference decoder (llama2.c run.c output)"},
+    {"eval", kvq_cmd_eval, "KL divergence / PPL of a candidate vs the f32 model (llama-perplexity)"},
+    {"report", kvq_cmd_report, "evaluate a grid of specs: report.md, report.json, Pareto SVG"},
     {"bench", kvq_cmd_bench, "benchmarks: codecs (encode/decode GB/s), decode (tok/s)"},
 };
 
