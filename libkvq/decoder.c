@@ -132,22 +132,28 @@ static kvq_err check_config(const kvq_model_config *c)
 /* ---- lifetime ----------------------------------------------------------------- */
 void kvq_decoder_opts_init(kvq_decoder_opts *o) { memset(o, 0, sizeof *o); }
 
+static float *alloc_rows(int n)
+{
+    return calloc((size_t)KVQ_DEC_BATCH * (size_t)n, sizeof(float));
+}
+
 static kvq_err alloc_state(kvq_decoder *d)
 {
     const kvq_model_config *c = &d->cfg;
-    int q_dim = c->n_heads * c->head_size, wide = q_dim > c->dim ? q_dim : c->dim;
+    int q_dim = c->n_heads * c->head_size;
     int threads = kvq_pool_threads(d->pool);
-    d->x = calloc((size_t)c->dim, sizeof(float));
-    d->xb = calloc((size_t)wide, sizeof(float));
-    d->xb2 = calloc((size_t)wide, sizeof(float));
-    d->q = calloc((size_t)q_dim, sizeof(float));
-    d->k = calloc((size_t)d->kv_dim, sizeof(float));
-    d->v = calloc((size_t)d->kv_dim, sizeof(float));
-    d->hb = calloc((size_t)c->hidden_dim, sizeof(float));
-    d->hb2 = calloc((size_t)c->hidden_dim, sizeof(float));
-    d->logits = calloc((size_t)c->vocab_size, sizeof(float));
-    d->rope_cos = calloc((size_t)c->head_size / 2, sizeof(float));
-    d->rope_sin = calloc((size_t)c->head_size / 2, sizeof(float));
+    d->wide = q_dim > c->dim ? q_dim : c->dim;
+    d->x = alloc_rows(c->dim);
+    d->xb = alloc_rows(d->wide);
+    d->xb2 = alloc_rows(d->wide);
+    d->q = alloc_rows(q_dim);
+    d->k = alloc_rows(d->kv_dim);
+    d->v = alloc_rows(d->kv_dim);
+    d->hb = alloc_rows(c->hidden_dim);
+    d->hb2 = alloc_rows(c->hidden_dim);
+    d->logits = alloc_rows(c->vocab_size);
+    d->rope_cos = alloc_rows(c->head_size / 2);
+    d->rope_sin = alloc_rows(c->head_size / 2);
     d->scratch = calloc((size_t)threads * KVQ_DEC_GRAIN * (size_t)d->scratch_cols, sizeof(float));
     d->thread_err = calloc((size_t)threads, sizeof *d->thread_err);
     d->thread_err_w = calloc((size_t)threads, sizeof *d->thread_err_w);
@@ -300,19 +306,37 @@ static float dot(const float *restrict w, const float *restrict x, int n)
     return acc[0] + tail;
 }
 
+/* A matmul job: up to MAX_JOB_MATS matrices sharing the same nb input
+ * rows x[t·x_stride ...]; matrix k writes out[k][t·out_stride[k] + r]. */
 typedef struct {
     kvq_decoder *d;
     const float *x;
+    size_t x_stride;
+    int nb;
     const dec_mat *m[MAX_JOB_MATS];
     float *out[MAX_JOB_MATS];
+    size_t out_stride[MAX_JOB_MATS];
     int n_mats;
 } mm_job;
 
-/* Rows [r0, r1) of one matrix. */
-static void mm_rows(kvq_decoder *d, const dec_mat *m, const float *x, float *out, int r0, int r1, int tid)
+/* Every input row against weight rows w[0 .. r1-r0) (rows r0.. of the matrix). */
+static void mm_block(const mm_job *j, int k, const float *w, int r0, int r1)
 {
+    int cols = j->m[k]->cols;
+    for (int r = r0; r < r1; r++) {
+        const float *row = w + (size_t)(r - r0) * (size_t)cols;
+        for (int t = 0; t < j->nb; t++)
+            j->out[k][(size_t)t * j->out_stride[k] + (size_t)r] = dot(row, j->x + (size_t)t * j->x_stride, cols);
+    }
+}
+
+/* Rows [r0, r1) of matrix k: in place, or dequantized a block at a time. */
+static void mm_rows(const mm_job *j, int k, int r0, int r1, int tid)
+{
+    const dec_mat *m = j->m[k];
+    kvq_decoder *d = j->d;
     if (m->f32) {
-        for (int r = r0; r < r1; r++) out[r] = dot(m->f32 + (size_t)r * (size_t)m->cols, x, m->cols);
+        mm_block(j, k, m->f32 + (size_t)r0 * (size_t)m->cols, r0, r1);
         return;
     }
     float *blk = d->scratch + (size_t)tid * KVQ_DEC_GRAIN * (size_t)d->scratch_cols;
@@ -324,10 +348,9 @@ static void mm_rows(kvq_decoder *d, const dec_mat *m, const float *x, float *out
                 d->thread_err[tid] = err;
                 d->thread_err_w[tid] = m->w;
             }
-            memset(out + b, 0, (size_t)(e - b) * sizeof *out);
             continue;
         }
-        for (int r = b; r < e; r++) out[r] = dot(blk + (size_t)(r - b) * (size_t)m->cols, x, m->cols);
+        mm_block(j, k, blk, b, e);
     }
 }
 
@@ -338,7 +361,7 @@ static void mm_task(void *ctx, int64_t i0, int64_t i1, int tid)
     int64_t base = 0;
     for (int k = 0; k < j->n_mats && base < i1; k++) {
         int64_t rows = j->m[k]->rows, lo = i0 > base ? i0 - base : 0, hi = i1 - base < rows ? i1 - base : rows;
-        if (lo < hi) mm_rows(j->d, j->m[k], j->x, j->out[k], (int)lo, (int)hi, tid);
+        if (lo < hi) mm_rows(j, k, (int)lo, (int)hi, tid);
         base += rows;
     }
 }
@@ -356,27 +379,34 @@ static kvq_err run_job(kvq_decoder *d, mm_job *j)
     return KVQ_OK;
 }
 
-static kvq_err matmul(kvq_decoder *d, const float *x, const dec_mat *m, float *out)
+/* out[t][.] = m · x[t] for nb rows of width `stride` in x and out. */
+static kvq_err matmul(kvq_decoder *d, const float *x, size_t x_stride, int nb, const dec_mat *m, float *out,
+                      size_t out_stride)
 {
-    mm_job j = {d, x, {m}, {out}, 1};
+    mm_job j = {d, x, x_stride, nb, {m}, {out}, {out_stride}, 1};
     return run_job(d, &j);
 }
 
 /* ---- activation hooks ------------------------------------------------------------ */
-/* Capture, then encode + decode x in place with the linear's codec. */
-static kvq_err act_hook(kvq_decoder *d, int layer, kvq_linear which, float *x, int n)
+/* For each of nb rows: capture, then encode + decode in place with the
+ * linear's codec. */
+static kvq_err act_hook(kvq_decoder *d, int layer, kvq_linear which, float *x, size_t stride, int nb, int n)
 {
-    if (d->opts.capture) d->opts.capture(d->opts.capture_user, layer, which, x, n);
     kvq_ctx *ctx = d->opts.act[which];
-    if (!ctx) return KVQ_OK;
-    int64_t dims[2] = {1, n};
-    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, dims);
-    size_t used;
-    KVQ_TRY(kvq_ctx_encode_payload(ctx, &t, d->act_buf, d->act_cap, &used));
-    return kvq_ctx_decode_payload(ctx, d->act_buf, used, &t);
+    for (int t = 0; t < nb; t++) {
+        float *row = x + (size_t)t * stride;
+        if (d->opts.capture) d->opts.capture(d->opts.capture_user, layer, which, row, n);
+        if (!ctx) continue;
+        int64_t dims[2] = {1, n};
+        kvq_tensor view = kvq_tensor_view(KVQ_DTYPE_F32, row, 2, dims);
+        size_t used;
+        KVQ_TRY(kvq_ctx_encode_payload(ctx, &view, d->act_buf, d->act_cap, &used));
+        KVQ_TRY(kvq_ctx_decode_payload(ctx, d->act_buf, used, &view));
+    }
+    return KVQ_OK;
 }
 
-/* ---- the forward pass (run.c forward()) ----------------------------------------- */
+/* ---- the forward pass (run.c forward()), nb tokens at positions pos0.. ---------- */
 static void rmsnorm(float *o, const float *x, const float *w, int n, float eps)
 {
     float ss = 0.0f;
@@ -387,27 +417,29 @@ static void rmsnorm(float *o, const float *x, const float *w, int n, float eps)
     for (int j = 0; j < n; j++) o[j] = w[j] * (ss * x[j]);
 }
 
-static void rope_tables(kvq_decoder *d, int pos)
+static void rope_tables(kvq_decoder *d, int pos0, int nb)
 {
-    int hs = d->cfg.head_size;
-    for (int j = 0; j < hs / 2; j++) {
-        float freq = 1.0f / powf(d->cfg.rope_theta, (float)(2 * j) / (float)hs);
-        float val = (float)pos * freq;
-        d->rope_cos[j] = cosf(val);
-        d->rope_sin[j] = sinf(val);
-    }
+    int hs = d->cfg.head_size, half = hs / 2;
+    for (int t = 0; t < nb; t++)
+        for (int j = 0; j < half; j++) {
+            float freq = 1.0f / powf(d->cfg.rope_theta, (float)(2 * j) / (float)hs);
+            float val = (float)(pos0 + t) * freq;
+            d->rope_cos[t * half + j] = cosf(val);
+            d->rope_sin[t * half + j] = sinf(val);
+        }
 }
 
-/* Rotate n_heads heads of vec; head h belongs to KV group h / per_group. */
-static void rope_apply(const kvq_decoder *d, const dec_layer *L, float *vec, int n_heads, int per_group)
+/* Rotate n_heads heads of token t's vec; head h is in KV group h / per_group. */
+static void rope_apply(const kvq_decoder *d, const dec_layer *L, int t, float *vec, int n_heads, int per_group)
 {
     int hs = d->cfg.head_size, half = hs / 2, adjacent = d->cfg.rope == KVQ_ROPE_ADJACENT;
+    const float *cs = d->rope_cos + (size_t)t * (size_t)half, *sn = d->rope_sin + (size_t)t * (size_t)half;
     for (int h = 0; h < n_heads; h++) {
         float *head = vec + (size_t)h * (size_t)hs;
         const int *pair = L->rope_pair + (size_t)(h / per_group) * (size_t)half;
         for (int j = 0; j < half; j++) {
             int a = adjacent ? 2 * j : j, b = adjacent ? 2 * j + 1 : j + half;
-            float c = d->rope_cos[pair[j]], s = d->rope_sin[pair[j]];
+            float c = cs[pair[j]], s = sn[pair[j]];
             float v0 = head[a], v1 = head[b];
             head[a] = v0 * c - v1 * s;
             head[b] = v0 * s + v1 * c;
@@ -415,83 +447,101 @@ static void rope_apply(const kvq_decoder *d, const dec_layer *L, float *vec, int
     }
 }
 
-static kvq_err attention(kvq_decoder *d, int l, int pos)
+static kvq_err attention(kvq_decoder *d, int l, int pos0, int nb)
 {
     const kvq_model_config *c = &d->cfg;
     dec_layer *L = &d->layer[l];
-    rmsnorm(d->xb, d->x, L->attn_norm, c->dim, c->norm_eps);
-    KVQ_TRY(act_hook(d, l, KVQ_LIN_QKV, d->xb, c->dim));
-    mm_job j = {d, d->xb, {&L->wq, &L->wk, &L->wv}, {d->q, d->k, d->v}, 3};
+    size_t W = (size_t)d->wide, dim = (size_t)c->dim, q_dim = (size_t)(c->n_heads * c->head_size);
+    size_t kvd = (size_t)d->kv_dim;
+    for (int t = 0; t < nb; t++) rmsnorm(d->xb + t * W, d->x + t * dim, L->attn_norm, c->dim, c->norm_eps);
+    KVQ_TRY(act_hook(d, l, KVQ_LIN_QKV, d->xb, W, nb, c->dim));
+    mm_job j = {d, d->xb, W, nb, {&L->wq, &L->wk, &L->wv}, {d->q, d->k, d->v}, {q_dim, kvd, kvd}, 3};
     KVQ_TRY(run_job(d, &j));
     int kv_mul = c->n_heads / c->n_kv_heads;
-    rope_apply(d, L, d->q, c->n_heads, kv_mul);
-    rope_apply(d, L, d->k, c->n_kv_heads, 1);
-    KVQ_TRY(kvq_cache_append(d->cache, l, d->k, d->v, 1));
-    KVQ_TRY(kvq_cache_attend(d->cache, l, d->q, c->n_heads, pos + 1, d->xb));
-    int q_dim = c->n_heads * c->head_size;
-    KVQ_TRY(act_hook(d, l, KVQ_LIN_O, d->xb, q_dim));
-    KVQ_TRY(matmul(d, d->xb, &L->wo, d->xb2));
-    for (int i = 0; i < c->dim; i++) d->x[i] += d->xb2[i];
+    /* One token at a time through the cache, so each query sees exactly
+     * what it would see decoding alone (pages seal at the same moments). */
+    for (int t = 0; t < nb; t++) {
+        rope_apply(d, L, t, d->q + t * q_dim, c->n_heads, kv_mul);
+        rope_apply(d, L, t, d->k + t * kvd, c->n_kv_heads, 1);
+        KVQ_TRY(kvq_cache_append(d->cache, l, d->k + t * kvd, d->v + t * kvd, 1));
+        KVQ_TRY(kvq_cache_attend(d->cache, l, d->q + t * q_dim, c->n_heads, pos0 + t + 1, d->xb + t * W));
+    }
+    KVQ_TRY(act_hook(d, l, KVQ_LIN_O, d->xb, W, nb, (int)q_dim));
+    KVQ_TRY(matmul(d, d->xb, W, nb, &L->wo, d->xb2, W));
+    for (int t = 0; t < nb; t++)
+        for (size_t i = 0; i < dim; i++) d->x[t * dim + i] += d->xb2[t * W + i];
     return KVQ_OK;
 }
 
-static kvq_err ffn(kvq_decoder *d, int l)
+static kvq_err ffn(kvq_decoder *d, int l, int nb)
 {
     const kvq_model_config *c = &d->cfg;
     dec_layer *L = &d->layer[l];
-    rmsnorm(d->xb, d->x, L->ffn_norm, c->dim, c->norm_eps);
-    KVQ_TRY(act_hook(d, l, KVQ_LIN_GATEUP, d->xb, c->dim));
-    mm_job j = {d, d->xb, {&L->w1, &L->w3}, {d->hb, d->hb2}, 2};
+    size_t W = (size_t)d->wide, dim = (size_t)c->dim, hid = (size_t)c->hidden_dim;
+    for (int t = 0; t < nb; t++) rmsnorm(d->xb + t * W, d->x + t * dim, L->ffn_norm, c->dim, c->norm_eps);
+    KVQ_TRY(act_hook(d, l, KVQ_LIN_GATEUP, d->xb, W, nb, c->dim));
+    mm_job j = {d, d->xb, W, nb, {&L->w1, &L->w3}, {d->hb, d->hb2}, {hid, hid}, 2};
     KVQ_TRY(run_job(d, &j));
-    for (int i = 0; i < c->hidden_dim; i++) {
+    for (size_t i = 0; i < (size_t)nb * hid; i++) {
         float val = d->hb[i];
         val *= 1.0f / (1.0f + expf(-val));   /* SiLU, as run.c */
         val *= d->hb2[i];
         d->hb[i] = val;
     }
-    KVQ_TRY(act_hook(d, l, KVQ_LIN_DOWN, d->hb, c->hidden_dim));
-    KVQ_TRY(matmul(d, d->hb, &L->w2, d->xb));
-    for (int i = 0; i < c->dim; i++) d->x[i] += d->xb[i];
+    KVQ_TRY(act_hook(d, l, KVQ_LIN_DOWN, d->hb, hid, nb, c->hidden_dim));
+    KVQ_TRY(matmul(d, d->hb, hid, nb, &L->w2, d->xb, W));
+    for (int t = 0; t < nb; t++)
+        for (size_t i = 0; i < dim; i++) d->x[t * dim + i] += d->xb[t * W + i];
     return KVQ_OK;
 }
 
-static kvq_err embed_token(kvq_decoder *d, int token)
+static kvq_err embed_tokens(kvq_decoder *d, const int *tokens, int nb)
 {
     const dec_mat *e = &d->embed;
-    if (e->f32) {
-        memcpy(d->x, e->f32 + (size_t)token * (size_t)e->cols, (size_t)e->cols * sizeof(float));
-        return KVQ_OK;
+    size_t dim = (size_t)e->cols;
+    for (int t = 0; t < nb; t++) {
+        KVQ_FAIL_IF(tokens[t] < 0 || tokens[t] >= d->cfg.vocab_size, KVQ_ERR_ARG,
+                    "decoder: token %d outside vocabulary of %d", tokens[t], d->cfg.vocab_size);
+        if (e->f32) memcpy(d->x + t * dim, e->f32 + (size_t)tokens[t] * dim, dim * sizeof(float));
+        else KVQ_TRY(kvq_weight_rows(e->w, tokens[t], tokens[t] + 1, d->x + t * dim));
     }
-    return kvq_weight_rows(e->w, token, token + 1, d->x);
+    return KVQ_OK;
 }
 
 /* Positions must continue the cache; an earlier pos rewinds it (crop). */
 static kvq_err sync_cache(kvq_decoder *d, int pos)
 {
     int len = kvq_cache_len(d->cache, 0);
-    KVQ_FAIL_IF(pos > len, KVQ_ERR_ARG, "decoder: position %d but the cache holds %d tokens", pos, len);
+    KVQ_FAIL_IF(pos < 0 || pos > len, KVQ_ERR_ARG, "decoder: position %d but the cache holds %d tokens", pos,
+                len);
     if (pos < len)
         for (int l = 0; l < d->cfg.n_layers; l++) KVQ_TRY(kvq_cache_truncate(d->cache, l, pos));
     return KVQ_OK;
 }
 
+/* nb <= KVQ_DEC_BATCH tokens; logits of token t land in d->logits row t
+ * when want_logits (else the classifier is skipped). */
+static kvq_err forward_chunk(kvq_decoder *d, const int *tokens, int nb, int pos0, int want_logits)
+{
+    const kvq_model_config *c = &d->cfg;
+    KVQ_TRY(embed_tokens(d, tokens, nb));
+    KVQ_TRY(sync_cache(d, pos0));
+    rope_tables(d, pos0, nb);
+    for (int l = 0; l < c->n_layers; l++) {
+        KVQ_TRY(attention(d, l, pos0, nb));
+        KVQ_TRY(ffn(d, l, nb));
+    }
+    if (!want_logits) return KVQ_OK;
+    size_t dim = (size_t)c->dim;
+    for (int t = 0; t < nb; t++) rmsnorm(d->x + t * dim, d->x + t * dim, d->final_norm, c->dim, c->norm_eps);
+    KVQ_TRY(act_hook(d, c->n_layers, KVQ_LIN_CLS, d->x, dim, nb, c->dim));
+    return matmul(d, d->x, dim, nb, &d->cls, d->logits, (size_t)c->vocab_size);
+}
+
 kvq_err kvq_decoder_forward(kvq_decoder *d, int token, int pos, float **logits)
 {
     KVQ_FAIL_IF(!d || !logits, KVQ_ERR_ARG, "decoder_forward: NULL argument");
-    const kvq_model_config *c = &d->cfg;
-    KVQ_FAIL_IF(token < 0 || token >= c->vocab_size, KVQ_ERR_ARG, "decoder: token %d outside vocabulary of %d",
-                token, c->vocab_size);
-    KVQ_FAIL_IF(pos < 0, KVQ_ERR_ARG, "decoder: position %d", pos);
-    KVQ_TRY(sync_cache(d, pos));
-    KVQ_TRY(embed_token(d, token));
-    rope_tables(d, pos);
-    for (int l = 0; l < c->n_layers; l++) {
-        KVQ_TRY(attention(d, l, pos));
-        KVQ_TRY(ffn(d, l));
-    }
-    rmsnorm(d->x, d->x, d->final_norm, c->dim, c->norm_eps);
-    KVQ_TRY(act_hook(d, c->n_layers, KVQ_LIN_CLS, d->x, c->dim));
-    KVQ_TRY(matmul(d, d->x, &d->cls, d->logits));
+    KVQ_TRY(forward_chunk(d, &token, 1, pos, 1));
     *logits = d->logits;
     return KVQ_OK;
 }
@@ -500,10 +550,10 @@ kvq_err kvq_decoder_forward_seq(kvq_decoder *d, const int *tokens, int n, int po
 {
     KVQ_FAIL_IF(!d || (!tokens && n) || n < 0, KVQ_ERR_ARG, "decoder_forward_seq: bad argument");
     size_t v = (size_t)d->cfg.vocab_size;
-    for (int i = 0; i < n; i++) {
-        float *lg;
-        KVQ_TRY(kvq_decoder_forward(d, tokens[i], pos0 + i, &lg));
-        if (logits_out) memcpy(logits_out + (size_t)i * v, lg, v * sizeof *lg);
+    for (int i = 0; i < n; i += KVQ_DEC_BATCH) {
+        int nb = n - i < KVQ_DEC_BATCH ? n - i : KVQ_DEC_BATCH;
+        KVQ_TRY(forward_chunk(d, tokens + i, nb, pos0 + i, logits_out != NULL));
+        if (logits_out) memcpy(logits_out + (size_t)i * v, d->logits, (size_t)nb * v * sizeof(float));
     }
     return KVQ_OK;
 }

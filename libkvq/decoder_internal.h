@@ -11,6 +11,8 @@
 #include "threadpool.h"
 
 #define KVQ_DEC_GRAIN 16 /* rows per matmul block: one dequantized scratch block */
+#define KVQ_DEC_BATCH 16 /* tokens per teacher-forced chunk: each weight row
+                            fetched once is used for up to this many tokens */
 
 /* One linear weight [rows][cols] as the matmul reads it: f32 rows in
  * place (the mmap, or `owned`) or, when f32 == NULL, dequantized block by
@@ -48,13 +50,15 @@ struct kvq_decoder {
     kvq_pool *pool;
     kvq_cache *cache;
     int own_cache;
-    /* run state, allocated once (llama2.c RunState) */
-    float *x;                  /* (dim) residual stream                      */
-    float *xb, *xb2;           /* (max(dim, q_dim))                          */
-    float *q, *k, *v;          /* (q_dim), (kv_dim), (kv_dim)                */
-    float *hb, *hb2;           /* (hidden_dim)                               */
-    float *logits;             /* (vocab)                                    */
-    float *rope_cos, *rope_sin;/* (hs/2) for the current position            */
+    /* run state, allocated once (llama2.c RunState), one row per token of
+     * a chunk: B = KVQ_DEC_BATCH, wide = max(dim, n_heads·hs) */
+    float *x;                  /* (B, dim) residual stream                   */
+    float *xb, *xb2;           /* (B, wide)                                  */
+    float *q, *k, *v;          /* (B, q_dim), (B, kv_dim), (B, kv_dim)       */
+    float *hb, *hb2;           /* (B, hidden_dim)                            */
+    float *logits;             /* (B, vocab)                                 */
+    float *rope_cos, *rope_sin;/* (B, hs/2) for each token's position        */
+    int    wide;
     float *scratch;            /* (threads, KVQ_DEC_GRAIN, max cols)         */
     int    scratch_cols;
     void  *act_buf;            /* activation-codec payload scratch           */

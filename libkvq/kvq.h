@@ -578,7 +578,10 @@ KVQ_API void kvq_decoder_free(kvq_decoder *d);                  /* NULL-safe */
  * owned by the decoder, valid until the next call. */
 KVQ_API kvq_err kvq_decoder_forward(kvq_decoder *d, int token, int pos, float **logits);
 /* kvq_decoder_forward_seq() : teacher-forced tokens[n] at positions
- * pos0.. ; logits_out [n][vocab_size] (may be NULL). */
+ * pos0.. , in chunks whose matmuls share each weight row among the
+ * chunk's tokens (bit-identical to n forward() calls); logits_out
+ * [n][vocab_size], or NULL to skip the classifier (prefill only; no
+ * KVQ_LIN_CLS hook calls then). */
 KVQ_API kvq_err kvq_decoder_forward_seq(kvq_decoder *d, const int *tokens, int n, int pos0,
                                         float *logits_out);
 /* kvq_decoder_reset() : empty the cache (start a new sequence). */

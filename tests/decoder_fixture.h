@@ -9,6 +9,8 @@
 #define KVQ_TEST_DECODER_FIXTURE_H
 
 #include <math.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +78,22 @@ static inline void fx_free(fx_model *fx)
 {
     kvq_model_free(fx->model);
     free(fx->image);
+}
+
+/* fx_reload() : save m as `fmt` in a fresh temp directory and load it
+ * back (safetensors stores Q/K in HF order, so it loads with rope = HALF).
+ * The file is removed before returning; the model does not need it
+ * (weights are read, or mapped and kept, by the reader). */
+static inline kvq_err fx_reload(const kvq_model *m, kvq_format fmt, const char *ext, kvq_model **out)
+{
+    char dir[] = "/tmp/kvq-fx-XXXXXX", path[64];
+    if (!mkdtemp(dir)) return KVQ_ERR_IO;
+    snprintf(path, sizeof path, "%s/model.%s", dir, ext);
+    kvq_err e = kvq_model_save(m, path, fmt, 0);
+    if (!e) e = kvq_model_load(path, out);
+    remove(path);
+    rmdir(dir);
+    return e;
 }
 
 /* ---- naive reference: run.c's forward in double, weights via kvq_weight_rows */

@@ -78,6 +78,13 @@ static void test_threads_and_dequant_identical(void **state)
     run_seq(dq, c);
     assert_memory_equal(a, b, sizeof a);
     assert_memory_equal(a, c, sizeof a);
+    /* Token-by-token forward equals the chunked teacher-forced pass. */
+    assert_int_equal(kvq_decoder_reset(d3), KVQ_OK);
+    for (int p = 0; p < N_POS; p++) {
+        float *l1;
+        assert_int_equal(kvq_decoder_forward(d3, fx_tokens[p], p, &l1), KVQ_OK);
+        assert_memory_equal(l1, a + p * FX_VOCAB, FX_VOCAB * sizeof *l1);
+    }
     /* Rewinding to an earlier position recomputes the same logits. */
     float *lg;
     assert_int_equal(kvq_decoder_forward(d1, fx_tokens[5], 5, &lg), KVQ_OK);
@@ -142,6 +149,32 @@ static void test_activation_hooks(void **state)
     assert_memory_not_equal(plain, hooked, sizeof plain);
     double e = fx_rel_err(hooked, plain, N_POS * FX_VOCAB);
     assert_true(e > 0 && e < 5e-2);
+    fx_free(&fx);
+}
+
+/* The same weights through safetensors (HF rotate_half Q/K order, decoded
+ * with HALF pairs) and the .kvq container give the same logits. */
+static void test_rope_half_and_containers(void **state)
+{
+    (void)state;
+    fx_model fx;
+    assert_int_equal(fx_make(&fx, 1, 9), KVQ_OK);
+    kvq_model *st = NULL, *kq = NULL;
+    assert_int_equal(fx_reload(fx.model, KVQ_FORMAT_SAFETENSORS, "safetensors", &st), KVQ_OK);
+    assert_int_equal(fx_reload(fx.model, KVQ_FORMAT_KVQ, "kvq", &kq), KVQ_OK);
+    assert_int_equal(kvq_model_config_get(st)->rope, KVQ_ROPE_HALF);
+    static float a[N_POS * FX_VOCAB], b[N_POS * FX_VOCAB], c[N_POS * FX_VOCAB];
+    kvq_decoder *da = make_dec(fx.model, 1, 0), *db = make_dec(st, 1, 0), *dc = make_dec(kq, 2, 0);
+    run_seq(da, a);
+    run_seq(db, b);
+    run_seq(dc, c);
+    assert_true(fx_rel_err(b, a, N_POS * FX_VOCAB) < 1e-6); /* q·k summed in another channel order */
+    assert_memory_equal(a, c, sizeof a);
+    kvq_decoder_free(da);
+    kvq_decoder_free(db);
+    kvq_decoder_free(dc);
+    kvq_model_free(st);
+    kvq_model_free(kq);
     fx_free(&fx);
 }
 
@@ -327,6 +360,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_vs_reference), cmocka_unit_test(test_threads_and_dequant_identical),
         cmocka_unit_test(test_activation_hooks),     cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_rope_half_and_containers),
         cmocka_unit_test(test_golden_stories260k),   cmocka_unit_test(test_golden_llama46m),
         cmocka_unit_test(test_gguf_equals_bin),      cmocka_unit_test(test_quantized_weights),
     };

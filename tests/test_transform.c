@@ -112,6 +112,11 @@ static void test_fixture_transforms(void **state)
     fx_free(&fx);
     assert_int_equal(fx_make(&fx, 1, 22), KVQ_OK); /* untied classifier */
     run_all(fx.model);
+    kvq_model *half = NULL;                        /* HF pair order (j, j + hs/2) */
+    assert_int_equal(fx_reload(fx.model, KVQ_FORMAT_SAFETENSORS, "safetensors", &half), KVQ_OK);
+    assert_int_equal(kvq_model_config_get(half)->rope, KVQ_ROPE_HALF);
+    run_all(half);
+    kvq_model_free(half);
     fx_free(&fx);
 }
 
