@@ -186,6 +186,18 @@ static int generate(gen_state *s, long steps)
     return CLI_EXIT_OK;
 }
 
+/* With KV codecs: what the cache holds, measured (stderr). */
+static void print_kv_stats(const gen_state *s)
+{
+    kvq_cache_stats st;
+    if (kvq_cache_stats_get(kvq_decoder_cache(s->dec), &st) != KVQ_OK) return;
+    fprintf(stderr, "kv cache: %llu tokens x layers, %llu bytes (payload %llu, window %llu, meta %llu), "
+                    "%.3f bits/value\n",
+            (unsigned long long)st.tokens, (unsigned long long)st.bytes_total,
+            (unsigned long long)st.bytes_payload, (unsigned long long)st.bytes_window,
+            (unsigned long long)st.bytes_meta, st.bits_per_value);
+}
+
 int kvq_cmd_generate(int argc, char **argv)
 {
     gen_args a;
@@ -197,6 +209,7 @@ int kvq_cmd_generate(int argc, char **argv)
         int seq = kvq_model_config_get(s.model)->seq_len;
         long steps = a.steps == 0 || a.steps > seq ? seq : a.steps;
         rc = generate(&s, steps);
+        if (rc == CLI_EXIT_OK && (a.kv_k || a.kv_v)) print_kv_stats(&s);
     }
     state_free(&s);
     return rc;

@@ -32,6 +32,9 @@ if [ -f "$S/stories260K.bin" ] && [ -f "$L/model.bin" ]; then
     same_output "stories260K 2 threads" "$S/expected_greedy_t0.txt" "$S/stories260K.bin" -z "$S/tok512.bin" -t 0 --threads 2
     same_output "llama-4.6M greedy" "$L/expected_greedy_t0.txt" "$L/model.bin" -z "$L/tok512.bin" -t 0
     same_output "llama-4.6M greedy prompt" "$L/expected_greedy_t0_prompt.txt" "$L/model.bin" -z "$L/tok512.bin" -t 0 -p "And God said"
+    # an f32 cache with pages and a window changes nothing
+    same_output "stories260K paged f32 cache" "$S/expected_greedy_t0.txt" "$S/stories260K.bin" -z "$S/tok512.bin" -t 0 --kv-k f32 --kv-v f32 --kv-window 8 --kv-page 4
+    if grep -q "^kv cache: .* bits/value" "$tmp/err"; then pass "kv stats on stderr"; else bad "kv stats on stderr"; fi
     # the tok/s line goes to stderr, never stdout
     "$KVQ" generate "$S/stories260K.bin" -z "$S/tok512.bin" -t 0 -n 20 >"$tmp/o" 2>"$tmp/e"
     if grep -q "^achieved tok/s: " "$tmp/e" && ! grep -q "achieved" "$tmp/o"; then pass "tok/s on stderr"; else bad "tok/s on stderr"; fi
