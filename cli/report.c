@@ -298,7 +298,7 @@ void report_markdown(report_buf *b, const report_meta *m, const report_row *rows
 #define SVG_H 560.0
 #define PLOT_L 90.0             /* plot area margins, px                     */
 #define PLOT_R 40.0
-#define PLOT_T 60.0
+#define PLOT_T 70.0
 #define PLOT_B 70.0
 #define KLD_FLOOR_DEFAULT 1e-6  /* bottom of the y axis when no KLD is > 0   */
 #define X_TICKS_TARGET 8        /* about this many x ticks                   */
@@ -415,6 +415,7 @@ static void svg_frontiers(report_buf *b, const plot *p, const report_row *rows, 
 
 #define LABEL_CHAR_W 6.2  /* px per character at font-size 11 (estimate)  */
 #define LABEL_LINE_H 13.0 /* px between stacked labels                     */
+#define MARKER_R 5.0      /* point marker radius, px                       */
 
 /* A label's y: the point's, moved down past labels already placed that
  * would overlap it (boxes[] holds x0, x1, y of placed labels). */
@@ -439,7 +440,8 @@ static void svg_point(report_buf *b, const plot *p, const report_row *r, double 
         rb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\"/>\n", X,
                   py(p, s->kld_mean - s->kld_unc), X, py(p, s->kld_mean + s->kld_unc));
     const char *fill = s->kld_mean <= 0 ? "white" : r->pareto ? group_color[r->group] : "#1f77b4";
-    rb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"%s\" stroke=\"#222\"/>\n", X, Y, fill);
+    rb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.0f\" fill=\"%s\" stroke=\"#222\"/>\n", X, Y, MARKER_R,
+              fill);
     char label[REPORT_LABEL_MAX + 16];
     snprintf(label, sizeof label, "%s%s", r->cfg.label, s->kld_mean <= 0 ? " (KL = 0)" : "");
     double w = LABEL_CHAR_W * (double)strlen(label), lx = X + 9;
@@ -458,7 +460,7 @@ static void svg_point(report_buf *b, const plot *p, const report_row *r, double 
 static void svg_points(report_buf *b, const plot *p, const report_row *rows, size_t n)
 {
     size_t *idx = malloc((n ? n : 1) * sizeof *idx);
-    double (*boxes)[3] = malloc((n ? n : 1) * sizeof *boxes);
+    double (*boxes)[3] = malloc((n ? 2 * n : 1) * sizeof *boxes);
     if (!idx || !boxes) {
         free(idx);
         free(boxes);
@@ -474,7 +476,14 @@ static void svg_points(report_buf *b, const plot *p, const report_row *rows, siz
             idx[j] = idx[j - 1];
             idx[j - 1] = t;
         }
-    size_t n_boxes = 0;
+    /* Every marker is an obstacle for every label. */
+    size_t n_boxes = n;
+    for (size_t i = 0; i < n; i++) {
+        double X = px(p, rows[i].x), Y = py(p, rows[i].res.s.kld_mean);
+        boxes[i][0] = X - MARKER_R - 1;
+        boxes[i][1] = X + MARKER_R + 1;
+        boxes[i][2] = Y + 4;
+    }
     for (size_t i = 0; i < n; i++) svg_point(b, p, &rows[idx[i]], boxes, &n_boxes);
     free(idx);
     free(boxes);
@@ -491,9 +500,9 @@ void report_svg(report_buf *b, const report_meta *m, const report_row *rows, siz
     char title[256];
     snprintf(title, sizeof title, "kvq report: %s, mean KL divergence vs bits per value", base_name(m->model_path));
     svg_text(b, SVG_W / 2, 28, "middle", 16, title);
-    svg_text(b, SVG_W / 2, 46, "middle", 11,
-             "frontiers: red = weight codecs (x = bits/weight), green = KV/activation codecs (x = KV bits/value); "
-             "blue: dominated; white: KL = 0, at the axis floor; bars: ± 1 s.e.");
+    svg_text(b, SVG_W / 2, 44, "middle", 11,
+             "frontiers: red = weight codecs (x = bits/weight), green = KV/activation codecs (x = KV bits/value)");
+    svg_text(b, SVG_W / 2, 57, "middle", 11, "blue: dominated; white: KL = 0, drawn at the axis floor; bars: ± 1 s.e.");
     svg_axes(b, &p);
     svg_points(b, &p, rows, n);
     rb_printf(b, "</svg>\n");
