@@ -24,7 +24,10 @@
 #include "quant/codecs.h"
 #include "quant/quant_common.h"
 
-#define RTN_GROUP_QUANTUM 32 /* group sizes are multiples of this (ggml block) */
+#define RTN_GROUP_QUANTUM 32  /* group sizes are multiples of this (ggml block) */
+#define RTN_CHUNK         256 /* codes per quantise/pack pass: a multiple of 8, so
+                                 every chunk starts on a byte of the code stream */
+#define RTN_VEC           32  /* inner run length with a constant trip count  */
 #define F16_EXP_MASK      0x7C00u /* all-ones exponent: Inf or NaN */
 
 typedef enum { MODE_SYM = 0, MODE_ASYM = 1 } rtn_mode;
@@ -129,29 +132,69 @@ static kvq_err read_grid(const rtn_state *s, const uint8_t *e, rtn_grid *g, int6
     return KVQ_OK;
 }
 
-/* Codes of n values on grid g into the bit stream (mode constant per call). */
-static inline void quant_span(const float *x, size_t n, const rtn_grid *g, rtn_mode mode, unsigned bits,
-                              kvq_bitw *w)
+/* Codes of n values: one branch-free formula serves both modes (z = 0 and
+ * lo = −off for sym). */
+static inline void quant_codes(const float *restrict x, size_t n, float z, float id, int32_t lo, int32_t hi,
+                               int32_t off, uint8_t *restrict codes)
 {
-    int32_t lo = mode == MODE_SYM ? -qmax_sym(bits) : 0;
-    int32_t hi = mode == MODE_SYM ? qmax_sym(bits) : levels_asym(bits);
-    int32_t off = mode == MODE_SYM ? qmax_sym(bits) : 0;
     for (size_t i = 0; i < n; i++) {
         /* |v| < 2^30, inside kvq_round_rha's range: |x − z| ≤ (max − min)
          * + 2^-11·|min| ≤ 1.5·2^b·d + 32, and a non-zero d is ≥ 2^-24. */
-        float v = (x[i] - g->z) * g->id;
+        float v = (x[i] - z) * id;
         int32_t q = kvq_round_rha(v);
-        q = q < lo ? lo : q > hi ? hi : q;
-        kvq_bitw_put(w, (uint32_t)(q + off), bits);
+        q = q < lo ? lo : q;
+        q = q > hi ? hi : q;
+        codes[i] = (uint8_t)(q + off);
     }
 }
 
-static inline void dequant_span(kvq_bitr *r, size_t n, const rtn_grid *g, rtn_mode mode, unsigned bits, float *y)
+/* n ≤ RTN_CHUNK values on grid g: whole RTN_VEC runs (a constant trip
+ * count gcc -O2 vectorises), then the tail of a partial group. */
+static void quant_chunk(const float *x, size_t n, const rtn_grid *g, const rtn_state *s, uint8_t *codes)
 {
-    int32_t off = mode == MODE_SYM ? qmax_sym(bits) : 0;
-    for (size_t i = 0; i < n; i++) {
-        int32_t q = (int32_t)kvq_bitr_get(r, bits) - off;
-        y[i] = g->z + g->d * (float)q;
+    int32_t lo = s->mode == MODE_SYM ? -qmax_sym(s->bits) : 0;
+    int32_t hi = s->mode == MODE_SYM ? qmax_sym(s->bits) : levels_asym(s->bits);
+    int32_t off = s->mode == MODE_SYM ? qmax_sym(s->bits) : 0;
+    size_t full = n - n % RTN_VEC;
+    for (size_t i = 0; i < full; i += RTN_VEC) quant_codes(x + i, RTN_VEC, g->z, g->id, lo, hi, off, codes + i);
+    quant_codes(x + full, n - full, g->z, g->id, lo, hi, off, codes + full);
+}
+
+static inline void dequant_codes(const uint8_t *restrict codes, size_t n, float z, float d, float off,
+                                 float *restrict y)
+{
+    for (size_t i = 0; i < n; i++) y[i] = z + d * ((float)codes[i] - off);
+}
+
+static void dequant_chunk(const uint8_t *codes, size_t n, const rtn_grid *g, const rtn_state *s, float *y)
+{
+    const float off = (float)(s->mode == MODE_SYM ? qmax_sym(s->bits) : 0);
+    size_t full = n - n % RTN_VEC;
+    for (size_t i = 0; i < full; i += RTN_VEC) dequant_codes(codes + i, RTN_VEC, g->z, g->d, off, y + i);
+    dequant_codes(codes + full, n - full, g->z, g->d, off, y + full);
+}
+
+/* Columns [c0, c0+len) of one row, in chunks that start on byte boundaries
+ * of the row's code stream (c0 and RTN_CHUNK are multiples of 8). */
+static void encode_span(const rtn_state *s, const float *x, int64_t c0, int64_t len, const rtn_grid *g,
+                        uint8_t *row_codes)
+{
+    uint8_t codes[RTN_CHUNK];
+    for (int64_t c = c0; c < c0 + len; c += RTN_CHUNK) {
+        size_t k = (size_t)(c0 + len - c < RTN_CHUNK ? c0 + len - c : RTN_CHUNK);
+        quant_chunk(x + c, k, g, s, codes);
+        kvq_bits_pack(codes, k, s->bits, row_codes + (size_t)c * s->bits / 8);
+    }
+}
+
+static void decode_span(const rtn_state *s, const uint8_t *row_codes, int64_t c0, int64_t len, const rtn_grid *g,
+                        float *y)
+{
+    uint8_t codes[RTN_CHUNK];
+    for (int64_t c = c0; c < c0 + len; c += RTN_CHUNK) {
+        size_t k = (size_t)(c0 + len - c < RTN_CHUNK ? c0 + len - c : RTN_CHUNK);
+        kvq_bits_unpack(row_codes + (size_t)c * s->bits / 8, k, s->bits, codes);
+        dequant_chunk(codes, k, g, s, y + c);
     }
 }
 
@@ -167,13 +210,12 @@ static kvq_err rtn_encode(void *st, const kvq_tensor *src, void *dst, size_t cap
     for (int64_t r = 0; r < L.rows; r++) {
         uint8_t *row = out + L.global + (size_t)r * L.row_bytes;
         const float *xr = x + r * L.cols;
-        kvq_bitw w = kvq_bitw_start(row + (size_t)L.gpr * L.entry);
         for (int64_t c0 = 0, k = 0; c0 < L.cols; c0 += L.span, k++) {
-            size_t len = (size_t)(L.cols - c0 < L.span ? L.cols - c0 : L.span);
-            if (s->gran != GRAN_TENSOR) KVQ_TRY(make_grid(s, xr + c0, len, row + (size_t)k * L.entry, &g, r, k));
-            quant_span(xr + c0, len, &g, s->mode, s->bits, &w);
+            int64_t len = L.cols - c0 < L.span ? L.cols - c0 : L.span;
+            if (s->gran != GRAN_TENSOR)
+                KVQ_TRY(make_grid(s, xr + c0, (size_t)len, row + (size_t)k * L.entry, &g, r, k));
+            encode_span(s, xr, c0, len, &g, row + (size_t)L.gpr * L.entry);
         }
-        kvq_bitw_flush(&w);
     }
     *n = L.total;
     return KVQ_OK;
@@ -187,11 +229,10 @@ static kvq_err decode_range(const rtn_state *s, const rtn_layout *L, const uint8
     if (s->gran == GRAN_TENSOR) KVQ_TRY(read_grid(s, p, &g, 0));
     for (int64_t r = r0; r < r1; r++, y += L->cols) {
         const uint8_t *row = p + L->global + (size_t)r * L->row_bytes;
-        kvq_bitr rd = kvq_bitr_start(row + (size_t)L->gpr * L->entry);
         for (int64_t c0 = 0, k = 0; c0 < L->cols; c0 += L->span, k++) {
-            size_t len = (size_t)(L->cols - c0 < L->span ? L->cols - c0 : L->span);
+            int64_t len = L->cols - c0 < L->span ? L->cols - c0 : L->span;
             if (s->gran != GRAN_TENSOR) KVQ_TRY(read_grid(s, row + (size_t)k * L->entry, &g, r));
-            dequant_span(&rd, len, &g, s->mode, s->bits, y + c0);
+            decode_span(s, row + (size_t)L->gpr * L->entry, c0, len, &g, y);
         }
     }
     return KVQ_OK;
