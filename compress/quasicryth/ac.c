@@ -267,39 +267,101 @@ kvq_err qcx_big_decode(qcx_big *m, qcx_dec *d, uint32_t *s)
 }
 
 /* ---- PPM context lists ---------------------------------------------------
- * Escape frequency: the number of distinct symbols seen (PPM method C),
- * which the encoder and decoder compute identically from the list. */
-static uint32_t ctx_esc(const qcx_ctx *c) { return c->n ? c->n : 1; }
+ * A context codes a symbol it has seen with its count, anything else with
+ * an escape whose frequency is esc_mult × (distinct symbols), which
+ * the encoder and decoder compute identically from the list.  After an
+ * escape from the order-2 context, the symbols it listed are excluded from
+ * the order-1 one (they cannot be the answer): "exclusion" in PPM terms. */
+static uint32_t mix32(uint32_t k) { return (k * 0x9E3779B1u) >> 18; } /* 14 bits */
 
-int qcx_ctx_encode(const qcx_ctx *c, qcx_enc *e, uint32_t s)
+void qcx_excl_clear(qcx_excl *x)
 {
-    if (c->n == 0) return 0;
-    uint32_t total = c->sum + ctx_esc(c), cum = 0;
+    if (++x->cur == 0) {
+        memset(x->gen, 0, sizeof x->gen);
+        x->cur = 1;
+    }
+}
+
+void qcx_excl_add(qcx_excl *x, const qcx_ctx *c)
+{
     for (uint32_t i = 0; i < c->n; i++) {
+        uint32_t h = mix32(c->key[i]);
+        while (x->gen[h] == x->cur && x->key[h] != c->key[i]) h = (h + 1) & (QCX_EXCL_SLOTS - 1);
+        x->gen[h] = x->cur;
+        x->key[h] = c->key[i];
+    }
+}
+
+static int excluded(const qcx_excl *x, uint32_t k)
+{
+    if (!x) return 0;
+    for (uint32_t h = mix32(k); x->gen[h] == x->cur; h = (h + 1) & (QCX_EXCL_SLOTS - 1))
+        if (x->key[h] == k) return 1;
+    return 0;
+}
+
+/* Sum of counts and distinct symbols left after exclusion. */
+static void ctx_totals(const qcx_ctx *c, const qcx_excl *x, uint32_t *sum, uint32_t *n)
+{
+    if (!x) {
+        *sum = c->sum, *n = c->n;
+        return;
+    }
+    *sum = 0, *n = 0;
+    for (uint32_t i = 0; i < c->n; i++)
+        if (!excluded(x, c->key[i])) *sum += c->cnt[i], (*n)++;
+}
+
+/* Secondary escape estimation: the escape decision is a binary event coded
+ * with an adaptive model chosen by the context's shape (distinct symbols,
+ * total count), so the escape probability is learned, not assumed. */
+static unsigned see_index(uint32_t n, uint32_t sum)
+{
+    unsigned nb = n >= QCX_SEE_NB ? QCX_SEE_NB - 1 : n - 1, sb = 0;
+    while (sb + 1 < QCX_SEE_SB && (sum >> (sb + 1)) >= 2) sb++;
+    return nb * QCX_SEE_SB + sb;
+}
+
+int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e,
+                   uint32_t s)
+{
+    uint32_t sum, n, cum = 0;
+    ctx_totals(c, x, &sum, &n);
+    if (n == 0) return 0;
+    qcx_small *m = see[see_index(n, sum)];
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (excluded(x, c->key[i])) continue;
         if (c->key[i] == s) {
-            qcx_enc_code(e, cum, c->cnt[i], total);
+            qcx_small_encode(m, e, 0);
+            qcx_enc_code(e, cum, c->cnt[i], sum);
             return 1;
         }
         cum += c->cnt[i];
     }
-    qcx_enc_code(e, c->sum, ctx_esc(c), total);
+    qcx_small_encode(m, e, 1);
     return 0;
 }
 
-int qcx_ctx_decode(const qcx_ctx *c, qcx_dec *d, uint32_t *s)
+int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d,
+                   uint32_t *s)
 {
-    if (c->n == 0) return 0;
-    uint32_t total = c->sum + ctx_esc(c);
-    uint32_t t = qcx_dec_target(d, total), cum = 0;
-    if (t >= c->sum) {
-        qcx_dec_code(d, c->sum, ctx_esc(c), total);
-        return 0;
+    uint32_t sum, n, cum = 0;
+    unsigned esc;
+    ctx_totals(c, x, &sum, &n);
+    if (n == 0) return 0;
+    qcx_small_decode(see[see_index(n, sum)], d, &esc);
+    if (esc) return 0;
+    uint32_t t = qcx_dec_target(d, sum);
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (excluded(x, c->key[i])) continue;
+        if (cum + c->cnt[i] > t) {
+            qcx_dec_code(d, cum, c->cnt[i], sum);
+            *s = c->key[i];
+            return 1;
+        }
+        cum += c->cnt[i];
     }
-    uint32_t i = 0;
-    while (cum + c->cnt[i] <= t) cum += c->cnt[i++];
-    qcx_dec_code(d, cum, c->cnt[i], total);
-    *s = c->key[i];
-    return 1;
+    return 0; /* unreachable: t < sum */
 }
 
 kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s)

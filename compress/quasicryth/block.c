@@ -95,6 +95,7 @@ static kvq_err text_encode(const uint8_t *src, size_t n, int level, int tiling, 
     kvq_err e = qcx_words_build(src, n, &w);
     if (e == KVQ_OK) e = qcx_cb_build(&cb, &w, level, tiling);
     if (e == KVQ_OK) e = qcx_parse(&cb, w.n, tiling, &keys, &n_keys, &st->p);
+    if (e == KVQ_OK) e = qcx_cb_prune(&cb, keys, n_keys);
     if (e == KVQ_OK) e = qcx_lz77(keys, n_keys, LZ_MIN_LEN, &mt);
     if (e == KVQ_OK) e = qcx_events_encode(&cb, &w, keys, n_keys, mt, &ev, &esc, &st->p);
     if (e == KVQ_OK) e = qcx_case_encode(&cb, &w, &cs);

@@ -303,3 +303,32 @@ void qcx_cb_free(qcx_cb *cb)
     free(cb->prefix);
     memset(cb, 0, sizeof *cb);
 }
+
+/* [ours] Drops bigram / n-gram entries the parse never used and renumbers
+ * the rest (rank order kept) in keys[], so the codebook carries only what
+ * the decoder needs.  Lookup tables are released: no lookups follow. */
+kvq_err qcx_cb_prune(qcx_cb *cb, uint32_t *keys, size_t n)
+{
+    for (unsigned lv = QCX_LV_BI; lv < QCX_NLEV; lv++) {
+        if (cb->n[lv] == 0) continue;
+        uint32_t *map = calloc(cb->n[lv], sizeof *map);
+        KVQ_FAIL_IF(!map, KVQ_ERR_NOMEM, "codebook map of %u", cb->n[lv]);
+        for (size_t i = 0; i < n; i++)
+            if (QCX_KEY_LV(keys[i]) == lv) map[QCX_KEY_IX(keys[i])] = 1;
+        uint32_t m = 0;
+        size_t len = qcx_level_len[lv];
+        for (uint32_t j = 0; j < cb->n[lv]; j++) {
+            if (!map[j]) continue;
+            memmove(cb->gram[lv] + (size_t)m * len, cb->gram[lv] + (size_t)j * len,
+                    len * sizeof *cb->gram[lv]);
+            map[j] = m++;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (QCX_KEY_LV(keys[i]) == lv) keys[i] = QCX_KEY(lv, map[QCX_KEY_IX(keys[i])]);
+        cb->n[lv] = m;
+        free(map);
+        free(cb->lut[lv]);
+        cb->lut[lv] = NULL;
+    }
+    return KVQ_OK;
+}

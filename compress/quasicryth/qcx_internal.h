@@ -89,10 +89,27 @@ typedef struct qcx_ctx {
     uint16_t *cnt;
     uint32_t n, cap, sum;
 } qcx_ctx;
-/* Codes s in c; returns 1 if coded, 0 if an escape was coded (or c empty). */
-int qcx_ctx_encode(const qcx_ctx *c, qcx_enc *e, uint32_t s);
+/* Exclusion set: the symbols of the contexts that escaped (two lists of
+ * ≤ 4096 symbols each fit at half load). */
+#define QCX_EXCL_SLOTS 16384
+typedef struct qcx_excl {
+    uint32_t key[QCX_EXCL_SLOTS], gen[QCX_EXCL_SLOTS];
+    uint32_t cur;
+} qcx_excl;
+void qcx_excl_clear(qcx_excl *x);
+void qcx_excl_add(qcx_excl *x, const qcx_ctx *c);
+/* Escape models per order: QCX_SEE_NB distinct-count buckets × QCX_SEE_SB
+ * total-count buckets, each a 2-symbol qcx_small (0 = symbol, 1 = escape). */
+#define QCX_SEE_NB 4
+#define QCX_SEE_SB 12
+#define QCX_SEE_N  (QCX_SEE_NB * QCX_SEE_SB)
+/* Codes s in c, skipping symbols in x (x may be NULL); returns 1 if coded,
+ * 0 if an escape was coded (or nothing was left to code). */
+int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e,
+                   uint32_t s);
 /* Decodes: returns 1 and *s, or 0 for an escape. */
-int qcx_ctx_decode(const qcx_ctx *c, qcx_dec *d, uint32_t *s);
+int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d,
+                   uint32_t *s);
 kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s);
 void qcx_ctx_free(qcx_ctx *c);
 
@@ -172,6 +189,8 @@ void qcx_cb_sizes(size_t nw, int level, uint32_t n[QCX_NLEV]);
 kvq_err qcx_cb_build(qcx_cb *cb, const qcx_words *w, int level, int tiling);
 /* Entry index of the n-gram of level lv starting at token p, or QCX_NONE. */
 uint32_t qcx_cb_find(const qcx_cb *cb, unsigned lv, size_t p);
+/* Drops entries of levels ≥ 2 that keys[] never uses; renumbers keys. */
+kvq_err qcx_cb_prune(qcx_cb *cb, uint32_t *keys, size_t n);
 kvq_err qcx_cb_serialize(const qcx_cb *cb, kvq_buf *out);
 kvq_err qcx_cb_parse(qcx_cb *cb, const uint8_t *p, size_t n);
 void qcx_cb_free(qcx_cb *cb);
