@@ -21,113 +21,6 @@
 #define MIN_TOKENS_FOR_BLOCK 100          /* llama.cpp prints the final
                                              block from 100 tokens on   */
 
-/* ---- configurations --------------------------------------------------------- */
-
-void report_config_init(report_config *c)
-{
-    memset(c, 0, sizeof *c);
-    c->window = REPORT_DEFAULT_KV_WINDOW;
-    c->page = REPORT_DEFAULT_KV_PAGE;
-}
-
-void report_config_free(report_config *c)
-{
-    free(c->w);
-    free(c->act);
-    free(c->k);
-    free(c->v);
-    for (int i = 0; i < c->n_tensor; i++) free(c->tensor[i]);
-    report_config_init(c);
-}
-
-int report_config_weights_changed(const report_config *c) { return c->w || c->n_tensor > 0; }
-
-double report_config_x(const report_config *c, const kvq_eval_result *r)
-{
-    if (report_config_weights_changed(c)) return r->bpw_q;
-    if (c->k || c->v) return r->kv_bits_per_value;
-    return 32.0;
-}
-
-static int set_str(char **dst, const char *v, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (!s) return -1;
-    memcpy(s, v, n);
-    s[n] = 0;
-    free(*dst);
-    *dst = s;
-    return 0;
-}
-
-static int key_is(const char *key, size_t klen, const char *name)
-{
-    return klen == strlen(name) && !strncmp(key, name, klen);
-}
-
-static int parse_item(report_config *c, const char *key, size_t klen, const char *v, size_t vlen, char *err,
-                      size_t cap)
-{
-    char num[32];
-    long n = 0;
-    int bad = 0;
-    if (key_is(key, klen, "window") || key_is(key, klen, "page")) {
-        if (vlen == 0 || vlen >= sizeof num) bad = 1;
-        else {
-            memcpy(num, v, vlen);
-            num[vlen] = 0;
-            bad = cli_parse_int(num, key_is(key, klen, "page") ? 1 : 0, 1L << 30, &n);
-        }
-        if (bad) return snprintf(err, cap, "bad number '%.*s' for %.*s", (int)vlen, v, (int)klen, key), -1;
-        *(key_is(key, klen, "page") ? &c->page : &c->window) = (int)n;
-        return 0;
-    }
-    if (vlen == 0) return snprintf(err, cap, "empty value for %.*s", (int)klen, key), -1;
-    if (key_is(key, klen, "w")) bad = set_str(&c->w, v, vlen);
-    else if (key_is(key, klen, "act")) bad = set_str(&c->act, v, vlen);
-    else if (key_is(key, klen, "k")) bad = set_str(&c->k, v, vlen);
-    else if (key_is(key, klen, "v")) bad = set_str(&c->v, v, vlen);
-    else if (key_is(key, klen, "kv")) bad = set_str(&c->k, v, vlen) || set_str(&c->v, v, vlen);
-    else if (key_is(key, klen, "label")) snprintf(c->label, sizeof c->label, "%.*s", (int)vlen, v);
-    else if (key_is(key, klen, "tensor")) {
-        if (c->n_tensor == REPORT_MAX_RULES) return snprintf(err, cap, "more than %d tensor rules", REPORT_MAX_RULES), -1;
-        if (!memchr(v, '=', vlen)) return snprintf(err, cap, "tensor rule '%.*s' is not REGEX=SPEC", (int)vlen, v), -1;
-        bad = set_str(&c->tensor[c->n_tensor], v, vlen);
-        if (!bad) c->n_tensor++;
-    } else
-        return snprintf(err, cap, "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label)", (int)klen, key), -1;
-    if (bad) return snprintf(err, cap, "out of memory"), -1;
-    return 0;
-}
-
-int report_config_parse(const char *line, report_config *c, char *err, size_t cap)
-{
-    report_config_init(c);
-    const char *p = line;
-    size_t trimmed = strlen(line);
-    while (trimmed && strchr(" \t\r\n", line[trimmed - 1])) trimmed--;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
-        if (!*p) break;
-        size_t len = strcspn(p, " \t\r\n");
-        const char *eq = memchr(p, '=', len);
-        if (!eq) {
-            snprintf(err, cap, "'%.*s' is not KEY=VALUE", (int)len, p);
-            report_config_free(c);
-            return -1;
-        }
-        if (parse_item(c, p, (size_t)(eq - p), eq + 1, len - (size_t)(eq - p) - 1, err, cap)) {
-            report_config_free(c);
-            return -1;
-        }
-        p += len;
-    }
-    while (*line == ' ' || *line == '\t') line++, trimmed--;
-    if (!c->label[0]) snprintf(c->label, sizeof c->label, "%.*s", (int)trimmed, line);
-    if (!c->label[0]) snprintf(c->label, sizeof c->label, "f32");
-    return 0;
-}
-
 void report_eval_opts(const report_config *c, kvq_eval_opts *o)
 {
     o->act_spec = c->act;
@@ -332,7 +225,7 @@ static int parse_option(eval_args *a, const char *o, const char *v)
     else if (!strcmp(o, "--chunks")) bad = cli_parse_int(v, 1, 1L << 30, &a->chunks);
     else if (!strcmp(o, "--threads")) bad = cli_parse_int(v, 1, MAX_THREADS, &a->threads);
     else return cli_usage_error("eval", "unknown option %s", o);
-    if (key && parse_item(c, key, strlen(key), v, strlen(v), err, sizeof err))
+    if (key && report_config_set(c, key, v, err, sizeof err))
         return cli_usage_error("eval", "%s: %s", o, err);
     if (bad) return cli_usage_error("eval", "bad value '%s' for %s", v, o);
     return -1;

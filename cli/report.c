@@ -4,19 +4,144 @@
  * hand-written SVG Pareto plot (x = bits per value, y = mean KL divergence
  * on a log scale with ± uncertainty bars, the non-dominated points joined
  * by the frontier polyline, every point labelled), plus the temp-file +
- * rename file writer.  Output is deterministic: the same rows give the same
+ * rename file writer, and the spec-line grammar of candidate configs.
+ * Only kvq.h and libc: tests/test_report.c compiles this file directly.
+ * Output is deterministic: the same rows give the same
  * bytes (fixed number formats, no clock, no locale-dependent text).
  */
 #include "report.h"
-#include "cli.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* ---- configurations --------------------------------------------------------- */
+
+void report_config_init(report_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->window = REPORT_DEFAULT_KV_WINDOW;
+    c->page = REPORT_DEFAULT_KV_PAGE;
+}
+
+void report_config_free(report_config *c)
+{
+    free(c->w);
+    free(c->act);
+    free(c->k);
+    free(c->v);
+    for (int i = 0; i < c->n_tensor; i++) free(c->tensor[i]);
+    report_config_init(c);
+}
+
+int report_config_weights_changed(const report_config *c) { return c->w || c->n_tensor > 0; }
+
+double report_config_x(const report_config *c, const kvq_eval_result *r)
+{
+    if (report_config_weights_changed(c)) return r->bpw_q;
+    if (c->k || c->v) return r->kv_bits_per_value;
+    return 32.0;
+}
+
+static int set_str(char **dst, const char *v, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (!s) return -1;
+    memcpy(s, v, n);
+    s[n] = 0;
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+/* Strict decimal in [min, 2^30]; 0 on success. */
+static int parse_count(const char *s, long min, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < min || v > REPORT_MAX_COUNT) return -1;
+    *out = v;
+    return 0;
+}
+
+static int key_is(const char *key, size_t klen, const char *name)
+{
+    return klen == strlen(name) && !strncmp(key, name, klen);
+}
+
+static int parse_item(report_config *c, const char *key, size_t klen, const char *v, size_t vlen, char *err,
+                      size_t cap)
+{
+    char num[32];
+    long n = 0;
+    int bad = 0;
+    if (key_is(key, klen, "window") || key_is(key, klen, "page")) {
+        if (vlen == 0 || vlen >= sizeof num) bad = 1;
+        else {
+            memcpy(num, v, vlen);
+            num[vlen] = 0;
+            bad = parse_count(num, key_is(key, klen, "page") ? 1 : 0, &n);
+        }
+        if (bad) return snprintf(err, cap, "bad number '%.*s' for %.*s", (int)vlen, v, (int)klen, key), -1;
+        *(key_is(key, klen, "page") ? &c->page : &c->window) = (int)n;
+        return 0;
+    }
+    if (vlen == 0) return snprintf(err, cap, "empty value for %.*s", (int)klen, key), -1;
+    if (key_is(key, klen, "w")) bad = set_str(&c->w, v, vlen);
+    else if (key_is(key, klen, "act")) bad = set_str(&c->act, v, vlen);
+    else if (key_is(key, klen, "k")) bad = set_str(&c->k, v, vlen);
+    else if (key_is(key, klen, "v")) bad = set_str(&c->v, v, vlen);
+    else if (key_is(key, klen, "kv")) bad = set_str(&c->k, v, vlen) || set_str(&c->v, v, vlen);
+    else if (key_is(key, klen, "label")) snprintf(c->label, sizeof c->label, "%.*s", (int)vlen, v);
+    else if (key_is(key, klen, "tensor")) {
+        if (c->n_tensor == REPORT_MAX_RULES) return snprintf(err, cap, "more than %d tensor rules", REPORT_MAX_RULES), -1;
+        if (!memchr(v, '=', vlen)) return snprintf(err, cap, "tensor rule '%.*s' is not REGEX=SPEC", (int)vlen, v), -1;
+        bad = set_str(&c->tensor[c->n_tensor], v, vlen);
+        if (!bad) c->n_tensor++;
+    } else
+        return snprintf(err, cap, "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label)", (int)klen, key), -1;
+    if (bad) return snprintf(err, cap, "out of memory"), -1;
+    return 0;
+}
+
+int report_config_set(report_config *c, const char *key, const char *value, char *err, size_t cap)
+{
+    return parse_item(c, key, strlen(key), value, strlen(value), err, cap);
+}
+
+int report_config_parse(const char *line, report_config *c, char *err, size_t cap)
+{
+    report_config_init(c);
+    const char *p = line;
+    size_t trimmed = strlen(line);
+    while (trimmed && strchr(" \t\r\n", line[trimmed - 1])) trimmed--;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+        if (!*p) break;
+        size_t len = strcspn(p, " \t\r\n");
+        const char *eq = memchr(p, '=', len);
+        if (!eq) {
+            snprintf(err, cap, "'%.*s' is not KEY=VALUE", (int)len, p);
+            report_config_free(c);
+            return -1;
+        }
+        if (parse_item(c, p, (size_t)(eq - p), eq + 1, len - (size_t)(eq - p) - 1, err, cap)) {
+            report_config_free(c);
+            return -1;
+        }
+        p += len;
+    }
+    while (*line == ' ' || *line == '\t') line++, trimmed--;
+    if (!c->label[0]) snprintf(c->label, sizeof c->label, "%.*s", (int)trimmed, line);
+    if (!c->label[0]) snprintf(c->label, sizeof c->label, "f32");
+    return 0;
+}
 
 /* ---- growable text buffer --------------------------------------------------- */
 
@@ -210,9 +335,13 @@ static void json_run(report_buf *b, const report_row *row)
 
 static void json_model(report_buf *b, const report_meta *m)
 {
-    const kvq_model_config *c = kvq_model_config_get(m->model);
     rb_printf(b, "  \"model\": {");
-    json_key_str(b, "path", m->model_path, 0);
+    json_key_str(b, "path", m->model_path, !m->model);
+    if (!m->model) { /* unit tests: no model loaded */
+        rb_printf(b, "},\n");
+        return;
+    }
+    const kvq_model_config *c = kvq_model_config_get(m->model);
     json_key_str(b, "format", kvq_format_name(kvq_model_format(m->model)), 0);
     json_key_num(b, "dim", c->dim, 0);
     json_key_num(b, "n_layers", c->n_layers, 0);
@@ -261,12 +390,14 @@ static const char *base_name(const char *p)
 
 void report_markdown(report_buf *b, const report_meta *m, const report_row *rows, size_t n)
 {
-    const kvq_model_config *c = kvq_model_config_get(m->model);
     const kvq_eval_result *r0 = n ? &rows[0].res : NULL;
     rb_printf(b, "# kvq report: %s on %s\n\n", base_name(m->model_path), base_name(m->text_path));
-    rb_printf(b, "- model: `%s` (%s; %d layers, dim %d, %d heads / %d KV heads of %d, vocab %d, seq_len %d)\n",
-              m->model_path, kvq_format_name(kvq_model_format(m->model)), c->n_layers, c->dim, c->n_heads,
-              c->n_kv_heads, c->head_size, c->vocab_size, c->seq_len);
+    if (m->model) {
+        const kvq_model_config *c = kvq_model_config_get(m->model);
+        rb_printf(b, "- model: `%s` (%s; %d layers, dim %d, %d heads / %d KV heads of %d, vocab %d, seq_len %d)\n",
+                  m->model_path, kvq_format_name(kvq_model_format(m->model)), c->n_layers, c->dim, c->n_heads,
+                  c->n_kv_heads, c->head_size, c->vocab_size, c->seq_len);
+    }
     if (r0)
         rb_printf(b, "- text: `%s`, %llu tokens; %d chunks of %d tokens, %llu scored per run\n", m->text_path,
                   (unsigned long long)r0->n_text_tokens, r0->n_chunks, r0->ctx, (unsigned long long)r0->s.n);

@@ -3,8 +3,8 @@
  * configurations (the spec-line grammar), loading the model/text/tokens,
  * building a candidate model, and the writers (llama-perplexity-style
  * text block, JSON, Markdown, SVG Pareto plot).  Uses only kvq.h.
- * Configs, loading and the text block live in cmd_eval.c; the file
- * writers in report.c.
+ * Configs and the writers live in report.c (no CLI dependencies, so the
+ * unit test compiles it); loading and the text block in cmd_eval.c.
  */
 #ifndef KVQ_CLI_REPORT_H
 #define KVQ_CLI_REPORT_H
@@ -15,6 +15,7 @@
 
 #define REPORT_MAX_RULES 16     /* --tensor / tensor= rules per config      */
 #define REPORT_LABEL_MAX 160
+#define REPORT_MAX_COUNT (1L << 30) /* largest window= / page= value */
 #define REPORT_DEFAULT_KV_WINDOW 0  /* eval: every full page goes through the codec */
 #define REPORT_DEFAULT_KV_PAGE 16   /* eval: vLLM's default block size          */
 
@@ -40,6 +41,9 @@ void report_config_init(report_config *c);
  * message in err[cap]. */
 int report_config_parse(const char *line, report_config *c, char *err, size_t cap);
 void report_config_free(report_config *c);
+/* report_config_set() : one item (key w, tensor, act, kv, k, v, window,
+ * page or label); 0, or -1 with a message in err[cap]. */
+int report_config_set(report_config *c, const char *key, const char *value, char *err, size_t cap);
 /* report_config_weights_changed() : 1 when w or tensor rules are set. */
 int report_config_weights_changed(const report_config *c);
 /* report_config_x() : the Pareto plot's x: bits per weight when the config
