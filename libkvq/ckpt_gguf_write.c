@@ -113,44 +113,42 @@ static kvq_err put_piece(kvq_buf *b, const uint8_t *p, size_t n)
     return KVQ_OK;
 }
 
+/* One pass over the tokenizer image fills the three arrays. */
+static kvq_err tokenizer_arrays(const kvq_model *m, kvq_buf *tok, kvq_buf *score, kvq_buf *type)
+{
+    kvq_rd r = {m->tok, m->tok_n, 4, "tokenizer"};
+    for (size_t i = 0; i < (size_t)m->cfg.vocab_size; i++) {
+        uint32_t sc, len;
+        const uint8_t *p;
+        KVQ_TRY(kvq_rd_u32(&r, &sc));
+        KVQ_TRY(kvq_rd_u32(&r, &len));
+        KVQ_TRY(kvq_rd_bytes(&r, len, &p));
+        KVQ_TRY(put_piece(tok, p, len));
+        KVQ_TRY(kvq_buf_u32(score, sc));
+        KVQ_TRY(kvq_buf_u32(type, token_type(p, len, i)));
+    }
+    return KVQ_OK;
+}
+
 static kvq_err put_tokenizer(const kvq_model *m, kvq_buf *b, uint64_t *n_kv)
 {
     size_t V = (size_t)m->cfg.vocab_size;
-    kvq_rd r = {m->tok, m->tok_n, 4, "tokenizer"};
-    KVQ_TRY(kv_str(b, "tokenizer.ggml.model", "llama"));
-    KVQ_TRY(kv_array_head(b, "tokenizer.ggml.tokens", GV_STRING, V));
-    for (size_t i = 0; i < V; i++) {
-        uint32_t score, len;
-        const uint8_t *p;
-        KVQ_TRY(kvq_rd_u32(&r, &score));
-        KVQ_TRY(kvq_rd_u32(&r, &len));
-        KVQ_TRY(kvq_rd_bytes(&r, len, &p));
-        KVQ_TRY(put_piece(b, p, len));
-    }
-    KVQ_TRY(kv_array_head(b, "tokenizer.ggml.scores", GV_F32, V));
-    r.off = 4;
-    for (size_t i = 0; i < V; i++) {
-        uint32_t score, len;
-        const uint8_t *p;
-        KVQ_TRY(kvq_rd_u32(&r, &score));
-        KVQ_TRY(kvq_rd_u32(&r, &len));
-        KVQ_TRY(kvq_rd_bytes(&r, len, &p));
-        KVQ_TRY(kvq_buf_u32(b, score));
-    }
-    KVQ_TRY(kv_array_head(b, "tokenizer.ggml.token_type", GV_I32, V));
-    r.off = 4;
-    for (size_t i = 0; i < V; i++) {
-        uint32_t score, len;
-        const uint8_t *p;
-        KVQ_TRY(kvq_rd_u32(&r, &score));
-        KVQ_TRY(kvq_rd_u32(&r, &len));
-        KVQ_TRY(kvq_rd_bytes(&r, len, &p));
-        KVQ_TRY(kvq_buf_u32(b, token_type(p, len, i)));
-    }
-    KVQ_TRY(kv_u32(b, "tokenizer.ggml.bos_token_id", 1));
-    KVQ_TRY(kv_u32(b, "tokenizer.ggml.eos_token_id", 2));
+    kvq_buf tok = {0}, score = {0}, type = {0};
+    kvq_err e = tokenizer_arrays(m, &tok, &score, &type);
+    if (!e) e = kv_str(b, "tokenizer.ggml.model", "llama");
+    if (!e) e = kv_array_head(b, "tokenizer.ggml.tokens", GV_STRING, V);
+    if (!e) e = kvq_buf_put(b, tok.p, tok.n);
+    if (!e) e = kv_array_head(b, "tokenizer.ggml.scores", GV_F32, V);
+    if (!e) e = kvq_buf_put(b, score.p, score.n);
+    if (!e) e = kv_array_head(b, "tokenizer.ggml.token_type", GV_I32, V);
+    if (!e) e = kvq_buf_put(b, type.p, type.n);
+    if (!e) e = kv_u32(b, "tokenizer.ggml.bos_token_id", 1);
+    if (!e) e = kv_u32(b, "tokenizer.ggml.eos_token_id", 2);
+    kvq_buf_free(&tok);
+    kvq_buf_free(&score);
+    kvq_buf_free(&type);
     *n_kv += 6;
-    return KVQ_OK;
+    return e;
 }
 
 /* ---- metadata ----------------------------------------------------------------- */

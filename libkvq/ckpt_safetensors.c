@@ -342,7 +342,11 @@ static kvq_err read_index(const kvq_json *j, const char *dir, const char *what, 
         for (size_t k = 0; k < i && !seen; k++) seen = !strcmp(wm->items[k].str, f->str);
         if (seen) continue;
         KVQ_FAIL_IF(m->n_maps >= ST_MAX_SHARDS, KVQ_ERR_CORRUPT, "%s: more than %d shards", what, ST_MAX_SHARDS);
-        KVQ_TRY(read_shard(m, dir, f->str));
+        kvq_err e = read_shard(m, dir, f->str);
+        if (e) {
+            kvq_error_prefix(what);
+            return e;
+        }
     }
     /* Every tensor of every shard must be the one the index places there. */
     KVQ_FAIL_IF(m->n_w != wm->n, KVQ_ERR_CORRUPT, "%s: index lists %zu tensors, the shards hold %zu", what, wm->n, m->n_w);

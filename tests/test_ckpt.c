@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "kvq.h"
+#include "model_internal.h" /* kvq_st_llama_name: HF names for hand-built shards */
 
 #define DATA        "../shared/data/"
 #define S260_BIN    DATA "models/stories260K/stories260K.bin"
@@ -326,6 +328,95 @@ static void test_roundtrip_safetensors(void **state)
     kvq_model_free(b);
 }
 
+/* ---- sharded safetensors with config.json ---------------------------------- */
+static void write_file(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    fclose(f);
+}
+
+/* A safetensors shard holding weights [i0, i1) of m under HF names. */
+static void write_shard(const kvq_model *m, size_t i0, size_t i1, const char *path, char *index, size_t cap,
+                        const char *file)
+{
+    char *h = malloc(65536), hf[256];
+    size_t o = 0, off = 0;
+    o += (size_t)snprintf(h + o, 65536 - o, "{");
+    for (size_t i = i0; i < i1; i++) {
+        const kvq_weight *w = kvq_model_weight_at(m, i);
+        assert_true(kvq_st_llama_name(w->name, 1, hf, sizeof hf));
+        o += (size_t)snprintf(h + o, 65536 - o, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld", i > i0 ? "," : "", hf,
+                              (long long)w->shape.dim[0]);
+        if (w->shape.ndim == 2) o += (size_t)snprintf(h + o, 65536 - o, ",%lld", (long long)w->shape.dim[1]);
+        o += (size_t)snprintf(h + o, 65536 - o, "],\"data_offsets\":[%zu,%zu]}", off, off + w->size);
+        off += w->size;
+        size_t k = strlen(index);
+        snprintf(index + k, cap - k, "%s\"%s\":\"%s\"", index[k - 1] == '{' ? "" : ",", hf, file);
+    }
+    o += (size_t)snprintf(h + o, 65536 - o, "}");
+    FILE *f = fopen(path, "wb");
+    uint64_t n = o;
+    fwrite(&n, 8, 1, f);
+    fwrite(h, 1, o, f);
+    for (size_t i = i0; i < i1; i++) fwrite(kvq_model_weight_at(m, i)->data, 1, kvq_model_weight_at(m, i)->size, f);
+    fclose(f);
+    free(h);
+}
+
+static void test_sharded_safetensors(void **state)
+{
+    (void)state;
+    size_t n;
+    uint8_t *img = make_l2c(0, &n);
+    kvq_model *a = NULL, *s = NULL;
+    assert_int_equal(kvq_model_load_memory(img, n, "syn.bin", &a), KVQ_OK);
+    char dir[128], p1[160], p2[160], ix[160], cfg[160];
+    snprintf(dir, sizeof dir, "%s/sharded", tmpdir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(p1, sizeof p1, "%s/model-00001-of-00002.safetensors", dir);
+    snprintf(p2, sizeof p2, "%s/model-00002-of-00002.safetensors", dir);
+    snprintf(ix, sizeof ix, "%s/model.safetensors.index.json", dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    char index[8192] = "{\"metadata\":{\"total_size\":1},\"weight_map\":{";
+    size_t nw = kvq_model_n_weights(a);
+    write_shard(a, 0, 7, p1, index, sizeof index, "model-00001-of-00002.safetensors");
+    write_shard(a, 7, nw, p2, index, sizeof index, "model-00002-of-00002.safetensors");
+    strcat(index, "}}");
+    write_file(ix, index, strlen(index));
+    const char *config = "{\"model_type\":\"llama\",\"hidden_size\":8,\"intermediate_size\":16,"
+                         "\"num_hidden_layers\":2,\"num_attention_heads\":2,\"num_key_value_heads\":1,"
+                         "\"vocab_size\":16,\"max_position_embeddings\":4,\"rms_norm_eps\":1e-06,"
+                         "\"rope_theta\":500000.0,\"tie_word_embeddings\":false}";
+    write_file(cfg, config, strlen(config));
+    s = load_ok(dir); /* a directory: finds the index */
+    assert_int_equal(kvq_model_format(s), KVQ_FORMAT_SAFETENSORS);
+    assert_same_weights(a, s);
+    const kvq_model_config *c = kvq_model_config_get(s);
+    assert_int_equal(c->rope, KVQ_ROPE_HALF);
+    assert_true(c->norm_eps == 1e-6f);
+    assert_true(c->rope_theta == 500000.0f);
+    assert_int_equal(c->shared_classifier, 0);
+    kvq_model_free(s);
+    s = load_ok(ix); /* the index itself */
+    assert_int_equal(kvq_model_n_weights(s), nw);
+    kvq_model_free(s);
+    /* The index must account for every tensor, and name plain files only. */
+    char *extra = strstr(index, "\"model.norm.weight\"");
+    assert_non_null(extra);
+    memcpy(extra + 1, "model.nrm", 9);
+    write_file(ix, index, strlen(index));
+    assert_int_not_equal(kvq_model_load(dir, &s), KVQ_OK);
+    assert_null(s);
+    const char *escape = "{\"weight_map\":{\"a\":\"../x.safetensors\"}}";
+    write_file(ix, escape, strlen(escape));
+    assert_int_equal(kvq_model_load(ix, &s), KVQ_ERR_CORRUPT);
+    assert_non_null(strstr(kvq_last_error_detail(), "plain file name"));
+    kvq_model_free(a);
+    free(img);
+}
+
 /* ---- quantization ----------------------------------------------------------- */
 static void test_q4_0_golden(void **state)
 {
@@ -545,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_safetensors), cmocka_unit_test(test_q4_0_golden),
         cmocka_unit_test(test_quantize_rules_threads), cmocka_unit_test(test_l2c_variants),
         cmocka_unit_test(test_truncation_corruption), cmocka_unit_test(test_gguf_rejects),
+        cmocka_unit_test(test_sharded_safetensors),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
