@@ -19,7 +19,7 @@
 #include <time.h>
 
 #define DEFAULT_TOKENS 512  /* issue 3: stories260K over 512 tokens */
-#define DEFAULT_REPS   3
+#define DEFAULT_REPS   5
 #define MAX_THREADS    256
 
 static double now_s(void)
