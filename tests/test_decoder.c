@@ -332,6 +332,16 @@ static void test_quantized_weights(void **state)
     o.spec = "q8_0";
     assert_int_equal(kvq_model_quantize(f, &o, &q8, &st), KVQ_OK);
     free(st);
+    o.spec = "f16";                      /* f16 rows widened inside the matmul */
+    kvq_model *h = NULL;
+    assert_int_equal(kvq_model_quantize(f, &o, &h, &st), KVQ_OK);
+    free(st);
+    float *lf0 = model_logits(f, N, 1), *lh = model_logits(h, N, 1);
+    double eh = rel_rms(lh, lf0, N * 512);
+    assert_true(eh > 0 && eh < 1e-3);
+    free(lf0);
+    free(lh);
+    kvq_model_free(h);
     o.spec = "q4_0";
     assert_int_equal(kvq_model_quantize(f, &o, &q4, &st), KVQ_OK);
     free(st);
@@ -342,9 +352,19 @@ static void test_quantized_weights(void **state)
     assert_true(e8 > 0 && e8 < 2e-2);
     assert_true(e4 > e8);
     /* Weights stay compressed: q8_0 is 34 bytes per 32 values. */
-    kvq_decoder *df = make_dec(f, 1, 0), *d8 = make_dec(q8, 1, 0);
+    kvq_decoder *df = make_dec(f, 1, 0), *d8 = make_dec(q8, 1, 0), *d8w = make_dec(q8, 1, 1);
     double ratio = (double)kvq_decoder_weight_bytes(d8) / (double)kvq_decoder_weight_bytes(df);
     assert_true(ratio < 0.3);
+    /* Dequantizing at load gives the very same logits as row blocks. */
+    float *l8w = malloc(N * vocab * sizeof *l8w);
+    int toks[N];
+    for (int i = 0; i < N; i++) toks[i] = i ? (2 + 7 * i) % 512 : KVQ_TOKEN_BOS;
+    assert_int_equal(kvq_decoder_forward_seq(d8w, toks, N, 0, l8w), KVQ_OK);
+    assert_memory_equal(l8w, l8, N * vocab * sizeof *l8w);
+    /* f32 copies; the tied classifier gets its own (transforms untie it). */
+    assert_int_equal(kvq_decoder_weight_bytes(d8w), kvq_decoder_weight_bytes(df) + vocab * 256 * sizeof(float));
+    free(l8w);
+    kvq_decoder_free(d8w);
     kvq_decoder_free(df);
     kvq_decoder_free(d8);
     free(lf);
