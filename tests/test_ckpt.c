@@ -541,12 +541,14 @@ static void test_l2c_variants(void **state)
     assert_same_weights(a, b);
     expect_load_error(v1, nv1 - 1, "v1.bin");
     /* Absurd headers. */
-    int32_t *h = (int32_t *)sh;
-    h[0] = 1 << 30;
+    const int32_t huge = 1 << 30, three = 3, dim = S_DIM, heads = S_H, vmin = INT32_MIN;
+    memcpy(sh, &huge, 4);
     expect_load_error(sh, n0, "huge.bin");
-    h[0] = S_DIM, h[3] = 3; /* 8 % 3 != 0 */
+    memcpy(sh, &dim, 4);
+    memcpy(sh + 12, &three, 4); /* 8 % 3 != 0 */
     expect_load_error(sh, n0, "heads.bin");
-    h[3] = S_H, h[5] = INT32_MIN;
+    memcpy(sh + 12, &heads, 4);
+    memcpy(sh + 20, &vmin, 4);
     expect_load_error(sh, n0, "vocab.bin");
     kvq_model_free(a);
     kvq_model_free(u);
