@@ -40,6 +40,7 @@
 #define GB           1e9
 #define QK           32     /* ggml block size (QK8_0 = QK4_0)        */
 #define CALIB_ROWS   256    /* rows handed to codecs that calibrate   */
+#define BENCH_JOBS   3      /* encode jobs timed together: API, codec, ggml-ref */
 
 /* ---- timing ------------------------------------------------------------- */
 static double now_s(void)
@@ -82,19 +83,26 @@ static kvq_err run_job(bench_job *j)
     return KVQ_ERR_ARG;
 }
 
-/* Median seconds of one job over ≥ runs runs and ≥ seconds of time. */
-static kvq_err time_median(bench_job *j, int runs, double seconds, double *med)
+/* Median seconds of each of nj jobs, run in turn (A B C A B C ...) for
+ * ≥ runs rounds and ≥ seconds: interleaving makes the jobs share whatever
+ * the machine is doing, so their ratio is steadier than their speeds. */
+static kvq_err time_interleaved(bench_job *const *jobs, int nj, int runs, double seconds, double *med)
 {
-    double t[MAX_RUNS], start = now_s();
+    double t[BENCH_JOBS][MAX_RUNS], start = now_s();
     int k = 0;
     while (k < MAX_RUNS && (k < runs || now_s() - start < seconds)) {
-        double t0 = now_s();
-        kvq_err e = run_job(j);
-        if (e) return e;
-        t[k++] = now_s() - t0;
+        for (int i = 0; i < nj; i++) {
+            double t0 = now_s();
+            kvq_err e = run_job(jobs[i]);
+            if (e) return e;
+            t[i][k] = now_s() - t0;
+        }
+        k++;
     }
-    qsort(t, (size_t)k, sizeof t[0], cmp_double);
-    *med = k % 2 ? t[k / 2] : 0.5 * (t[k / 2 - 1] + t[k / 2]);
+    for (int i = 0; i < nj; i++) {
+        qsort(t[i], (size_t)k, sizeof t[i][0], cmp_double);
+        med[i] = k % 2 ? t[i][k / 2] : 0.5 * (t[i][k / 2 - 1] + t[i][k / 2]);
+    }
     return KVQ_OK;
 }
 
@@ -205,69 +213,80 @@ static kvq_err calibrate_if_needed(kvq_ctx *ctx, const kvq_tensor *x)
     return kvq_ctx_calibrate(ctx, &s);
 }
 
-/* The codec's encode alone, on a state this function owns. */
-static kvq_err time_codec_only(bench_job *j, const codecs_args *a, double *sec)
+/* A fresh state for the codec's own encode (NULL when the codec needs
+ * calibration: only the API figure is measured then). */
+static void *codec_state(kvq_ctx *ctx, kvq_err *e)
 {
-    const kvq_codec *c = kvq_ctx_codec(j->ctx);
-    *sec = 0;
-    if (c->flags & KVQ_FLAG_NEEDS_CALIB) return KVQ_OK; /* state needs calibration: API figure only */
-    j->state = calloc(1, c->state_size ? c->state_size : 1);
-    if (!j->state) return KVQ_ERR_NOMEM;
-    kvq_err e = c->init ? c->init(j->state, kvq_ctx_params(j->ctx)) : KVQ_OK;
-    if (!e) {
-        j->op = OP_CODEC;
-        e = time_median(j, a->runs, a->seconds, sec);
-    }
-    if (c->fini) c->fini(j->state);
-    free(j->state);
-    j->state = NULL;
-    return e;
+    const kvq_codec *c = kvq_ctx_codec(ctx);
+    *e = KVQ_OK;
+    if (c->flags & KVQ_FLAG_NEEDS_CALIB) return NULL;
+    void *st = calloc(1, c->state_size ? c->state_size : 1);
+    if (!st) *e = KVQ_ERR_NOMEM;
+    else if (c->init) *e = c->init(st, kvq_ctx_params(ctx));
+    return st;
 }
 
-static kvq_err time_ref(bench_job *j, const codecs_args *a, codec_result *r)
+static void codec_state_free(kvq_ctx *ctx, void *st)
 {
-    const char *name = kvq_ctx_codec(j->ctx)->name;
-    r->ref = 0;
-    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
-        if (strcmp(refs[i].codec, name) != 0) continue;
-        uint8_t *ours = malloc(j->n ? j->n : 1);
-        if (!ours) return KVQ_ERR_NOMEM;
-        memcpy(ours, j->buf, j->n);
-        j->op = OP_REF;
-        j->ref = refs[i].fn;
-        kvq_err e = time_median(j, a->runs, a->seconds, &r->ref);
-        r->ref_equal = !e && memcmp(ours, j->buf, j->n) == 0;
-        memcpy(j->buf, ours, j->n); /* leave our payload for decode */
-        free(ours);
-        return e;
+    if (st && kvq_ctx_codec(ctx)->fini) kvq_ctx_codec(ctx)->fini(st);
+    free(st);
+}
+
+static void (*ref_for(const kvq_codec *c))(const float *, uint8_t *, size_t)
+{
+    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
+        if (!strcmp(refs[i].codec, c->name)) return refs[i].fn;
+    return NULL;
+}
+
+/* Encode jobs (API, codec alone, ggml-ref) timed together, then decode.
+ * jobs[0..2] are owned by the caller (buffers and state freed there). */
+static kvq_err run_codec(kvq_ctx *ctx, const codecs_args *a, const kvq_tensor *x, kvq_tensor *y,
+                         bench_job *jobs, codec_result *r)
+{
+    static const bench_op ops[BENCH_JOBS] = {OP_ENCODE, OP_CODEC, OP_REF};
+    size_t cap = kvq_ctx_payload_bound(ctx, &x->shape);
+    kvq_err e = KVQ_OK;
+    for (int i = 0; i < BENCH_JOBS; i++) {
+        jobs[i] = (bench_job){.op = ops[i], .ctx = ctx, .src = x, .dst = y, .cap = cap};
+        if (!(jobs[i].buf = malloc(cap ? cap : 1))) return KVQ_ERR_NOMEM;
     }
-    return KVQ_OK;
+    jobs[1].state = codec_state(ctx, &e);
+    jobs[2].ref = ref_for(kvq_ctx_codec(ctx));
+    if (e) return e;
+    bench_job *run[BENCH_JOBS] = {&jobs[0]};
+    int nj = 1;
+    if (jobs[1].state) run[nj++] = &jobs[1];
+    if (jobs[2].ref) run[nj++] = &jobs[2];
+    double med[BENCH_JOBS] = {0};
+    e = time_interleaved(run, nj, a->runs, a->seconds, med);
+    if (e) return e;
+    r->enc = med[0];
+    for (int i = 1; i < nj; i++) {
+        if (run[i]->op == OP_CODEC) r->codec = med[i];
+        if (run[i]->op != OP_REF) continue;
+        r->ref = med[i];
+        r->ref_equal = memcmp(run[i]->buf, jobs[0].buf, jobs[0].n) == 0;
+    }
+    r->bits = 8.0 * (double)jobs[0].n / (double)kvq_shape_numel(&x->shape);
+    jobs[0].op = OP_DECODE;
+    return time_interleaved(run, 1, a->runs, a->seconds, &r->dec);
 }
 
 static kvq_err bench_one(const char *spec, const codecs_args *a, const kvq_tensor *x, kvq_tensor *y,
                          codec_result *r)
 {
     memset(r, 0, sizeof *r);
-    bench_job j = {.src = x, .dst = y};
-    kvq_err e = kvq_ctx_create(spec, &j.ctx);
+    kvq_ctx *ctx;
+    kvq_err e = kvq_ctx_create(spec, &ctx);
     if (e) return e;
-    e = calibrate_if_needed(j.ctx, x);
-    j.cap = kvq_ctx_payload_bound(j.ctx, &x->shape);
-    j.buf = malloc(j.cap ? j.cap : 1);
-    if (!e && !j.buf) e = KVQ_ERR_NOMEM;
-    if (!e) {
-        j.op = OP_ENCODE;
-        e = time_median(&j, a->runs, a->seconds, &r->enc);
-    }
-    if (!e) e = time_codec_only(&j, a, &r->codec);
-    if (!e) e = time_ref(&j, a, r);
-    if (!e) {
-        r->bits = 8.0 * (double)j.n / (double)kvq_shape_numel(&x->shape);
-        j.op = OP_DECODE;
-        e = time_median(&j, a->runs, a->seconds, &r->dec);
-    }
-    free(j.buf);
-    kvq_ctx_free(j.ctx);
+    bench_job jobs[BENCH_JOBS];
+    memset(jobs, 0, sizeof jobs);
+    e = calibrate_if_needed(ctx, x);
+    if (!e) e = run_codec(ctx, a, x, y, jobs, r);
+    for (int i = 0; i < BENCH_JOBS; i++) free(jobs[i].buf);
+    codec_state_free(ctx, jobs[1].state);
+    kvq_ctx_free(ctx);
     return e;
 }
 

@@ -117,12 +117,12 @@ static inline float kvq_signed_absmax(const float *x, size_t n)
     if (n == 0) return 0.0f;
     float lo, hi;
     kvq_minmax(x, n, &lo, &hi);
-    if (hi > -lo) return hi;
-    if (-lo > hi) return lo;
-    if (hi == 0.0f) return 0.0f;
-    for (size_t i = 0; i < n; i++)
-        if (x[i] == hi || x[i] == lo) return x[i];
-    return hi; /* not reached: hi is one of the x[i] */
+    if (hi == -lo) { /* rare: the largest magnitude occurs with both signs (or all ±0) */
+        if (hi == 0.0f) return 0.0f;
+        for (size_t i = 0; i < n; i++)
+            if (x[i] == hi || x[i] == lo) return x[i];
+    }
+    return hi > -lo ? hi : lo; /* a select, not a branch: the sign is data */
 }
 
 /* ---- b-bit code streams ------------------------------------------------------ */
