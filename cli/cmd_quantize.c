@@ -102,79 +102,91 @@ static int attach_tokenizer(kvq_model *m, const char *path)
     return e ? cli_error(path, e) : CLI_EXIT_OK;
 }
 
-int kvq_cmd_quantize(int argc, char **argv)
-{
-    const char *in = NULL, *out = NULL, *fmt_s = NULL, *tok = NULL;
+typedef struct {
+    const char *in, *out, *fmt, *tok;
     const char *rules[MAX_RULES];
-    kvq_quant_opts o = {0};
-    int force = 0;
+    kvq_quant_opts o;
+    int force;
+} args;
+
+/* Returns -1 to proceed, else the exit code (help, usage error). */
+static int parse_args(int argc, char **argv, args *a)
+{
     long threads = 1;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *s = argv[i];
         int has = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             usage(stdout);
             return CLI_EXIT_OK;
-        } else if (!strcmp(a, "-f") || !strcmp(a, "--force")) {
-            force = 1;
-        } else if (!strcmp(a, "--codec") && has) {
-            o.spec = argv[++i];
-        } else if (!strcmp(a, "--tensor") && has) {
-            if (o.n_rules == MAX_RULES) return cli_usage_error("quantize", "more than %d --tensor rules", MAX_RULES);
-            rules[o.n_rules++] = argv[++i];
-        } else if (!strcmp(a, "--threads") && has) {
+        } else if (!strcmp(s, "-f") || !strcmp(s, "--force")) {
+            a->force = 1;
+        } else if (!strcmp(s, "--codec") && has) {
+            a->o.spec = argv[++i];
+        } else if (!strcmp(s, "--tensor") && has) {
+            if (a->o.n_rules == MAX_RULES) return cli_usage_error("quantize", "more than %d --tensor rules", MAX_RULES);
+            a->rules[a->o.n_rules++] = argv[++i];
+        } else if (!strcmp(s, "--threads") && has) {
             if (cli_parse_int(argv[++i], 1, 256, &threads))
                 return cli_usage_error("quantize", "--threads takes 1..256, got '%s'", argv[i]);
-        } else if (!strcmp(a, "--format") && has) {
-            fmt_s = argv[++i];
-        } else if (!strcmp(a, "--tokenizer") && has) {
-            tok = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error("quantize", "unknown option '%s'", a);
-        } else if (!in) {
-            in = a;
-        } else if (!out) {
-            out = a;
+        } else if (!strcmp(s, "--format") && has) {
+            a->fmt = argv[++i];
+        } else if (!strcmp(s, "--tokenizer") && has) {
+            a->tok = argv[++i];
+        } else if (s[0] == '-' && s[1]) {
+            return cli_usage_error("quantize", "unknown option '%s'", s);
+        } else if (!a->in || !a->out) {
+            *(a->in ? &a->out : &a->in) = s;
         } else {
-            return cli_usage_error("quantize", "unexpected argument '%s'", a);
+            return cli_usage_error("quantize", "unexpected argument '%s'", s);
         }
     }
-    if (!in || !out) return cli_usage_error("quantize", "need IN and OUT");
-    if (!o.spec) return cli_usage_error("quantize", "--codec SPEC is required");
+    if (!a->in || !a->out) return cli_usage_error("quantize", "need IN and OUT");
+    if (!a->o.spec) return cli_usage_error("quantize", "--codec SPEC is required");
+    a->o.rules = a->rules;
+    a->o.n_threads = (int)threads;
+    a->o.progress = progress;
+    a->o.opaque = (void *)"quantizing";
+    return -1;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+int kvq_cmd_quantize(int argc, char **argv)
+{
+    args a;
+    memset(&a, 0, sizeof a);
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) return rc;
     kvq_format fmt;
-    if (fmt_s ? parse_format(fmt_s, &fmt) : kvq_format_from_path(out, &fmt) != KVQ_OK || fmt == KVQ_FORMAT_LLAMA2C)
+    if (a.fmt ? parse_format(a.fmt, &fmt) : kvq_format_from_path(a.out, &fmt) != KVQ_OK || fmt == KVQ_FORMAT_LLAMA2C)
         return cli_usage_error("quantize", "cannot tell the output format of '%s' (use --format kvq|gguf|safetensors)",
-                               fmt_s ? fmt_s : out);
+                               a.fmt ? a.fmt : a.out);
     struct stat st;
-    if (!force && stat(out, &st) == 0) {
-        fprintf(stderr, "kvq: %s: already exists (use -f to overwrite)\n", out);
+    if (!a.force && stat(a.out, &st) == 0) {
+        fprintf(stderr, "kvq: %s: already exists (use -f to overwrite)\n", a.out);
         return CLI_EXIT_FAIL;
     }
-    o.rules = rules;
-    o.n_threads = (int)threads;
-    o.progress = progress;
-    o.opaque = (void *)"quantizing";
     kvq_model *m = NULL, *q = NULL;
     kvq_quant_stat *stats = NULL;
-    kvq_err e = kvq_model_load(in, &m);
+    kvq_err e = kvq_model_load(a.in, &m);
     if (e) return cli_error("quantize", e);
-    int rc = tok ? attach_tokenizer(m, tok) : CLI_EXIT_OK;
-    if (rc) {
-        kvq_model_free(m);
-        return rc;
-    }
-    struct timespec t0, t1;
+    rc = a.tok ? attach_tokenizer(m, a.tok) : CLI_EXIT_OK;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    e = kvq_model_quantize(m, &o, &q, &stats);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    e = rc ? KVQ_OK : kvq_model_quantize(m, &a.o, &q, &stats);
     if (e) {
         rc = cli_error("quantize", e);
-    } else {
-        print_stats(stats, kvq_model_n_weights(q),
-                    (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
-        e = kvq_model_save(q, out, fmt, force);
+    } else if (!rc) {
+        print_stats(stats, kvq_model_n_weights(q), seconds_since(&t0));
+        e = kvq_model_save(q, a.out, fmt, a.force);
         if (e) rc = cli_error("quantize", e);
-        else printf("wrote %s (%s)\n", out, kvq_format_name(fmt));
+        else printf("wrote %s (%s)\n", a.out, kvq_format_name(fmt));
     }
     free(stats);
     kvq_model_free(q);

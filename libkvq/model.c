@@ -306,7 +306,11 @@ kvq_err kvq_weight_rows(const kvq_weight *w, int64_t r0, int64_t r1, float *out)
     size_t n = (size_t)((r1 - r0) * cols), off = (size_t)(r0 * cols);
     const uint8_t *p = w->data;
     if (w->dtype == KVQ_DTYPE_F32) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(out, p + 4 * off, 4 * n); /* stored little-endian: the host's order */
+#else
         for (size_t i = 0; i < n; i++) out[i] = kvq_rdf32(p + 4 * (off + i));
+#endif
     } else {
         int f16 = w->dtype == KVQ_DTYPE_F16;
         for (size_t i = 0; i < n; i++) {
