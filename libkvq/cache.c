@@ -399,19 +399,37 @@ typedef struct attn_job {
     float *out;             /* [n_heads][head_size]                     */
 } attn_job;
 
-/* Scores of tokens [t0, t0+n) whose K rows start at k ([n][kv_dim]). */
-static void attn_scores(const attn_job *j, const float *k, int t0, int n)
+#define SCORE_TOKENS 4 /* tokens scored together: independent sums (ILP) */
+
+/* Scores of tokens [t0, t0+n) whose K rows start at k ([n][kv_dim]).
+ * Every score is one dot product summed in channel order (then divided by
+ * sqrtf(head_size)); SCORE_TOKENS tokens run side by side as independent
+ * sums, which changes no rounding, only how many chains are in flight. */
+static void attn_scores(const attn_job *j, const float *restrict k, int t0, int n)
 {
-    float denom = sqrtf((float)j->hs);
+    const float denom = sqrtf((float)j->hs);
+    const size_t kd = (size_t)j->kv_dim;
     for (int h = 0; h < j->n_heads; h++) {
-        const float *qh = j->q + (size_t)h * (size_t)j->hs;
-        size_t kh = (size_t)(h / j->group) * (size_t)j->hs;
-        float *a = j->att + (size_t)h * j->stride;
-        for (int t = 0; t < n; t++) {
-            const float *kt = k + (size_t)t * (size_t)j->kv_dim + kh;
+        const float *restrict qh = j->q + (size_t)h * (size_t)j->hs;
+        const float *kh = k + (size_t)(h / j->group) * (size_t)j->hs;
+        float *restrict a = j->att + (size_t)h * j->stride + t0;
+        int t = 0;
+        for (; t + SCORE_TOKENS <= n; t += SCORE_TOKENS) {
+            const float *k0 = kh + (size_t)t * kd;
+            float s[SCORE_TOKENS] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int i = 0; i < j->hs; i++) {
+                s[0] += qh[i] * k0[i];
+                s[1] += qh[i] * k0[kd + (size_t)i];
+                s[2] += qh[i] * k0[2 * kd + (size_t)i];
+                s[3] += qh[i] * k0[3 * kd + (size_t)i];
+            }
+            for (int u = 0; u < SCORE_TOKENS; u++) a[t + u] = s[u] / denom;
+        }
+        for (; t < n; t++) {
+            const float *kt = kh + (size_t)t * kd;
             float score = 0.0f;
             for (int i = 0; i < j->hs; i++) score += qh[i] * kt[i];
-            a[t0 + t] = score / denom;
+            a[t] = score / denom;
         }
     }
 }
@@ -431,18 +449,39 @@ static void attn_softmax(const attn_job *j, int n_ctx)
     }
 }
 
-/* out[h] += Σ p_t v_t over tokens [t0, t0+n) with V rows at v. */
-static void attn_values(const attn_job *j, const float *v, int t0, int n)
+/* o[i] += p·x[i]: written four lanes at a time so the compiler's
+ * straight-line (SLP) vectorizer can use one vector multiply-add per four
+ * elements at -O2; each element is still one rounding of p·x[i] and one
+ * addition, so results equal the plain loop's bit for bit. */
+#define AXPY_LANES 4
+static inline void axpy(float *restrict o, float p, const float *restrict x, int n)
 {
-    for (int h = 0; h < j->n_heads; h++) {
-        float *o = j->out + (size_t)h * (size_t)j->hs;
-        const float *a = j->att + (size_t)h * j->stride;
-        size_t vh = (size_t)(h / j->group) * (size_t)j->hs;
-        for (int t = 0; t < n; t++) {
-            const float *vt = v + (size_t)t * (size_t)j->kv_dim + vh;
-            float p = a[t0 + t];
-            for (int i = 0; i < j->hs; i++) o[i] += p * vt[i];
-        }
+    int i = 0;
+    for (; i + AXPY_LANES <= n; i += AXPY_LANES) {
+        o[i] += p * x[i];
+        o[i + 1] += p * x[i + 1];
+        o[i + 2] += p * x[i + 2];
+        o[i + 3] += p * x[i + 3];
+    }
+    for (; i < n; i++) o[i] += p * x[i];
+}
+
+/* out[h] += Σ p_t v_t over tokens [t0, t0+n) with V rows at v.  Tokens
+ * outer, heads inner: each output element still accumulates in token
+ * order, and consecutive updates of one element are far apart (no
+ * store-to-load stall chain); restrict lets the compiler keep it simple. */
+static void attn_values(const attn_job *j, const float *restrict v, int t0, int n)
+{
+    const float *restrict att = j->att;
+    float *restrict out = j->out;
+    for (int t = 0; t < n; t++) {
+        const float *vt = v + (size_t)t * (size_t)j->kv_dim;
+        const float *at = att + t0 + t;
+        float *o = out;
+        /* Query heads in KV-head order (h = kvh·group + g): no division. */
+        for (int kvh = 0; kvh < j->n_heads / j->group; kvh++)
+            for (int g = 0; g < j->group; g++, o += j->hs, at += j->stride)
+                axpy(o, *at, vt + (size_t)kvh * (size_t)j->hs, j->hs);
     }
 }
 
