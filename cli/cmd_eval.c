@@ -255,6 +255,8 @@ static int parse_args(int argc, char **argv, eval_args *a)
     }
     if (!a->model) return cli_usage_error("eval", "no MODEL given");
     if (!a->text) return cli_usage_error("eval", "no --text FILE given");
+    char err[512];
+    if (report_config_check(&a->cfg, err, sizeof err)) return cli_usage_error("eval", "%s", err);
     return -1;
 }
 

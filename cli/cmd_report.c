@@ -120,7 +120,8 @@ static int parse_configs(const report_args *a, report_row *rows, size_t *n)
         if (strspn(line, " \t\r") == strlen(line)) continue;
         if (*n == MAX_CONFIGS) {
             rc = cli_usage_error("report", "more than %d configs", MAX_CONFIGS);
-        } else if (report_config_parse(line, &rows[*n].cfg, err, sizeof err)) {
+        } else if (report_config_parse(line, &rows[*n].cfg, err, sizeof err) ||
+                   (report_config_check(&rows[*n].cfg, err, sizeof err) && (report_config_free(&rows[*n].cfg), 1))) {
             rc = from_file ? (fprintf(stderr, "kvq: %s:%d: %s\n", a->specs, line_no, err), CLI_EXIT_USAGE)
                            : cli_usage_error("report", "config '%s': %s", line, err);
         } else {
@@ -142,7 +143,7 @@ static int prepare_out(const report_args *a)
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", a->out, out_names[i]);
         if (stat(path, &st) == 0)
-            return fprintf(stderr, "kvq: %s: %s (use -f to overwrite)\n", path, kvq_strerror(KVQ_ERR_EXISTS)),
+            return fprintf(stderr, "kvq: %s: %s\n", path, kvq_strerror(KVQ_ERR_EXISTS)),
                    CLI_EXIT_FAIL;
     }
     return CLI_EXIT_OK;

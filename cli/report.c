@@ -110,6 +110,27 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
     return 0;
 }
 
+static int check_spec(const char *what, const char *spec, unsigned domain, char *err, size_t cap)
+{
+    const kvq_codec *codec;
+    kvq_params params;
+    if (!spec) return 0;
+    kvq_err e = kvq_spec_parse(spec, &codec, &params);
+    if (e) return snprintf(err, cap, "%s '%s': %s: %s", what, spec, kvq_strerror(e), kvq_last_error_detail()), -1;
+    if (!(codec->domain & domain)) return snprintf(err, cap, "%s '%s': codec %s does not serve this domain", what, spec, codec->name), -1;
+    return 0;
+}
+
+int report_config_check(const report_config *c, char *err, size_t cap)
+{
+    if (check_spec("w", c->w, KVQ_DOMAIN_WEIGHT, err, cap) || check_spec("act", c->act, KVQ_DOMAIN_ACT, err, cap) ||
+        check_spec("k", c->k, KVQ_DOMAIN_KEY, err, cap) || check_spec("v", c->v, KVQ_DOMAIN_VALUE, err, cap))
+        return -1;
+    for (int i = 0; i < c->n_tensor; i++)
+        if (check_spec("tensor", strrchr(c->tensor[i], '=') + 1, KVQ_DOMAIN_WEIGHT, err, cap)) return -1;
+    return 0;
+}
+
 int report_config_set(report_config *c, const char *key, const char *value, char *err, size_t cap)
 {
     return parse_item(c, key, strlen(key), value, strlen(value), err, cap);

@@ -44,6 +44,10 @@ void report_config_free(report_config *c);
 /* report_config_set() : one item (key w, tensor, act, kv, k, v, window,
  * page or label); 0, or -1 with a message in err[cap]. */
 int report_config_set(report_config *c, const char *key, const char *value, char *err, size_t cap);
+/* report_config_check() : every codec spec parses and names a codec that
+ * serves its domain (weights, activations, key, value); tensor rules hold
+ * a spec after the last '='.  0, or -1 with a message in err[cap]. */
+int report_config_check(const report_config *c, char *err, size_t cap);
 /* report_config_weights_changed() : 1 when w or tensor rules are set. */
 int report_config_weights_changed(const report_config *c);
 /* report_config_x() : the Pareto plot's x: bits per weight when the config
