@@ -57,10 +57,9 @@ static void print_stats(const kvq_quant_stat *st, size_t n, double secs)
         fmt_size((double)s->bytes_out, b, sizeof b);
         if (isinf(s->sqnr_db)) snprintf(sq, sizeof sq, "exact");
         else snprintf(sq, sizeof sq, "SQNR %.1f dB", s->sqnr_db);
-        printf("[%3zu/%3zu] %s - %s, %s -> %s .. %s -> %s, %.3f bpw, %s, max|err| %.4g%s%s\n", i + 1, n, s->name,
+        printf("[%3zu/%3zu] %s - %s, %s -> %s .. %s -> %s, %.3f bpw, %s, max|err| %.4g%s%s%s\n", i + 1, n, s->name,
                kvq_shape_format(&s->shape, shp, sizeof shp), s->src_type, s->dst_type, a, b, s->bpw, sq,
-               s->max_abs_err, s->fallback ? "  (fallback: " : "", s->fallback ? s->note : "");
-        if (s->fallback) printf(")\n");
+               s->max_abs_err, s->fallback ? " (" : "", s->fallback ? s->note : "", s->fallback ? ")" : "");
         in += (double)s->bytes_in;
         out += (double)s->bytes_out;
         numel += (double)kvq_shape_numel(&s->shape);

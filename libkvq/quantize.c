@@ -181,8 +181,7 @@ static kvq_err do_tensor(job *j, size_t i)
     kvq_tensor src = kvq_tensor_view(KVQ_DTYPE_F32, x, w->shape.ndim, w->shape.dim);
     if (!e) e = encode_with(c, &p, &src, r);
     if (e == KVQ_ERR_SHAPE && c != j->fb_c) {
-        snprintf(st->note, sizeof st->note, "%s rejected the shape (%s); fell back to %s", c->name,
-                 kvq_last_error_detail(), j->fb_c->name);
+        snprintf(st->note, sizeof st->note, "fell back to %s: %s", j->fb_c->name, kvq_last_error_detail());
         st->fallback = 1;
         e = encode_with(j->fb_c, &j->fb_p, &src, r);
     }

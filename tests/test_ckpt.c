@@ -418,48 +418,84 @@ static void test_sharded_safetensors(void **state)
 }
 
 /* ---- quantization ----------------------------------------------------------- */
-static void test_q4_0_golden(void **state)
+/* Quantize stories260K with a ggml-layout codec, write GGUF and .kvq, read
+ * both back: the stored blocks must be ggml's reference bytes. */
+static void golden_roundtrip(const char *codec)
 {
-    (void)state;
-    if (!kvq_codec_find("q4_0")) {
-        printf("SKIP: no q4_0 codec in this build\n");
+    char ge_path[128], gq_path[128], gname[32], kname[32];
+    snprintf(ge_path, sizeof ge_path, "%s.%s", GOLD_EMB, codec);
+    snprintf(gq_path, sizeof gq_path, "%s.%s", GOLD_WQ, codec);
+    if (!kvq_codec_find(codec)) {
+        printf("SKIP: no %s codec in this build\n", codec);
         return;
     }
-    if (!have(S260_BIN) || !have(GOLD_EMB ".q4_0") || !have(GOLD_WQ ".q4_0")) return;
+    if (!have(S260_BIN) || !have(ge_path) || !have(gq_path)) return;
+    kvq_model *b = load_ok(S260_BIN), *q = NULL;
+    kvq_quant_opts o = {.spec = codec, .n_threads = 2};
+    assert_int_equal(kvq_model_quantize(b, &o, &q, NULL), KVQ_OK);
+    snprintf(gname, sizeof gname, "%s.gguf", codec);
+    snprintf(kname, sizeof kname, "%s.kvq", codec);
+    const char *pg = tmp(gname), *pk = tmp(kname);
+    assert_int_equal(kvq_model_save(q, pg, KVQ_FORMAT_GGUF, 0), KVQ_OK);
+    assert_int_equal(kvq_model_save(q, pk, KVQ_FORMAT_KVQ, 0), KVQ_OK);
+    kvq_model *g = load_ok(pg), *k = load_ok(pk);
+    size_t ne, nq;
+    uint8_t *ge = read_all(ge_path, &ne), *gq = read_all(gq_path, &nq);
+    for (int pass = 0; pass < 2; pass++) {
+        const kvq_model *m = pass ? k : g;
+        const kvq_weight *e = kvq_model_weight(m, "token_embd.weight"), *w = kvq_model_weight(m, "blk.0.attn_q.weight");
+        assert_non_null(e->codec);
+        assert_string_equal(kvq_ctx_codec(e->codec)->name, codec);
+        assert_int_equal(e->size, ne);
+        assert_memory_equal(e->data, ge, ne);
+        assert_int_equal(w->size, nq);
+        assert_memory_equal(w->data, gq, nq);
+    }
+    free(ge);
+    free(gq);
+    kvq_model_free(g);
+    kvq_model_free(k);
+    kvq_model_free(q);
+    kvq_model_free(b);
+}
+
+static void test_ggml_golden(void **state)
+{
+    (void)state;
+    golden_roundtrip("q4_0");
+    golden_roundtrip("q8_0");
+}
+
+static void test_quantize_stats(void **state)
+{
+    (void)state;
+    if (!kvq_codec_find("q4_0") || !have(S260_BIN)) return;
     kvq_model *b = load_ok(S260_BIN), *q = NULL;
     kvq_quant_opts o = {.spec = "q4_0", .n_threads = 2};
     kvq_quant_stat *st = NULL;
     assert_int_equal(kvq_model_quantize(b, &o, &q, &st), KVQ_OK);
-    const char *pg = tmp("q4.gguf"), *pk = tmp("q4.kvq");
-    assert_int_equal(kvq_model_save(q, pg, KVQ_FORMAT_GGUF, 0), KVQ_OK);
-    assert_int_equal(kvq_model_save(q, pk, KVQ_FORMAT_KVQ, 0), KVQ_OK);
-    kvq_model *g = load_ok(pg), *k = load_ok(pk);
-    size_t n;
-    uint8_t *ge = read_all(GOLD_EMB ".q4_0", &n);
-    for (int pass = 0; pass < 2; pass++) {
-        const kvq_model *m = pass ? k : g;
-        const kvq_weight *w = kvq_model_weight(m, "token_embd.weight");
-        assert_non_null(w->codec);
-        assert_int_equal(w->size, n);
-        assert_memory_equal(w->data, ge, n);
-    }
-    free(ge);
-    uint8_t *gq = read_all(GOLD_WQ ".q4_0", &n);
-    assert_int_equal(kvq_model_weight(g, "blk.0.attn_q.weight")->size, n);
-    assert_memory_equal(kvq_model_weight(g, "blk.0.attn_q.weight")->data, gq, n);
-    free(gq);
     /* ffn_down has 172 columns: not whole q4_0 blocks, falls back to f16. */
     size_t fb = 0;
     for (size_t i = 0; i < kvq_model_n_weights(q); i++) fb += st[i].fallback;
     assert_int_equal(fb, 5);
     assert_string_equal(st[8].name, "blk.0.ffn_down.weight");
     assert_string_equal(st[8].dst_type, "f16");
+    assert_non_null(strstr(st[8].note, "fell back to f16"));
     assert_string_equal(st[1].dst_type, "f32"); /* norms stay f32 */
+    assert_true(st[1].sqnr_db > 1e300);        /* exact: +Inf */
     assert_true(st[2].sqnr_db > 15 && st[2].sqnr_db < 30);
     assert_true(st[2].bpw == 4.5);
+    assert_true(st[2].max_abs_err > 0 && st[2].max_abs_err < 0.2);
+    assert_int_equal(st[2].bytes_in, 64 * 64 * 4);
+    assert_int_equal(st[2].bytes_out, 64 * 64 / 32 * 18);
+    const char *meta = NULL, *key = NULL;
+    for (size_t i = 0; i < kvq_model_n_meta(q); i++) {
+        assert_int_equal(kvq_model_meta_at(q, i, &key, &meta), KVQ_OK);
+        if (!strcmp(key, "kvq.recipe")) break;
+    }
+    assert_string_equal(key, "kvq.recipe");
+    assert_string_equal(meta, "q4_0");
     free(st);
-    kvq_model_free(g);
-    kvq_model_free(k);
     kvq_model_free(q);
     kvq_model_free(b);
 }
@@ -635,7 +671,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama2c_stories),     cmocka_unit_test(test_gguf_equals_bin),
         cmocka_unit_test(test_llama46m_and_mamba),  cmocka_unit_test(test_roundtrip_kvq_gguf),
-        cmocka_unit_test(test_roundtrip_safetensors), cmocka_unit_test(test_q4_0_golden),
+        cmocka_unit_test(test_roundtrip_safetensors), cmocka_unit_test(test_ggml_golden),
+        cmocka_unit_test(test_quantize_stats),
         cmocka_unit_test(test_quantize_rules_threads), cmocka_unit_test(test_l2c_variants),
         cmocka_unit_test(test_truncation_corruption), cmocka_unit_test(test_gguf_rejects),
         cmocka_unit_test(test_sharded_safetensors),
