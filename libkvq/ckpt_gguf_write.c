@@ -2,7 +2,7 @@
  * ckpt_gguf_write.c — GGUF version 3 export (formats-and-engines.md §2.1,
  * §2.3, §4 "Rules for llama.cpp-usable output").
  *
- * Only standard ggml types are written: plain f32/f16/bf16 weights and the
+ * Llama models only (§4).  Only standard ggml types are written: plain f32/f16/bf16 weights and the
  * q8_0/q4_0 codecs, whose payload is already ggml's block layout, so the
  * export copies bytes and never re-quantizes.  Any other codec is refused
  * with KVQ_ERR_UNSUPPORTED naming the tensor (use .kvq or safetensors).
@@ -239,6 +239,10 @@ static kvq_err put_infos(const kvq_model *m, kvq_buf *b, uint32_t *ftype)
 
 kvq_err kvq_ckpt_gguf_write(const kvq_model *m, kvq_out *o)
 {
+    /* formats-and-engines.md §4: limited to the Llama family (Mamba-2 needs
+     * llama.cpp's tensor names and ssm.* keys, which kvq does not map). */
+    KVQ_FAIL_IF(m->cfg.arch != KVQ_ARCH_LLAMA, KVQ_ERR_UNSUPPORTED,
+                "GGUF export covers llama models; this is %s (write .kvq or safetensors)", kvq_arch_name(m->cfg.arch));
     kvq_buf infos = {0}, kv = {0}, head = {0};
     uint32_t ftype = 0;
     uint64_t n_kv = 0;

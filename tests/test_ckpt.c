@@ -265,6 +265,20 @@ static void test_llama46m_and_mamba(void **state)
     assert_non_null(w);
     assert_int_equal(w->shape.dim[0], 1296);
     assert_int_equal(w->shape.dim[1], 256);
+    /* Mamba-2 round trips through .kvq and safetensors (names kept); GGUF
+     * export is limited to llama. */
+    const char *pk = tmp("mamba.kvq"), *ps = tmp("mamba.safetensors"), *pg = tmp("mamba.gguf");
+    assert_int_equal(kvq_model_save(m, pk, KVQ_FORMAT_KVQ, 0), KVQ_OK);
+    assert_int_equal(kvq_model_save(m, ps, KVQ_FORMAT_SAFETENSORS, 0), KVQ_OK);
+    assert_int_equal(kvq_model_save(m, pg, KVQ_FORMAT_GGUF, 0), KVQ_ERR_UNSUPPORTED);
+    assert_int_equal(access(pg, F_OK), -1); /* nothing left behind */
+    for (int pass = 0; pass < 2; pass++) {
+        kvq_model *r = load_ok(pass ? ps : pk);
+        assert_int_equal(kvq_model_config_get(r)->arch, KVQ_ARCH_MAMBA2);
+        assert_int_equal(kvq_model_config_get(r)->dim, 256);
+        assert_same_weights(m, r);
+        kvq_model_free(r);
+    }
     kvq_model_free(m);
 }
 
