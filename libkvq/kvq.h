@@ -400,9 +400,8 @@ KVQ_API const void *kvq_model_tokenizer(const kvq_model *m, size_t *n);
 
 /* kvq_weight_rows() : rows [r0, r1) of a weight as f32 (dequantized for
  * encoded weights, widened for f16/bf16) into out[(r1-r0)*cols].
- * Thread-safe for concurrent readers: plain weights are only read, and
- * decoding uses no per-context mutable state (the codecs' decode paths
- * read their state only). */
+ * Concurrent calls are safe for plain weights and for codecs whose decode
+ * only reads its state (f32, f16, bf16, rtn, q8_0, q4_0 do). */
 KVQ_API kvq_err kvq_weight_rows(const kvq_weight *w, int64_t r0, int64_t r1, float *out);
 
 /* kvq_model_load_memory() : the same readers over bytes the caller owns
