@@ -47,6 +47,14 @@ if [ -f "$S/stories260K.bin" ] && [ -f "$L/model.bin" ]; then
     "$KVQ" generate "$S/stories260K.bin" -z "$S/tok512.bin" -t 1 --seed 7 -n 60 >"$tmp/b" 2>/dev/null
     "$KVQ" generate "$S/stories260K.bin" -z "$S/tok512.bin" -t 1 --seed 8 -n 60 >"$tmp/c" 2>/dev/null
     if cmp -s "$tmp/a" "$tmp/b" && ! cmp -s "$tmp/a" "$tmp/c"; then pass "seeded sampling"; else bad "seeded sampling"; fi
+    # q8_0 weights (dequantized row block by row block): .kvq and GGUF agree,
+    # and the forced prompt is echoed first
+    "$KVQ" quantize "$L/model.bin" "$tmp/q8.kvq" --codec q8_0 --tokenizer "$L/tok512.bin" >/dev/null 2>&1
+    "$KVQ" quantize "$L/model.bin" "$tmp/q8.gguf" --codec q8_0 --tokenizer "$L/tok512.bin" >/dev/null 2>&1
+    "$KVQ" generate "$tmp/q8.kvq" -t 0 -p "And God said" -n 40 >"$tmp/k" 2>/dev/null
+    "$KVQ" generate "$tmp/q8.gguf" -t 0 -p "And God said" -n 40 >"$tmp/g" 2>/dev/null
+    if [ -s "$tmp/k" ] && cmp -s "$tmp/k" "$tmp/g" && [ "$(head -c 12 "$tmp/k")" = "And God said" ]; then
+        pass "q8_0 .kvq == GGUF"; else bad "q8_0 .kvq == GGUF"; fi
 else
     echo "skipped: $S or $L not available (real-data generate tests)"
 fi
