@@ -139,7 +139,8 @@ static kvq_err skip_array(gguf_rd *g, int depth, uint32_t *et, uint64_t *cnt, si
     KVQ_TRY(rd_count(g, cnt));
     /* Every element takes at least one byte (a string at least its length
      * field): a count beyond the bytes left is a lie, refuse it now. */
-    size_t min = *et == GV_STRING ? (g->version == 1 ? 4 : 8) : *et == GV_ARRAY ? 12 : scalar_size(*et);
+    size_t wide = g->version == 1 ? 4 : 8; /* width of a count in this version */
+    size_t min = *et == GV_STRING ? wide : *et == GV_ARRAY ? 4 + wide : scalar_size(*et);
     KVQ_FAIL_IF(!min, KVQ_ERR_CORRUPT, "%s: array element type %u at offset %zu", g->r.what, *et, g->r.off);
     KVQ_FAIL_IF(*cnt > (g->r.n - g->r.off) / min, KVQ_ERR_TRUNCATED,
                 "%s: array of %" PRIu64 " elements at offset %zu exceeds the file", g->r.what, *cnt, g->r.off);
@@ -295,7 +296,15 @@ static kvq_err read_config(kvq_model *m, const char *what)
     c->vocab_size = emb && emb->shape.ndim == 2 ? (int)emb->shape.dim[0] : 0;
     c->shared_classifier = kvq_model_weight(m, "output.weight") == NULL;
     KVQ_TRY(kvq_model_config_check(c, what));
-    if (m->tok) KVQ_TRY(kvq_tokenizer_check(m->tok, m->tok_n, c->vocab_size, what));
+    if (m->tok && kvq_tokenizer_check(m->tok, m->tok_n, c->vocab_size, what) != KVQ_OK) {
+        /* A vocabulary that does not match the embedding (padded rows, say)
+         * cannot be a llama2.c tokenizer: keep the weights, drop it, say so. */
+        KVQ_TRY(kvq_model_add_meta(m, "kvq.tokenizer_dropped", kvq_last_error_detail()));
+        kvq_clear_error();
+        free(m->tok);
+        m->tok = NULL;
+        m->tok_n = 0;
+    }
     return c->arch == KVQ_ARCH_LLAMA ? kvq_model_check_llama(m, what) : KVQ_OK;
 }
 
