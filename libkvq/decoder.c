@@ -71,9 +71,11 @@ static kvq_err bind_mat(kvq_decoder *d, dec_mat *m, const char *name, int rows, 
     int plain_f32 = !w->codec && w->dtype == KVQ_DTYPE_F32 && ((uintptr_t)w->data % sizeof(float)) == 0 &&
                     host_little_endian();
     if (plain_f32) m->f32 = (const float *)w->data;
-    /* Row-wise dequantization needs the codec's decode_rows; without it
-     * every block would decode the whole tensor. */
-    int rowwise = !w->codec || kvq_ctx_codec(w->codec)->decode_rows;
+    /* Row-wise dequantization needs the codec's decode_rows (without it
+     * every block would decode the whole tensor), and worker threads call
+     * it concurrently, which a stateful codec may not allow. */
+    const kvq_codec *cd = w->codec ? kvq_ctx_codec(w->codec) : NULL;
+    int rowwise = !cd || (cd->decode_rows && !(cd->flags & KVQ_FLAG_STATEFUL));
     if (d->opts.dequant_at_load || (!plain_f32 && !rowwise)) KVQ_TRY(kvq_dec_mat_own(m));
     if (cols > d->scratch_cols) d->scratch_cols = cols;
     return KVQ_OK;
