@@ -591,7 +591,9 @@ KVQ_API kvq_err kvq_decoder_reset(kvq_decoder *d);
 KVQ_API kvq_cache *kvq_decoder_cache(kvq_decoder *d);
 KVQ_API const kvq_model_config *kvq_decoder_config(const kvq_decoder *d);
 /* kvq_decoder_weight_bytes() : bytes the decoder reads weights from
- * (compressed size for codec weights, f32 size for widened ones). */
+ * (stored size for weights read in place or in row blocks, f32 size for
+ * owned copies; with dequant_at_load a tied classifier has its own copy,
+ * since the transforms untie it). */
 KVQ_API size_t kvq_decoder_weight_bytes(const kvq_decoder *d);
 
 /* ---- offline transforms (float-logit preserving) ----------------------- */
