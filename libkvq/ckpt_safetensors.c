@@ -300,6 +300,11 @@ static kvq_err finish(kvq_model *m, const char *what)
         free((char *)m->w[i].name);
         m->w[i].name = d;
     }
+    /* Renaming must not make two tensors share a name (a file holding both
+     * model.norm.weight and output_norm.weight). */
+    for (size_t i = 0; i < m->n_w; i++)
+        KVQ_FAIL_IF(kvq_model_weight(m, m->w[i].name) != &m->w[i], KVQ_ERR_CORRUPT,
+                    "%s: tensor %s appears twice after mapping HF names", what, m->w[i].name);
     if (kvq_model_weight(m, "output.weight")) m->cfg.shared_classifier = 0;
     return kvq_model_check_llama(m, what);
 }
