@@ -48,20 +48,6 @@ static inline int32_t kvq_round_rne(float v)
 }
 
 /* ---- group statistics ------------------------------------------------------ */
-static inline uint32_t kvq_f32_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-static inline float kvq_bits_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 #define KVQ_REDUCE_LANES 8 /* independent partial results: a vector's worth */
 
 /* kvq_minmax() : smallest and largest of n ≥ 1 finite values.  The partial
