@@ -45,14 +45,10 @@ int kvq_cmd_export(int argc, char **argv)
     }
     if (!in || !out) return cli_usage_error("export", "need IN and OUT");
     kvq_format fmt;
-    if (fmt_s) {
-        if (!strcmp(fmt_s, "gguf")) fmt = KVQ_FORMAT_GGUF;
-        else if (!strcmp(fmt_s, "safetensors")) fmt = KVQ_FORMAT_SAFETENSORS;
-        else if (!strcmp(fmt_s, "kvq")) fmt = KVQ_FORMAT_KVQ;
-        else return cli_usage_error("export", "unknown format '%s' (gguf, safetensors or kvq)", fmt_s);
-    } else if (kvq_format_from_path(out, &fmt) != KVQ_OK || fmt == KVQ_FORMAT_LLAMA2C) {
-        return cli_usage_error("export", "cannot tell the output format of '%s' (use --format)", out);
-    }
+    if ((fmt_s ? kvq_format_from_name(fmt_s, &fmt) : kvq_format_from_path(out, &fmt)) != KVQ_OK ||
+        fmt == KVQ_FORMAT_LLAMA2C)
+        return cli_usage_error("export", "cannot tell the output format of '%s' (use --format gguf|safetensors|kvq)",
+                               fmt_s ? fmt_s : out);
     struct stat st;
     if (!force && stat(out, &st) == 0) {
         fprintf(stderr, "kvq: %s: already exists (use -f to overwrite)\n", out);

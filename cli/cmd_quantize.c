@@ -74,15 +74,6 @@ static void print_stats(const kvq_quant_stat *st, size_t n, double secs)
     printf("quantize time = %.1f ms\n", secs * 1e3);
 }
 
-static int parse_format(const char *s, kvq_format *f)
-{
-    if (!strcmp(s, "kvq")) *f = KVQ_FORMAT_KVQ;
-    else if (!strcmp(s, "gguf")) *f = KVQ_FORMAT_GGUF;
-    else if (!strcmp(s, "safetensors")) *f = KVQ_FORMAT_SAFETENSORS;
-    else return -1;
-    return 0;
-}
-
 static int attach_tokenizer(kvq_model *m, const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -163,7 +154,8 @@ int kvq_cmd_quantize(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) return rc;
     kvq_format fmt;
-    if (a.fmt ? parse_format(a.fmt, &fmt) : kvq_format_from_path(a.out, &fmt) != KVQ_OK || fmt == KVQ_FORMAT_LLAMA2C)
+    if ((a.fmt ? kvq_format_from_name(a.fmt, &fmt) : kvq_format_from_path(a.out, &fmt)) != KVQ_OK ||
+        fmt == KVQ_FORMAT_LLAMA2C)
         return cli_usage_error("quantize", "cannot tell the output format of '%s' (use --format kvq|gguf|safetensors)",
                                a.fmt ? a.fmt : a.out);
     struct stat st;

@@ -431,6 +431,9 @@ KVQ_API char *kvq_weight_type_name(const kvq_weight *w, char *buf, size_t cap);
 /* kvq_format_from_path() : by extension (.kvq, .gguf, .safetensors, .bin);
  * KVQ_ERR_ARG when the extension names none. */
 KVQ_API kvq_err kvq_format_from_path(const char *path, kvq_format *f);
+/* kvq_format_from_name() : "kvq", "gguf", "safetensors", "llama2.c";
+ * KVQ_ERR_ARG otherwise. */
+KVQ_API kvq_err kvq_format_from_name(const char *name, kvq_format *f);
 /* kvq_model_save() : write m as a .kvq container (FORMAT.md §2), GGUF v3
  * (plain f32/f16/bf16 and the q8_0/q4_0 codecs only; others give
  * KVQ_ERR_UNSUPPORTED naming the tensor) or safetensors (every weight

@@ -460,6 +460,16 @@ kvq_err kvq_format_from_path(const char *path, kvq_format *f)
                      path);
 }
 
+kvq_err kvq_format_from_name(const char *name, kvq_format *f)
+{
+    for (int i = KVQ_FORMAT_LLAMA2C; i <= KVQ_FORMAT_KVQ; i++)
+        if (name && !strcmp(name, kvq_format_name((kvq_format)i))) {
+            *f = (kvq_format)i;
+            return KVQ_OK;
+        }
+    return KVQ_ERROR(KVQ_ERR_ARG, "unknown format '%s' (kvq, gguf, safetensors)", name ? name : "(null)");
+}
+
 kvq_err kvq_model_save(const kvq_model *m, const char *path, kvq_format fmt, int overwrite)
 {
     KVQ_FAIL_IF(!m || !path, KVQ_ERR_ARG, "kvq_model_save: NULL argument");
