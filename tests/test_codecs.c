@@ -11,7 +11,8 @@
  * decode_rows equal to the rows of a full decode; NaN/Inf rejected with
  * KVQ_ERR_NONFINITE unless the codec declares KVQ_FLAG_NONFINITE_OK (then
  * they pass through); every truncated prefix and a flipped magic, header
- * or payload byte of a blob rejected with an error.  Real data comes from
+ * or payload byte of a blob rejected with an error; every parameter at its
+ * extremes either refused at init or round-tripping.  Real data comes from
  * ../shared/data; tests that need it skip with a message when it is absent.
  */
 #include <math.h>
@@ -132,19 +133,24 @@ static void free_samples(sample *s, int n)
 }
 
 /* ---- per-codec checks ------------------------------------------------------------ */
+/* Codecs that need data get a 64×64 normal sample first. */
+static void calibrate_ctx(kvq_ctx *ctx)
+{
+    if (!(kvq_ctx_codec(ctx)->flags & KVQ_FLAG_NEEDS_CALIB)) return;
+    enum { CAL_ROWS = 64, CAL_COLS = 64 };
+    float *cal = malloc(sizeof(float) * CAL_ROWS * CAL_COLS);
+    for (int i = 0; i < CAL_ROWS * CAL_COLS; i++) cal[i] = rng_normal();
+    int64_t d[2] = {CAL_ROWS, CAL_COLS};
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, cal, 2, d);
+    assert_int_equal(kvq_ctx_calibrate(ctx, &t), KVQ_OK);
+    free(cal);
+}
+
 static kvq_ctx *make_ctx(const kvq_codec *c)
 {
     kvq_ctx *ctx = NULL;
     assert_int_equal(kvq_ctx_create_params(c, NULL, &ctx), KVQ_OK);
-    if (c->flags & KVQ_FLAG_NEEDS_CALIB) {
-        enum { CAL_ROWS = 64, CAL_COLS = 64 };
-        float *cal = malloc(sizeof(float) * CAL_ROWS * CAL_COLS);
-        for (int i = 0; i < CAL_ROWS * CAL_COLS; i++) cal[i] = rng_normal();
-        int64_t d[2] = {CAL_ROWS, CAL_COLS};
-        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, cal, 2, d);
-        assert_int_equal(kvq_ctx_calibrate(ctx, &t), KVQ_OK);
-        free(cal);
-    }
+    calibrate_ctx(ctx);
     return ctx;
 }
 
@@ -284,6 +290,39 @@ static void check_blob_damage(kvq_ctx *ctx, const sample *s)
     free(y);
 }
 
+/* Every declared parameter at its minimum and at its maximum (one at a
+ * time, choices included): the codec either refuses the combination at
+ * init with KVQ_ERR_PARAM_RANGE or round-trips within bound(), decodes,
+ * is deterministic and serves decode_rows.  max_rel_err is declared for the
+ * defaults, so only finiteness of the result is required here. */
+static void check_param_extremes(const kvq_codec *c, const sample *s)
+{
+    for (unsigned i = 0; i < c->n_params; i++)
+        for (int end = 0; end < 2; end++) {
+            kvq_params p = kvq_params_default(c);
+            p.v[i] = end ? c->params[i].max : c->params[i].min;
+            kvq_ctx *ctx = NULL;
+            kvq_err e = kvq_ctx_create_params(c, &p, &ctx);
+            if (e == KVQ_ERR_PARAM_RANGE) continue;
+            assert_int_equal(e, KVQ_OK);
+            calibrate_ctx(ctx);
+            size_t n, n2, cnt = (size_t)(s->rows * s->cols);
+            uint8_t *blob = encode_blob(ctx, s, &n, &e), *again = encode_blob(ctx, s, &n2, &e);
+            assert_int_equal(e, KVQ_OK);
+            assert_int_equal(n, n2);
+            assert_memory_equal(blob, again, n);
+            float *y = malloc(4 * cnt);
+            int64_t d[2] = {s->rows, s->cols};
+            kvq_tensor out = kvq_tensor_view(KVQ_DTYPE_F32, y, 2, d);
+            assert_int_equal(kvq_blob_decode(blob, n, &out), KVQ_OK);
+            for (size_t k = 0; k < cnt; k++) assert_true(isfinite(y[k]));
+            free(blob);
+            free(again);
+            free(y);
+            kvq_ctx_free(ctx);
+        }
+}
+
 static void test_conformance(void **state)
 {
     const kvq_codec *c = *state;
@@ -298,6 +337,7 @@ static void test_conformance(void **state)
     check_subnormal(ctx);
     check_nonfinite(c, ctx);
     check_blob_damage(ctx, &adv[2]);
+    check_param_extremes(c, &adv[2]);
     int nr = load_model_samples(real);
     if (!nr) print_message("[  NOTE    ] %s: %s absent, real-tensor checks skipped\n", c->name, MODEL_BIN);
     for (int i = 0; i < nr; i++) check_sample(c, ctx, &real[i]);
