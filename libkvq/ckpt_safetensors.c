@@ -206,17 +206,29 @@ static int jint(const kvq_json *o, const char *key, int def)
     return d >= 0 && d <= INT32_MAX && d == floor(d) ? (int)d : -1;
 }
 
+/* "llama" / "mamba2" from model_type, else from architectures[0]
+ * ("LlamaForCausalLM", "Mamba2ForCausalLM"); NULL when neither says. */
+static const char *hf_model_type(const kvq_json *j)
+{
+    const kvq_json *mt = kvq_json_get(j, "model_type"), *ar = kvq_json_get(j, "architectures");
+    if (mt && mt->type == KVQ_JSON_STRING) return mt->str;
+    if (!ar || ar->type != KVQ_JSON_ARRAY || !ar->n || ar->items[0].type != KVQ_JSON_STRING) return NULL;
+    if (!strncmp(ar->items[0].str, "Llama", 5)) return "llama";
+    if (!strncmp(ar->items[0].str, "Mamba2", 6)) return "mamba2";
+    return ar->items[0].str;
+}
+
 static kvq_err hf_config_json(const kvq_json *j, const char *what, kvq_model_config *c)
 {
-    const kvq_json *mt = kvq_json_get(j, "model_type");
-    KVQ_FAIL_IF(!mt || mt->type != KVQ_JSON_STRING, KVQ_ERR_CORRUPT, "%s: no \"model_type\"", what);
+    const char *type = hf_model_type(j);
+    KVQ_FAIL_IF(!type, KVQ_ERR_CORRUPT, "%s: neither \"model_type\" nor \"architectures\"", what);
     const kvq_json *tie = kvq_json_get(j, "tie_word_embeddings");
     c->dim = jint(j, "hidden_size", 0);
     c->n_layers = jint(j, "num_hidden_layers", 0);
     c->vocab_size = jint(j, "vocab_size", 0);
     c->norm_eps = (float)jnum(j, "rms_norm_eps", 1e-5);
     c->rope_theta = (float)jnum(j, "rope_theta", 10000.0);
-    if (!strcmp(mt->str, "llama")) {
+    if (!strcmp(type, "llama")) {
         c->arch = KVQ_ARCH_LLAMA;
         c->hidden_dim = jint(j, "intermediate_size", 0);
         c->n_heads = jint(j, "num_attention_heads", 0);
@@ -225,7 +237,7 @@ static kvq_err hf_config_json(const kvq_json *j, const char *what, kvq_model_con
         c->seq_len = jint(j, "max_position_embeddings", 0);
         c->rope = KVQ_ROPE_HALF;
         c->shared_classifier = tie && tie->type == KVQ_JSON_BOOL && tie->boolean;
-    } else if (!strcmp(mt->str, "mamba2")) {
+    } else if (!strcmp(type, "mamba2")) {
         c->arch = KVQ_ARCH_MAMBA2;
         c->hidden_dim = jint(j, "expand", 2) * c->dim;
         c->n_heads = jint(j, "num_heads", 0);
@@ -234,7 +246,7 @@ static kvq_err hf_config_json(const kvq_json *j, const char *what, kvq_model_con
         c->seq_len = 0;
         c->shared_classifier = !tie || tie->type != KVQ_JSON_BOOL || tie->boolean;
     } else {
-        return KVQ_ERROR(KVQ_ERR_UNSUPPORTED, "%s: model_type \"%s\" (kvq reads llama and mamba2)", what, mt->str);
+        return KVQ_ERROR(KVQ_ERR_UNSUPPORTED, "%s: model type \"%s\" (kvq reads llama and mamba2)", what, type);
     }
     return kvq_model_config_check(c, what);
 }

@@ -680,6 +680,29 @@ static void test_gguf_rejects(void **state)
     free(img);
 }
 
+static void test_hf_config(void **state)
+{
+    (void)state;
+    kvq_model_config c;
+    const char *by_arch = "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":172,"
+                          "\"num_hidden_layers\":5,\"num_attention_heads\":8,\"vocab_size\":512}";
+    memset(&c, 0, sizeof c);
+    assert_int_equal(kvq_ckpt_hf_config(by_arch, strlen(by_arch), "config.json", &c), KVQ_OK);
+    assert_int_equal(c.arch, KVQ_ARCH_LLAMA);
+    assert_int_equal(c.n_kv_heads, 8); /* defaults to num_attention_heads */
+    assert_int_equal(c.head_size, 8);
+    assert_int_equal(c.rope, KVQ_ROPE_HALF);
+    assert_int_equal(c.shared_classifier, 0);
+    assert_true(c.rope_theta == 10000.0f);
+    const char *gpt = "{\"model_type\":\"gpt2\",\"hidden_size\":64}";
+    assert_int_equal(kvq_ckpt_hf_config(gpt, strlen(gpt), "config.json", &c), KVQ_ERR_UNSUPPORTED);
+    const char *none = "{\"hidden_size\":64}";
+    assert_int_equal(kvq_ckpt_hf_config(none, strlen(none), "config.json", &c), KVQ_ERR_CORRUPT);
+    const char *absurd = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":172,"
+                         "\"num_hidden_layers\":5,\"num_attention_heads\":7,\"vocab_size\":512}";
+    assert_int_equal(kvq_ckpt_hf_config(absurd, strlen(absurd), "config.json", &c), KVQ_ERR_SHAPE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -689,7 +712,7 @@ int main(void)
         cmocka_unit_test(test_quantize_stats),
         cmocka_unit_test(test_quantize_rules_threads), cmocka_unit_test(test_l2c_variants),
         cmocka_unit_test(test_truncation_corruption), cmocka_unit_test(test_gguf_rejects),
-        cmocka_unit_test(test_sharded_safetensors),
+        cmocka_unit_test(test_sharded_safetensors), cmocka_unit_test(test_hf_config),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
