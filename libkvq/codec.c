@@ -285,14 +285,36 @@ static kvq_err widen_f32(const kvq_tensor *src, kvq_tensor *out, float **owned)
     return KVQ_OK;
 }
 
+/* NaN/Inf screening before a codec that cannot represent them.  The scan is
+ * branch-free over fixed blocks (finite ⇔ the exponent field is not all
+ * ones), so it vectorises and costs a fraction of the encode; only a block
+ * that fails is searched for the element to name. */
+#define FINITE_BLOCK 1024 /* values per branch-free scan block */
+
+static int block_nonfinite(const float *x, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        bad |= (uint32_t)((u & 0x7F800000u) == 0x7F800000u);
+    }
+    return bad != 0;
+}
+
 static kvq_err check_finite(const kvq_codec *c, const kvq_tensor *t)
 {
     if (c->flags & KVQ_FLAG_NONFINITE_OK) return KVQ_OK;
     const float *x = t->data;
     size_t n = (size_t)kvq_shape_numel(&t->shape);
-    for (size_t i = 0; i < n; i++)
-        KVQ_FAIL_IF(!isfinite(x[i]), KVQ_ERR_NONFINITE, "%s: element %zu is %g; codec %s takes finite values only",
-                    c->name, i, (double)x[i], c->name);
+    for (size_t b = 0; b < n; b += FINITE_BLOCK) {
+        size_t k = n - b < FINITE_BLOCK ? n - b : FINITE_BLOCK;
+        if (KVQ_LIKELY(!block_nonfinite(x + b, k))) continue;
+        for (size_t i = b; i < b + k; i++)
+            KVQ_FAIL_IF(!isfinite(x[i]), KVQ_ERR_NONFINITE,
+                        "%s: element %zu is %g; codec %s takes finite values only", c->name, i,
+                        (double)x[i], c->name);
+    }
     return KVQ_OK;
 }
 
@@ -358,6 +380,22 @@ kvq_err kvq_ctx_decode_rows(kvq_ctx *ctx, const void *src, size_t n, const kvq_s
     if (!e) memcpy(out, all + r0 * cols, (size_t)((r1 - r0) * cols) * sizeof *out);
     free(all);
     return e;
+}
+
+kvq_err kvq_ctx_payload_parts(kvq_ctx *ctx, const void *src, size_t n, const kvq_shape *s, kvq_codec_parts *out)
+{
+    KVQ_FAIL_IF(!ctx || !s || !out || (!src && n), KVQ_ERR_ARG, "kvq_ctx_payload_parts: NULL argument");
+    KVQ_TRY(kvq_shape_check(s));
+    memset(out, 0, sizeof *out);
+    if (ctx->codec->abi < 2 || !ctx->codec->parts) {
+        out->codes = n;
+        return KVQ_OK;
+    }
+    KVQ_TRY(ctx->codec->parts(ctx->state, src, n, s, out));
+    uint64_t sum = out->codes + out->scales + out->lowrank + out->sparse + out->meta;
+    KVQ_FAIL_IF(sum != n, KVQ_ERR_CORRUPT, "%s: payload parts add up to %llu of %zu bytes", ctx->codec->name,
+                (unsigned long long)sum, n);
+    return KVQ_OK;
 }
 
 /* ---- blobs ----------------------------------------------------------------- */
