@@ -703,7 +703,10 @@ KVQ_API kvq_err kvq_cache_create(const kvq_cache_config *cfg, kvq_cache **out);
 KVQ_API void kvq_cache_free(kvq_cache *c);
 /* kvq_cache_append() : K/V of n_tokens new tokens of one layer, each
  * [n_tokens][n_kv_heads][head_size] f32, copied.  Seals pages as the
- * window overflows.  KVQ_ERR_ARG past max_tokens or for a bad layer. */
+ * window overflows.  KVQ_ERR_ARG past max_tokens or for a bad layer
+ * (nothing appended).  When sealing fails (a codec rejects the page, e.g.
+ * its shape or a NaN), the tokens copied so far stay appended and the
+ * unsealable page stays in the window: kvq_cache_len() tells how many. */
 KVQ_API kvq_err kvq_cache_append(kvq_cache *c, int layer, const float *k, const float *v,
                                  int n_tokens);
 /* kvq_cache_read() : tokens [t0, t1) of a layer into k_out/v_out
@@ -819,7 +822,9 @@ KVQ_API kvq_err kvq_cache_set_tokens(kvq_cache *c, int t0, const int32_t *tokens
 /* kvq_cache_prefix_load() : on an empty cache, fill every layer with the
  * longest stored prefix of tokens[0, n) (which become the cache's token
  * ids); *n_loaded = tokens now held per layer (0 without a store).  The
- * engine starts its forward passes at position *n_loaded. */
+ * engine starts its forward passes at position *n_loaded.  Loaded pages
+ * are appended like new tokens, so they are sealed (re-encoded by this
+ * cache's codecs) as usual, and are not published back to the store. */
 KVQ_API kvq_err kvq_cache_prefix_load(kvq_cache *c, const int32_t *tokens, int n, int *n_loaded);
 
 /* ======================================================================== */
