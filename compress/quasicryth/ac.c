@@ -22,6 +22,7 @@
 #define CTX_MAX_SYMS 4096u          /* PPM list cap per context             */
 #define CTX_LIMIT    60000u         /* PPM count sum before halving         */
 #define CTX_INC      2u             /* PPM count increment                  */
+#define CTX_EXCL_SCAN 64u           /* list entries checked for exclusion   */
 
 /* ---- encoder ------------------------------------------------------------ */
 void qcx_enc_init(qcx_enc *e)
@@ -272,44 +273,61 @@ kvq_err qcx_big_decode(qcx_big *m, qcx_dec *d, uint32_t *s)
  * the encoder and decoder compute identically from the list.  After an
  * escape from the order-2 context, the symbols it listed are excluded from
  * the order-1 one (they cannot be the answer): "exclusion" in PPM terms. */
-static uint32_t mix32(uint32_t k) { return (k * 0x9E3779B1u) >> 18; } /* 14 bits */
+kvq_err qcx_excl_init(qcx_excl *x, const uint32_t n[QCX_NLEV])
+{
+    memset(x, 0, sizeof *x);
+    size_t total = 1; /* dense id 0: the escape key */
+    for (unsigned lv = 1; lv < QCX_NLEV; lv++) {
+        x->base[lv] = (uint32_t)total;
+        total += n[lv];
+    }
+    x->stamp = calloc(total, sizeof *x->stamp);
+    KVQ_FAIL_IF(!x->stamp, KVQ_ERR_NOMEM, "exclusion stamps for %zu symbols", total);
+    return KVQ_OK;
+}
+
+void qcx_excl_free(qcx_excl *x)
+{
+    free(x->stamp);
+    x->stamp = NULL;
+}
+
+static uint32_t dense(const qcx_excl *x, uint32_t k)
+{
+    return x->base[QCX_KEY_LV(k)] + QCX_KEY_IX(k);
+}
 
 void qcx_excl_clear(qcx_excl *x)
 {
-    if (++x->cur == 0) {
-        memset(x->gen, 0, sizeof x->gen);
-        x->cur = 1;
-    }
+    x->cur++; /* one per literal: ≤ 2^30 per block, never wraps */
 }
 
 void qcx_excl_add(qcx_excl *x, const qcx_ctx *c)
 {
-    for (uint32_t i = 0; i < c->n; i++) {
-        uint32_t h = mix32(c->key[i]);
-        while (x->gen[h] == x->cur && x->key[h] != c->key[i]) h = (h + 1) & (QCX_EXCL_SLOTS - 1);
-        x->gen[h] = x->cur;
-        x->key[h] = c->key[i];
-    }
+    for (uint32_t i = 0; i < c->n; i++) x->stamp[dense(x, c->key[i])] = x->cur;
 }
 
 static int excluded(const qcx_excl *x, uint32_t k)
 {
-    if (!x) return 0;
-    for (uint32_t h = mix32(k); x->gen[h] == x->cur; h = (h + 1) & (QCX_EXCL_SLOTS - 1))
-        if (x->key[h] == k) return 1;
-    return 0;
+    return x && x->stamp[dense(x, k)] == x->cur;
+}
+
+/* Exclusion applies to the first CTX_EXCL_SCAN list entries only: lists
+ * stay roughly sorted by count, so that is where the excluded (frequent)
+ * symbols sit, and totals then cost O(CTX_EXCL_SCAN), not O(list). */
+static int excluded_at(const qcx_excl *x, const qcx_ctx *c, uint32_t i)
+{
+    return i < CTX_EXCL_SCAN && excluded(x, c->key[i]);
 }
 
 /* Sum of counts and distinct symbols left after exclusion. */
 static void ctx_totals(const qcx_ctx *c, const qcx_excl *x, uint32_t *sum, uint32_t *n)
 {
-    if (!x) {
-        *sum = c->sum, *n = c->n;
-        return;
-    }
-    *sum = 0, *n = 0;
-    for (uint32_t i = 0; i < c->n; i++)
-        if (!excluded(x, c->key[i])) *sum += c->cnt[i], (*n)++;
+    *sum = c->sum, *n = c->n;
+    if (!x) return;
+    uint32_t lim = c->n < CTX_EXCL_SCAN ? c->n : CTX_EXCL_SCAN;
+    for (uint32_t i = 0; i < lim; i++)
+        if (excluded(x, c->key[i])) *sum -= c->cnt[i], (*n)--;
 }
 
 /* Secondary escape estimation: the escape decision is a binary event coded
@@ -325,35 +343,38 @@ static unsigned see_index(uint32_t n, uint32_t sum)
 int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e,
                    uint32_t s)
 {
+    if (c->n == 0) return 0;
+    /* the escape decision first, from the list's raw shape (O(1)); the
+     * excluded totals are needed only when the symbol is in the list */
+    qcx_small *m = see[see_index(c->n, c->sum)];
+    uint32_t i = 0;
+    while (i < c->n && c->key[i] != s) i++;
+    if (i == c->n) {
+        qcx_small_encode(m, e, 1);
+        return 0;
+    }
+    qcx_small_encode(m, e, 0);
     uint32_t sum, n, cum = 0;
     ctx_totals(c, x, &sum, &n);
-    if (n == 0) return 0;
-    qcx_small *m = see[see_index(n, sum)];
-    for (uint32_t i = 0; i < c->n; i++) {
-        if (excluded(x, c->key[i])) continue;
-        if (c->key[i] == s) {
-            qcx_small_encode(m, e, 0);
-            qcx_enc_code(e, cum, c->cnt[i], sum);
-            return 1;
-        }
-        cum += c->cnt[i];
-    }
-    qcx_small_encode(m, e, 1);
-    return 0;
+    for (uint32_t k = 0; k < i; k++)
+        if (!excluded_at(x, c, k)) cum += c->cnt[k];
+    qcx_enc_code(e, cum, c->cnt[i], sum);
+    return 1;
 }
 
 int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d,
                    uint32_t *s)
 {
-    uint32_t sum, n, cum = 0;
+    if (c->n == 0) return 0;
     unsigned esc;
-    ctx_totals(c, x, &sum, &n);
-    if (n == 0) return 0;
-    qcx_small_decode(see[see_index(n, sum)], d, &esc);
+    qcx_small_decode(see[see_index(c->n, c->sum)], d, &esc);
     if (esc) return 0;
+    uint32_t sum, n, cum = 0;
+    ctx_totals(c, x, &sum, &n);
+    if (n == 0) return -1; /* "hit" with every symbol excluded: corrupt */
     uint32_t t = qcx_dec_target(d, sum);
     for (uint32_t i = 0; i < c->n; i++) {
-        if (excluded(x, c->key[i])) continue;
+        if (excluded_at(x, c, i)) continue;
         if (cum + c->cnt[i] > t) {
             qcx_dec_code(d, cum, c->cnt[i], sum);
             *s = c->key[i];
@@ -361,7 +382,7 @@ int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, q
         }
         cum += c->cnt[i];
     }
-    return 0; /* unreachable: t < sum */
+    return -1; /* unreachable: t < sum */
 }
 
 kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s)

@@ -40,8 +40,14 @@ static kvq_err xz_encode(const uint8_t *src, size_t n, uint32_t preset, kvq_buf 
     size_t cap = lzma_stream_buffer_bound(n);
     KVQ_TRY(kvq_buf_reserve(out, cap));
     size_t pos = 0;
-    lzma_ret r = lzma_easy_buffer_encode(preset, LZMA_CHECK_NONE, NULL, src, n,
-                                         out->p + out->n, &pos, cap);
+    /* the preset's dictionary, shrunk to the input: same output, far less
+     * memory to set up for the small codebook and escape sections */
+    lzma_options_lzma opt;
+    KVQ_FAIL_IF(lzma_lzma_preset(&opt, preset), KVQ_ERR_ARG, "liblzma preset %u", preset);
+    if (opt.dict_size > n) opt.dict_size = n > LZMA_DICT_SIZE_MIN ? (uint32_t)n : LZMA_DICT_SIZE_MIN;
+    lzma_filter filters[2] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
+    lzma_ret r = lzma_stream_buffer_encode(filters, LZMA_CHECK_NONE, NULL, src, n,
+                                           out->p + out->n, &pos, cap);
     KVQ_FAIL_IF(r != LZMA_OK, KVQ_ERR_NOMEM, "liblzma encoder failed (%d)", (int)r);
     out->n += pos;
     return KVQ_OK;

@@ -24,6 +24,7 @@
 #define DIST_BITS_SYMS 32      /* bit lengths of a distance: 1 … 32      */
 #define DIST_OWN_BITS  7       /* bit positions 0 … 6 have own models     */
 #define LEN_SYMS       (QCX_LZ_MAX - QCX_LZ_MIN + 1)
+#define MATCH_SKIPS_O1 1u     /* copied events update order 2 only       */
 #define FAST_INC       24      /* small-model increment (fast adaptation) */
 #define FAST_LIMIT     (1u << 16)
 #define SEE_INC        32      /* escape-model increment                  */
@@ -45,10 +46,11 @@ typedef struct model {
     qcx_big idx[QCX_NLEV];
     qcx_ctx *o1;          /* n_uni + 1 contexts: previous word */
     qcx_ctxmap o2;        /* (word before, previous word)      */
-    qcx_excl *excl;       /* order-2 symbols excluded at order 1 */
+    qcx_excl excl;        /* order-2 symbols excluded at order 1 */
     uint32_t w1, w2;      /* previous words, n_uni = escape/none */
     unsigned l1, l2;      /* previous levels                   */
     unsigned last_match;
+    unsigned skip_o1;     /* the last key came from order 2 or a match */
 } model;
 
 static void model_free(model *m)
@@ -61,7 +63,7 @@ static void model_free(model *m)
     if (m->o1)
         for (uint32_t i = 0; i <= m->n_uni; i++) qcx_ctx_free(&m->o1[i]);
     free(m->o1);
-    free(m->excl);
+    qcx_excl_free(&m->excl);
     qcx_ctxmap_free(&m->o2);
 }
 
@@ -81,8 +83,7 @@ static kvq_err model_init(model *m, const qcx_cb *cb, size_t n_hint)
     for (unsigned i = 0; i < 2 * QCX_SEE_N; i++)
         ok &= (m->see[i / QCX_SEE_N][i % QCX_SEE_N] = qcx_small_create(2, SEE_INC, SEE_LIMIT)) != NULL;
     m->o1 = calloc((size_t)m->n_uni + 1, sizeof *m->o1);
-    m->excl = calloc(1, sizeof *m->excl);
-    if (!ok || !m->o1 || !m->excl) {
+    if (!ok || !m->o1) {
         model_free(m);
         return KVQ_ERROR(KVQ_ERR_NOMEM, "event models");
     }
@@ -90,6 +91,7 @@ static kvq_err model_init(model *m, const qcx_cb *cb, size_t n_hint)
     for (unsigned lv = 1; lv < QCX_NLEV && e == KVQ_OK; lv++)
         e = qcx_big_init(&m->idx[lv], cb->n[lv], IDX_INC, IDX_LIMIT);
     if (e == KVQ_OK) e = qcx_ctxmap_init(&m->o2, n_hint / 4);
+    if (e == KVQ_OK) e = qcx_excl_init(&m->excl, cb->n);
     if (e != KVQ_OK) {
         model_free(m);
         return e;
@@ -113,7 +115,9 @@ static kvq_err fetch_ctx(model *m, qcx_ctx **c2)
 static kvq_err advance(model *m, uint32_t key, qcx_ctx *c2)
 {
     KVQ_TRY(qcx_ctx_update(c2, key));
-    KVQ_TRY(qcx_ctx_update(&m->o1[m->w1], key));
+    /* update exclusion: a key the order-2 context predicted (or a match
+     * copied) leaves the order-1 statistics alone, as in PPM */
+    if (!m->skip_o1) KVQ_TRY(qcx_ctx_update(&m->o1[m->w1], key));
     unsigned lv = QCX_KEY_LV(key);
     uint32_t ix = QCX_KEY_IX(key);
     if (lv == QCX_LV_ESC) {
@@ -143,10 +147,11 @@ static void encode_match(model *m, qcx_enc *e, uint32_t dist, uint32_t len)
 
 static kvq_err encode_literal(model *m, qcx_enc *e, uint32_t key, qcx_ctx *c2)
 {
-    if (qcx_ctx_encode(c2, NULL, m->see[0], e, key)) return KVQ_OK;
-    qcx_excl_clear(m->excl);
-    qcx_excl_add(m->excl, c2);
-    if (qcx_ctx_encode(&m->o1[m->w1], m->excl, m->see[1], e, key)) return KVQ_OK;
+    m->skip_o1 = (unsigned)qcx_ctx_encode(c2, NULL, m->see[0], e, key);
+    if (m->skip_o1) return KVQ_OK;
+    qcx_excl_clear(&m->excl);
+    qcx_excl_add(&m->excl, c2);
+    if (qcx_ctx_encode(&m->o1[m->w1], &m->excl, m->see[1], e, key)) return KVQ_OK;
     unsigned lv = QCX_KEY_LV(key);
     qcx_small_encode(m->lv[m->l1 * QCX_NLEV + m->l2], e, lv);
     if (lv != QCX_LV_ESC) qcx_big_encode(&m->idx[lv], e, QCX_KEY_IX(key));
@@ -180,6 +185,7 @@ kvq_err qcx_events_encode(const qcx_cb *cb, const qcx_words *w, const uint32_t *
         for (size_t j = i; j < i + run && err == KVQ_OK; j++) {
             qcx_ctx *c2 = NULL;
             err = fetch_ctx(&m, &c2);
+            m.skip_o1 = MATCH_SKIPS_O1;
             if (err == KVQ_OK && !mt[i].len) err = encode_literal(&m, &e, keys[j], c2);
             if (err == KVQ_OK && QCX_KEY_LV(keys[j]) == QCX_LV_ESC) err = put_escape(w, tok, esc);
             if (err == KVQ_OK) err = advance(&m, keys[j], c2);
@@ -241,10 +247,15 @@ static kvq_err emit(dstate *s, const qcx_cb *cb, uint32_t key)
 
 static kvq_err decode_literal(model *m, qcx_dec *d, qcx_ctx *c2, uint32_t *key)
 {
-    if (qcx_ctx_decode(c2, NULL, m->see[0], d, key)) return KVQ_OK;
-    qcx_excl_clear(m->excl);
-    qcx_excl_add(m->excl, c2);
-    if (qcx_ctx_decode(&m->o1[m->w1], m->excl, m->see[1], d, key)) return KVQ_OK;
+    int r = qcx_ctx_decode(c2, NULL, m->see[0], d, key);
+    m->skip_o1 = r > 0;
+    if (r == 0) {
+        qcx_excl_clear(&m->excl);
+        qcx_excl_add(&m->excl, c2);
+        r = qcx_ctx_decode(&m->o1[m->w1], &m->excl, m->see[1], d, key);
+    }
+    KVQ_FAIL_IF(r < 0, KVQ_ERR_CORRUPT, "events: a context hit with no symbol left");
+    if (r > 0) return KVQ_OK;
     unsigned lv;
     uint32_t ix = 0;
     KVQ_TRY(qcx_small_decode(m->lv[m->l1 * QCX_NLEV + m->l2], d, &lv));
@@ -283,6 +294,7 @@ static kvq_err decode_loop(model *m, qcx_dec *d, const qcx_cb *cb, dstate *s, ui
         for (uint32_t j = 0; j < len; j++) {
             qcx_ctx *c2;
             KVQ_TRY(fetch_ctx(m, &c2));
+            m->skip_o1 = MATCH_SKIPS_O1;
             if (is_match) keys[n] = keys[n - dist];
             else KVQ_TRY(decode_literal(m, d, c2, &keys[n]));
             KVQ_TRY(emit(s, cb, keys[n]));
@@ -321,7 +333,8 @@ kvq_err qcx_events_decode(const qcx_cb *cb, const uint8_t *ac, size_t ac_n, cons
 
 /* ---- case flags -------------------------------------------------------- */
 typedef struct case_model {
-    uint16_t *f;          /* (CASE_WORDS + 1) × CASE_CLASSES × 2 contexts × 3 */
+    uint16_t *f;          /* (words + 1) × CASE_CLASSES × 2 contexts × 3 */
+    uint32_t words;       /* min(n_uni, CASE_WORDS): words with own contexts */
     uint16_t shared[CASE_CLASSES * 2 * 3];
 } case_model;
 
@@ -354,7 +367,7 @@ typedef struct case_pick {
 static case_pick case_ctx(case_model *cm, uint32_t word, uint32_t n_uni, unsigned cls,
                           unsigned prev_flag)
 {
-    uint32_t wc = word >= n_uni ? CASE_WORDS : (word < CASE_WORDS ? word : CASE_WORDS - 1);
+    uint32_t wc = word >= n_uni ? cm->words : (word < cm->words ? word : cm->words - 1);
     size_t sub = (size_t)cls * 2 + (prev_flag == 2);
     case_pick k;
     k.own = cm->f + ((size_t)wc * CASE_CLASSES * 2 + sub) * 3;
@@ -369,9 +382,10 @@ static void case_learn(case_pick k, unsigned s)
     case_update(k.shared, s);
 }
 
-static kvq_err case_alloc(case_model *cm)
+static kvq_err case_alloc(case_model *cm, uint32_t n_uni)
 {
-    size_t n_ctx = ((size_t)CASE_WORDS + 1) * CASE_CLASSES * 2;
+    cm->words = n_uni < CASE_WORDS ? n_uni : CASE_WORDS;
+    size_t n_ctx = ((size_t)cm->words + 1) * CASE_CLASSES * 2;
     cm->f = malloc(n_ctx * 3 * sizeof *cm->f);
     KVQ_FAIL_IF(!cm->f, KVQ_ERR_NOMEM, "case models");
     case_init(cm->f, n_ctx);
@@ -382,7 +396,7 @@ static kvq_err case_alloc(case_model *cm)
 kvq_err qcx_case_encode(const qcx_cb *cb, const qcx_words *w, kvq_buf *out)
 {
     case_model cm;
-    KVQ_TRY(case_alloc(&cm));
+    KVQ_TRY(case_alloc(&cm, cb->n[QCX_LV_UNI]));
     qcx_enc e;
     qcx_enc_init(&e);
     unsigned prev_flag = 0, cls = 2;
@@ -412,7 +426,7 @@ kvq_err qcx_case_encode(const qcx_cb *cb, const qcx_words *w, kvq_buf *out)
 kvq_err qcx_case_decode(const qcx_cb *cb, const uint8_t *ac, size_t n, qcx_dtext *t)
 {
     case_model cm;
-    KVQ_TRY(case_alloc(&cm));
+    KVQ_TRY(case_alloc(&cm, cb->n[QCX_LV_UNI]));
     qcx_dec d;
     qcx_dec_init(&d, ac, n);
     unsigned prev_flag = 0, cls = 2;

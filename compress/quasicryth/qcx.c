@@ -394,7 +394,8 @@ static kvq_err grow(uint8_t **p, size_t *cap, size_t need)
 }
 
 static kvq_err decode_batches(rstream *s, size_t block, kvq_qcx_write_fn wr, void *wop,
-                              int threads, int list_only, djob *jobs, kvq_qcx_stats *st)
+                              int threads, int list_only, uint64_t limit, djob *jobs,
+                              kvq_qcx_stats *st)
 {
     uint32_t crc = 0;
     for (;;) {
@@ -407,6 +408,9 @@ static kvq_err decode_batches(rstream *s, size_t block, kvq_qcx_write_fn wr, voi
                 end = j->h;
                 break;
             }
+            KVQ_FAIL_IF(j->h.raw > limit - st->in_bytes, KVQ_ERR_DST_TOO_SMALL,
+                        "qcr: block at byte %llu decodes past the %llu-byte output limit",
+                        (unsigned long long)s->off, (unsigned long long)limit);
             KVQ_TRY(grow(&j->in, &j->cap_in, (size_t)j->h.comp));
             if (!list_only) KVQ_TRY(grow(&j->out, &j->cap_out, (size_t)j->h.raw));
             KVQ_TRY(rs_bytes(s, j->in, (size_t)j->h.comp, "a block"));
@@ -427,7 +431,7 @@ static kvq_err decode_batches(rstream *s, size_t block, kvq_qcx_write_fn wr, voi
 }
 
 static kvq_err decompress_impl(kvq_qcx_read_fn rd, void *rop, kvq_qcx_write_fn wr, void *wop,
-                               int threads, int list_only, kvq_qcx_stats *st)
+                               int threads, int list_only, uint64_t limit, kvq_qcx_stats *st)
 {
     kvq_qcx_stats local;
     if (!st) st = &local;
@@ -440,7 +444,7 @@ static kvq_err decompress_impl(kvq_qcx_read_fn rd, void *rop, kvq_qcx_write_fn w
     KVQ_TRY(read_header(&s, &block, st));
     djob *jobs = calloc((size_t)threads, sizeof *jobs);
     KVQ_FAIL_IF(!jobs, KVQ_ERR_NOMEM, "%d block jobs", threads);
-    kvq_err e = decode_batches(&s, block, wr, wop, threads, list_only, jobs, st);
+    kvq_err e = decode_batches(&s, block, wr, wop, threads, list_only, limit, jobs, st);
     st->out_bytes = s.off;
     for (int i = 0; i < threads; i++) {
         free(jobs[i].in);
@@ -453,12 +457,12 @@ static kvq_err decompress_impl(kvq_qcx_read_fn rd, void *rop, kvq_qcx_write_fn w
 kvq_err kvq_qcx_decompress_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx_write_fn wr, void *wop,
                                   int threads, kvq_qcx_stats *st)
 {
-    return decompress_impl(rd, rop, wr, wop, threads, 0, st);
+    return decompress_impl(rd, rop, wr, wop, threads, 0, UINT64_MAX, st);
 }
 
 kvq_err kvq_qcx_list_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx_stats *st)
 {
-    return decompress_impl(rd, rop, NULL, NULL, 1, 1, st);
+    return decompress_impl(rd, rop, NULL, NULL, 1, 1, UINT64_MAX, st);
 }
 
 /* ---- buffer API over the streams ------------------------------------------ */
@@ -504,7 +508,9 @@ kvq_err kvq_qcx_decompress(const void *src, size_t n, void *dst, size_t cap, siz
 {
     KVQ_FAIL_IF(!src || (!dst && cap) || !out_n, KVQ_ERR_ARG, "kvq_qcx_decompress: NULL argument");
     membuf in = {src, NULL, n, 0, 0}, out = {NULL, dst, 0, cap, 0};
-    KVQ_TRY(kvq_qcx_decompress_stream(mem_read, &in, mem_write, &out, threads, NULL));
+    /* the caller's capacity bounds every block before it is decoded, so a
+     * lying header cannot make us allocate more than cap allows */
+    KVQ_TRY(decompress_impl(mem_read, &in, mem_write, &out, threads, 0, cap, NULL));
     *out_n = out.pos;
     return KVQ_OK;
 }

@@ -89,13 +89,15 @@ typedef struct qcx_ctx {
     uint16_t *cnt;
     uint32_t n, cap, sum;
 } qcx_ctx;
-/* Exclusion set: the symbols of the contexts that escaped (two lists of
- * ≤ 4096 symbols each fit at half load). */
-#define QCX_EXCL_SLOTS 16384
+/* Exclusion set: the symbols of the contexts that escaped, as stamps in an
+ * array indexed by a dense symbol id (level base + index). */
 typedef struct qcx_excl {
-    uint32_t key[QCX_EXCL_SLOTS], gen[QCX_EXCL_SLOTS];
+    uint32_t *stamp;
+    uint32_t base[QCX_NLEV];
     uint32_t cur;
 } qcx_excl;
+kvq_err qcx_excl_init(qcx_excl *x, const uint32_t n[QCX_NLEV]);
+void qcx_excl_free(qcx_excl *x);
 void qcx_excl_clear(qcx_excl *x);
 void qcx_excl_add(qcx_excl *x, const qcx_ctx *c);
 /* Escape models per order: QCX_SEE_NB distinct-count buckets × QCX_SEE_SB
@@ -107,7 +109,8 @@ void qcx_excl_add(qcx_excl *x, const qcx_ctx *c);
  * 0 if an escape was coded (or nothing was left to code). */
 int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e,
                    uint32_t s);
-/* Decodes: returns 1 and *s, or 0 for an escape. */
+/* Decodes: returns 1 and *s, 0 for an escape, -1 for an impossible
+ * "hit" (every listed symbol excluded: corrupt input). */
 int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d,
                    uint32_t *s);
 kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s);
