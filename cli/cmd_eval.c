@@ -28,6 +28,7 @@ void report_eval_opts(const report_config *c, kvq_eval_opts *o)
     o->kv_v_spec = c->v;
     o->kv_window = c->window;
     o->kv_page = c->page;
+    o->calib = c->cal;
 }
 
 kvq_err report_candidate(const kvq_model *base, const report_config *c, int threads, kvq_model **out)
@@ -40,6 +41,7 @@ kvq_err report_candidate(const kvq_model *base, const report_config *c, int thre
     q.rules = (const char *const *)c->tensor;
     q.n_rules = (size_t)c->n_tensor;
     q.n_threads = threads;
+    q.calib = c->cal;
     return kvq_model_quantize(base, &q, out, NULL);
 }
 
@@ -120,6 +122,19 @@ int report_load_tokens(const kvq_model *m, const char *model_path, const char *t
     return CLI_EXIT_OK;
 }
 
+int report_load_calib(const kvq_model *m, const char *model_path, const char *tok_path, const char *path,
+                      int max_tokens, int threads, kvq_calib **out)
+{
+    int *tokens = NULL;
+    size_t n = 0;
+    *out = NULL;
+    int rc = report_load_tokens(m, model_path, tok_path, path, &tokens, &n);
+    if (rc) return rc;
+    kvq_err e = kvq_calib_create(m, tokens, n, max_tokens, threads, out);
+    free(tokens);
+    return e ? cli_error(path, e) : CLI_EXIT_OK;
+}
+
 /* ---- the final block ---------------------------------------------------------- */
 
 /* "Maximum", "99.9%  ", "Median ", " 5.0%  ", "Minimum": llama.cpp's labels. */
@@ -197,13 +212,16 @@ static void usage(FILE *f)
             "  --kv-k SPEC        codec for K cache pages    --kv-v SPEC  for V pages\n"
             "  --kv-window W      f32 recent tokens (default %d)\n"
             "  --kv-page P        tokens per encoded page (default %d)\n"
+            "  --calib FILE       calibration text: linear inputs captured from the f32 model feed\n"
+            "                     codecs that learn from activations (fp searches, nupes data-driven)\n"
+            "  --calib-tokens N   calibration tokens kept per linear input (default %d)\n"
             "  --ctx N            tokens per chunk (default min(seq_len, 512))\n"
             "  --chunks N         evaluate the first N chunks only (default all)\n"
             "  --threads N        decoder threads (default 1)\n"
             "  --json             print JSON (schema kvq.report/1) instead of the text block\n"
             "Chunks start from an empty cache with BOS; the second half of each chunk is scored\n"
             "against the f32 model on the same tokens (llama-perplexity's KL-divergence mode).\n",
-            REPORT_DEFAULT_KV_WINDOW, REPORT_DEFAULT_KV_PAGE);
+            REPORT_DEFAULT_KV_WINDOW, REPORT_DEFAULT_KV_PAGE, KVQ_CALIB_TOKENS_DEFAULT);
 }
 
 static int parse_option(eval_args *a, const char *o, const char *v)
@@ -221,6 +239,8 @@ static int parse_option(eval_args *a, const char *o, const char *v)
     else if (!strcmp(o, "--kv-v")) key = "v";
     else if (!strcmp(o, "--kv-window")) key = "window";
     else if (!strcmp(o, "--kv-page")) key = "page";
+    else if (!strcmp(o, "--calib")) key = "calib";
+    else if (!strcmp(o, "--calib-tokens")) key = "calib_tokens";
     else if (!strcmp(o, "--ctx")) bad = cli_parse_int(v, 4, 1L << 20, &a->ctx);
     else if (!strcmp(o, "--chunks")) bad = cli_parse_int(v, 1, 1L << 30, &a->chunks);
     else if (!strcmp(o, "--threads")) bad = cli_parse_int(v, 1, MAX_THREADS, &a->threads);
@@ -281,8 +301,17 @@ static void label_from_args(report_config *c)
 static int run_eval(eval_args *a, kvq_model *base, const int *tokens, size_t n)
 {
     kvq_model *cand = NULL;
+    kvq_calib *cal = NULL;
+    if (a->cfg.calib) {
+        int rc = report_load_calib(base, a->model, a->tok, a->cfg.calib, a->cfg.calib_tokens, (int)a->threads, &cal);
+        if (rc) return rc;
+        a->cfg.cal = cal;
+    }
     kvq_err e = report_candidate(base, &a->cfg, (int)a->threads, &cand);
-    if (e) return cli_error(a->model, e);
+    if (e) {
+        kvq_calib_free(cal);
+        return cli_error(a->model, e);
+    }
     kvq_eval_opts o;
     kvq_eval_opts_init(&o);
     o.ctx = (int)a->ctx;
@@ -298,6 +327,8 @@ static int run_eval(eval_args *a, kvq_model *base, const int *tokens, size_t n)
     if (!e) e = kvq_eval_candidate(b, cand ? cand : base, &o, &row.res);
     kvq_eval_base_free(b);
     kvq_model_free(cand);
+    kvq_calib_free(cal);
+    a->cfg.cal = NULL;
     if (e) return cli_error(a->model, e);
     row.x = report_config_x(&a->cfg, &row.res);
     if (a->json) {

@@ -4,11 +4,14 @@
  * Mirrors llama-quantize (formats-and-engines.md §5): one line per tensor
  *   [ 3/48] blk.0.attn_q.weight - [64, 64], f32 -> q4_0 .. 16.00 KiB -> 2.25 KiB, 4.500 bpw, SQNR 19.3 dB, max|err| 0.0123
  * then totals (model size, quant size, bits per weight) and the count of
- * tensors that needed a fallback type.  A progress bar runs on a terminal.
+ * tensors that needed a fallback type.  --calib FILE runs the f32 model
+ * over that text first (libkvq/calib.c) for codecs that learn from
+ * activations.  A progress bar runs on a terminal.
  * The output format comes from --format or OUT's extension; OUT is written
  * through a temp file and renamed, and an existing OUT is refused unless -f.
  */
 #include "cli.h"
+#include "report.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -24,7 +27,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: kvq quantize IN OUT --codec SPEC [--tensor 'REGEX=SPEC']... [--threads N]\n"
-            "                    [--format kvq|gguf|safetensors] [--tokenizer FILE] [-f]\n"
+            "                    [--format kvq|gguf|safetensors] [--tokenizer FILE]\n"
+            "                    [--calib FILE [--calib-tokens N]] [-f]\n"
             "  IN      llama2.c .bin, GGUF, safetensors (file, directory or index.json) or .kvq\n"
             "  OUT     output; format from --format or the extension (.kvq .gguf .safetensors)\n"
             "  --codec SPEC          codec for every matrix, e.g. q4_0, rtn:bits=4,group=64\n"
@@ -32,7 +36,11 @@ static void usage(FILE *f)
             "                        first match wins); 1-D tensors stay f32 unless a rule names them\n"
             "  --threads N           worker threads (default 1)\n"
             "  --tokenizer FILE      embed this llama2.c tokenizer.bin\n"
-            "  -f, --force           overwrite OUT\n");
+            "  --calib FILE          calibration text (tokenized with the model's tokenizer): the f32\n"
+            "                        model's linear inputs feed codecs that learn from activations\n"
+            "  --calib-tokens N      calibration tokens kept per linear input (default %d)\n"
+            "  -f, --force           overwrite OUT\n",
+            KVQ_CALIB_TOKENS_DEFAULT);
 }
 
 static void progress(void *opaque, size_t done, size_t total)
@@ -93,7 +101,8 @@ static int attach_tokenizer(kvq_model *m, const char *path)
 }
 
 typedef struct {
-    const char *in, *out, *fmt, *tok;
+    const char *in, *out, *fmt, *tok, *calib;
+    long calib_tokens;
     const char *rules[MAX_RULES];
     kvq_quant_opts o;
     int force;
@@ -123,6 +132,11 @@ static int parse_args(int argc, char **argv, args *a)
             a->fmt = argv[++i];
         } else if (!strcmp(s, "--tokenizer") && has) {
             a->tok = argv[++i];
+        } else if (!strcmp(s, "--calib") && has) {
+            a->calib = argv[++i];
+        } else if (!strcmp(s, "--calib-tokens") && has) {
+            if (cli_parse_int(argv[++i], 1, 1L << 20, &a->calib_tokens))
+                return cli_usage_error("quantize", "--calib-tokens takes 1..1048576, got '%s'", argv[i]);
         } else if (s[0] == '-' && s[1]) {
             return cli_usage_error("quantize", "unknown option '%s'", s);
         } else if (!a->in || !a->out) {
@@ -170,7 +184,12 @@ int kvq_cmd_quantize(int argc, char **argv)
     rc = a.tok ? attach_tokenizer(m, a.tok) : CLI_EXIT_OK;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    kvq_calib *cal = NULL;
+    if (!rc && a.calib)
+        rc = report_load_calib(m, a.in, NULL, a.calib, (int)a.calib_tokens, a.o.n_threads, &cal);
+    a.o.calib = cal;
     e = rc ? KVQ_OK : kvq_model_quantize(m, &a.o, &q, &stats);
+    kvq_calib_free(cal);
     if (e) {
         rc = cli_error("quantize", e);
     } else if (!rc) {

@@ -21,10 +21,21 @@
 
 static const char *const out_names[N_OUTPUTS] = {"report.md", "report.json", "pareto.svg"};
 
+#define MAX_CALIBS 8   /* distinct (calibration file, token count) pairs */
+
+/* Calibration data built once per (file, tokens) and shared by rows. */
 typedef struct {
-    const char *model, *tok, *text, *specs, *out;
-    long ctx, chunks, threads;
+    const char *path[MAX_CALIBS];
+    int         tokens[MAX_CALIBS];
+    kvq_calib  *cal[MAX_CALIBS];
+    int         n;
+} calib_cache;
+
+typedef struct {
+    const char *model, *tok, *text, *specs, *out, *calib;
+    long ctx, chunks, threads, calib_tokens;
     int force;
+    calib_cache cc;
 } report_args;
 
 static void usage(FILE *f)
@@ -40,9 +51,11 @@ static void usage(FILE *f)
             "  --ctx N         tokens per chunk (default min(seq_len, 512))\n"
             "  --chunks N      first N chunks only (default all)\n"
             "  --threads N     decoder and quantizer threads (default 1)\n"
+            "  --calib FILE    calibration text for codecs that learn from activations (a line's\n"
+            "                  calib=FILE overrides it); --calib-tokens N rows kept (default %d)\n"
             "  -f              overwrite existing report files\n"
             "example: kvq report model.bin --text valid.txt --specs 'w=q8_0; w=q4_0; kv=rtn:bits=8'\n",
-            DEFAULT_OUT);
+            DEFAULT_OUT, KVQ_CALIB_TOKENS_DEFAULT);
 }
 
 static int parse_args(int argc, char **argv, report_args *a)
@@ -72,6 +85,8 @@ static int parse_args(int argc, char **argv, report_args *a)
         else if (!strcmp(o, "--ctx")) bad = cli_parse_int(v, 4, 1L << 20, &a->ctx);
         else if (!strcmp(o, "--chunks")) bad = cli_parse_int(v, 1, 1L << 30, &a->chunks);
         else if (!strcmp(o, "--threads")) bad = cli_parse_int(v, 1, MAX_THREADS, &a->threads);
+        else if (!strcmp(o, "--calib")) a->calib = v;
+        else if (!strcmp(o, "--calib-tokens")) bad = cli_parse_int(v, 1, 1L << 20, &a->calib_tokens);
         else return cli_usage_error("report", "unknown option %s", o);
         if (bad) return cli_usage_error("report", "bad value '%s' for %s", v, o);
     }
@@ -154,10 +169,34 @@ static void progress(void *user, int done, int total)
     cli_progress((const char *)user, (size_t)done, (size_t)total);
 }
 
-static int run_one(const report_args *a, const kvq_model *base, const kvq_eval_base *b, report_row *row, size_t i,
+/* Sets row->cfg.cal from the line's calib= or --calib (built on first use). */
+static int resolve_calib(report_args *a, const kvq_model *base, report_config *c)
+{
+    const char *path = c->calib ? c->calib : a->calib;
+    int tokens = c->calib_tokens ? c->calib_tokens : (int)a->calib_tokens;
+    calib_cache *cc = &a->cc;
+    c->cal = NULL;
+    if (!path) return CLI_EXIT_OK;
+    for (int k = 0; k < cc->n; k++)
+        if (!strcmp(cc->path[k], path) && cc->tokens[k] == tokens) {
+            c->cal = cc->cal[k];
+            return CLI_EXIT_OK;
+        }
+    if (cc->n == MAX_CALIBS) return cli_usage_error("report", "more than %d distinct calibration sets", MAX_CALIBS);
+    int rc = report_load_calib(base, a->model, a->tok, path, tokens, (int)a->threads, &cc->cal[cc->n]);
+    if (rc) return rc;
+    cc->path[cc->n] = path;
+    cc->tokens[cc->n] = tokens;
+    c->cal = cc->cal[cc->n++];
+    return CLI_EXIT_OK;
+}
+
+static int run_one(report_args *a, const kvq_model *base, const kvq_eval_base *b, report_row *row, size_t i,
                    size_t n)
 {
     kvq_model *cand = NULL;
+    int rc = resolve_calib(a, base, &row->cfg);
+    if (rc) return rc;
     kvq_err e = report_candidate(base, &row->cfg, (int)a->threads, &cand);
     if (e) return cli_error(row->cfg.label, e);
     kvq_eval_opts o;
@@ -197,7 +236,7 @@ static int write_outputs(const report_args *a, const kvq_model *m, report_row *r
     return CLI_EXIT_OK;
 }
 
-static int run_report(const report_args *a, report_row *rows, size_t n)
+static int run_report(report_args *a, report_row *rows, size_t n)
 {
     kvq_model *m = NULL;
     kvq_err e = kvq_model_load(a->model, &m);
@@ -219,6 +258,8 @@ static int run_report(const report_args *a, report_row *rows, size_t n)
     }
     for (size_t i = 0; !rc && i < n; i++) rc = run_one(a, m, b, &rows[i], i, n);
     if (!rc) rc = write_outputs(a, m, rows, n);
+    for (int k = 0; k < a->cc.n; k++) kvq_calib_free(a->cc.cal[k]);
+    for (size_t i = 0; i < n; i++) rows[i].cfg.cal = NULL;
     kvq_eval_base_free(b);
     free(tokens);
     kvq_model_free(m);

@@ -35,6 +35,7 @@ void report_config_free(report_config *c)
     free(c->act);
     free(c->k);
     free(c->v);
+    free(c->calib);
     for (int i = 0; i < c->n_tensor; i++) free(c->tensor[i]);
     report_config_init(c);
 }
@@ -81,15 +82,16 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
     char num[32];
     long n = 0;
     int bad = 0;
-    if (key_is(key, klen, "window") || key_is(key, klen, "page")) {
+    if (key_is(key, klen, "window") || key_is(key, klen, "page") || key_is(key, klen, "calib_tokens")) {
+        int is_win = key_is(key, klen, "window");
         if (vlen == 0 || vlen >= sizeof num) bad = 1;
         else {
             memcpy(num, v, vlen);
             num[vlen] = 0;
-            bad = parse_count(num, key_is(key, klen, "page") ? 1 : 0, &n);
+            bad = parse_count(num, is_win ? 0 : 1, &n);
         }
         if (bad) return snprintf(err, cap, "bad number '%.*s' for %.*s", (int)vlen, v, (int)klen, key), -1;
-        *(key_is(key, klen, "page") ? &c->page : &c->window) = (int)n;
+        *(is_win ? &c->window : key_is(key, klen, "page") ? &c->page : &c->calib_tokens) = (int)n;
         return 0;
     }
     if (vlen == 0) return snprintf(err, cap, "empty value for %.*s", (int)klen, key), -1;
@@ -98,6 +100,7 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
     else if (key_is(key, klen, "k")) bad = set_str(&c->k, v, vlen);
     else if (key_is(key, klen, "v")) bad = set_str(&c->v, v, vlen);
     else if (key_is(key, klen, "kv")) bad = set_str(&c->k, v, vlen) || set_str(&c->v, v, vlen);
+    else if (key_is(key, klen, "calib")) bad = set_str(&c->calib, v, vlen);
     else if (key_is(key, klen, "label")) snprintf(c->label, sizeof c->label, "%.*s", (int)vlen, v);
     else if (key_is(key, klen, "tensor")) {
         if (c->n_tensor == REPORT_MAX_RULES) return snprintf(err, cap, "more than %d tensor rules", REPORT_MAX_RULES), -1;
@@ -105,7 +108,7 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
         bad = set_str(&c->tensor[c->n_tensor], v, vlen);
         if (!bad) c->n_tensor++;
     } else
-        return snprintf(err, cap, "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label)", (int)klen, key), -1;
+        return snprintf(err, cap, "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label, calib, calib_tokens)", (int)klen, key), -1;
     if (bad) return snprintf(err, cap, "out of memory"), -1;
     return 0;
 }

@@ -22,7 +22,8 @@
 /* One candidate.  Grammar of a spec line (docs/report-schema.md):
  *   line  := item (WS item)*            items separated by spaces/tabs
  *   item  := w=SPEC | tensor=REGEX=SPEC | act=SPEC | kv=SPEC | k=SPEC |
- *            v=SPEC | window=N | page=N | label=TEXT
+ *            v=SPEC | window=N | page=N | label=TEXT | calib=FILE |
+ *            calib_tokens=N
  * kv=SPEC sets both k and v.  SPEC is a codec spec (NAME[:K=V,...]).
  * Missing parts stay f32 (the base model's weights, no activation codec,
  * an f32 cache).  The label defaults to the line itself. */
@@ -33,6 +34,11 @@ typedef struct report_config {
     int   n_tensor;
     char *act, *k, *v;                    /* NULL: none / f32              */
     int   window, page;                   /* KV window and page            */
+    char *calib;                          /* calibration text or NULL      */
+    int   calib_tokens;                   /* 0: KVQ_CALIB_TOKENS_DEFAULT   */
+    const kvq_calib *cal;                 /* runtime: data made from calib
+                                             (not owned), used by
+                                             report_candidate / eval_opts */
 } report_config;
 
 /* report_config_init() : an all-f32 config with the eval KV defaults. */
@@ -59,6 +65,11 @@ double report_config_x(const report_config *c, const kvq_eval_result *r);
  * prints errors. */
 int report_load_tokens(const kvq_model *m, const char *model_path, const char *tok_path,
                        const char *text_path, int **tokens, size_t *n);
+/* report_load_calib() : tokens of the text file at `path` (tokenizer as
+ * report_load_tokens) run through m by kvq_calib_create (max_tokens <= 0:
+ * the default).  Returns an exit code; prints errors. */
+int report_load_calib(const kvq_model *m, const char *model_path, const char *tok_path, const char *path,
+                      int max_tokens, int threads, kvq_calib **out);
 /* report_candidate() : *out = the quantized model for c's weights, or NULL
  * when c leaves the weights as they are (use the base).  Returns kvq_err. */
 kvq_err report_candidate(const kvq_model *base, const report_config *c, int threads, kvq_model **out);

@@ -165,17 +165,27 @@ static kvq_err alloc_state(kvq_decoder *d)
     return KVQ_OK;
 }
 
+/* The activation codec of one linear input: per layer when act_layer is
+ * set, else shared by every layer. */
+static kvq_ctx *act_ctx(const kvq_decoder *d, int layer, int which)
+{
+    if (d->opts.act_layer) return d->opts.act_layer[layer * KVQ_LIN__COUNT + which];
+    return d->opts.act[which];
+}
+
 /* Payload scratch for the activation codecs: the largest bound over the
  * linear inputs they see ([1][dim] or [1][hidden_dim]). */
 static kvq_err alloc_act(kvq_decoder *d)
 {
-    for (int i = 0; i < KVQ_LIN__COUNT; i++) {
-        if (!d->opts.act[i]) continue;
+    for (int k = 0; k < (d->cfg.n_layers + 1) * KVQ_LIN__COUNT; k++) {
+        int i = k % KVQ_LIN__COUNT;
+        kvq_ctx *ctx = act_ctx(d, k / KVQ_LIN__COUNT, i);
+        if (!ctx) continue;
         int64_t dims[2] = {1, i == KVQ_LIN_DOWN ? d->cfg.hidden_dim
                               : i == KVQ_LIN_O  ? d->cfg.n_heads * d->cfg.head_size
                                                 : d->cfg.dim};
         kvq_shape s = kvq_shape_make(2, dims);
-        size_t b = kvq_ctx_payload_bound(d->opts.act[i], &s);
+        size_t b = kvq_ctx_payload_bound(ctx, &s);
         if (b > d->act_cap) d->act_cap = b;
     }
     if (!d->act_cap) return KVQ_OK;
@@ -394,7 +404,7 @@ static kvq_err matmul(kvq_decoder *d, const float *x, size_t x_stride, int nb, c
  * linear's codec. */
 static kvq_err act_hook(kvq_decoder *d, int layer, kvq_linear which, float *x, size_t stride, int nb, int n)
 {
-    kvq_ctx *ctx = d->opts.act[which];
+    kvq_ctx *ctx = act_ctx(d, layer, which);
     for (int t = 0; t < nb; t++) {
         float *row = x + (size_t)t * stride;
         if (d->opts.capture) d->opts.capture(d->opts.capture_user, layer, which, row, n);

@@ -52,7 +52,7 @@ static double now_s(void)
 
 /* A decoder whose own cache holds one chunk, with the candidate's hooks. */
 static kvq_err open_decoder(const kvq_model *m, const kvq_eval_opts *o, int ctx, int candidate,
-                            kvq_ctx *const *act, kvq_decoder **out)
+                            kvq_ctx *const *act, kvq_ctx *const *act_layer, kvq_decoder **out)
 {
     const kvq_model_config *c = kvq_model_config_get(m);
     kvq_cache_config cc = kvq_cache_config_default(c->n_layers, c->n_kv_heads, c->head_size, ctx);
@@ -67,6 +67,7 @@ static kvq_err open_decoder(const kvq_model *m, const kvq_eval_opts *o, int ctx,
             cc.page = o->kv_page > 0 ? o->kv_page : DEFAULT_KV_PAGE;
         }
         for (int i = 0; i < KVQ_LIN__COUNT; i++) d.act[i] = act ? act[i] : NULL;
+        d.act_layer = act_layer;
     }
     d.cache_cfg = &cc;
     return kvq_decoder_create(m, &d, out);
@@ -113,7 +114,7 @@ static kvq_err fill_base(kvq_eval_base *b, const int *tokens, const kvq_eval_opt
     kvq_decoder *d = NULL;
     kvq_err e = !b->tokens || !b->logits || !all
                     ? KVQ_ERROR(KVQ_ERR_NOMEM, "eval: out of memory for %zu base logits", nlog)
-                    : open_decoder(b->model, o, b->ctx, 0, NULL, &d);
+                    : open_decoder(b->model, o, b->ctx, 0, NULL, NULL, &d);
     if (!e) {
         memcpy(b->tokens, tokens, ntok * sizeof *b->tokens);
         for (int ci = 0; ci < b->n_chunks; ci++) b->tokens[(size_t)ci * (size_t)b->ctx] = KVQ_TOKEN_BOS;
@@ -212,6 +213,42 @@ static kvq_err open_act(const char *spec, kvq_ctx **act)
     return KVQ_OK;
 }
 
+/* A calibrated activation codec gets one context per (layer, input),
+ * calibrated on that input's captured rows; *out stays NULL for codecs
+ * that learn nothing or when no calibration data is given. */
+static kvq_err open_act_layers(const kvq_model *m, const kvq_eval_opts *o, kvq_ctx ***out)
+{
+    *out = NULL;
+    const kvq_codec *c = NULL;
+    kvq_params p;
+    if (!o->act_spec) return KVQ_OK;
+    KVQ_TRY(kvq_spec_parse(o->act_spec, &c, &p));
+    if (!c->calibrate) return KVQ_OK;
+    KVQ_FAIL_IF(!o->calib && (c->flags & KVQ_FLAG_NEEDS_CALIB), KVQ_ERR_ARG,
+                "eval: activation codec %s needs calibration data (--calib FILE)", c->name);
+    if (!o->calib) return KVQ_OK;
+    int n = (kvq_model_config_get(m)->n_layers + 1) * KVQ_LIN__COUNT;
+    kvq_ctx **a = calloc((size_t)n, sizeof *a);
+    KVQ_FAIL_IF(!a, KVQ_ERR_NOMEM, "eval: out of memory");
+    *out = a;
+    for (int k = 0; k < n; k++) {
+        kvq_tensor x;
+        kvq_err e = kvq_calib_input(o->calib, k / KVQ_LIN__COUNT, (kvq_linear)(k % KVQ_LIN__COUNT), &x);
+        if (e == KVQ_ERR_NOT_FOUND) continue;
+        KVQ_TRY(e);
+        KVQ_TRY(kvq_ctx_create_params(c, &p, &a[k]));
+        KVQ_TRY(kvq_ctx_calibrate(a[k], &x));
+    }
+    return KVQ_OK;
+}
+
+static void free_act_layers(const kvq_model *m, kvq_ctx **a)
+{
+    int n = (kvq_model_config_get(m)->n_layers + 1) * KVQ_LIN__COUNT;
+    for (int k = 0; a && k < n; k++) kvq_ctx_free(a[k]);
+    free(a);
+}
+
 /* Scores every chunk of the candidate into acc. */
 static kvq_err score_chunks(const kvq_eval_base *b, kvq_decoder *d, const kvq_eval_opts *o, kvq_eval_acc *acc)
 {
@@ -245,8 +282,10 @@ kvq_err kvq_eval_candidate(const kvq_eval_base *b, const kvq_model *cand, const 
     kvq_ctx *act[KVQ_LIN__COUNT] = {NULL};
     kvq_decoder *d = NULL;
     kvq_eval_acc *acc = NULL;
+    kvq_ctx **act_layer = NULL;
     kvq_err e = open_act(o->act_spec, act);
-    if (!e) e = open_decoder(cand, o, b->ctx, 1, act, &d);
+    if (!e) e = open_act_layers(cand, o, &act_layer);
+    if (!e) e = open_decoder(cand, o, b->ctx, 1, act, act_layer, &d);
     if (!e) e = kvq_eval_acc_create(&acc);
     if (!e) e = score_chunks(b, d, o, acc);
     if (!e) e = kvq_eval_summarize(acc, &r->s);
@@ -258,6 +297,7 @@ kvq_err kvq_eval_candidate(const kvq_eval_base *b, const kvq_model *cand, const 
     kvq_eval_acc_free(acc);
     kvq_decoder_free(d);
     for (int i = 0; i < KVQ_LIN__COUNT; i++) kvq_ctx_free(act[i]);
+    free_act_layers(cand, act_layer);
     return e;
 }
 

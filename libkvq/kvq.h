@@ -466,6 +466,12 @@ typedef struct kvq_quant_opts {
     /* Called (serialised, any thread) after each tensor; may be NULL. */
     void      (*progress)(void *opaque, size_t done, size_t total);
     void       *opaque;
+    /* ---- appended fields (zero = off) ---------------------------------- */
+    /* Calibration inputs (section "calibration"): a weight whose codec has
+     * a calibrate() gets kvq_ctx_calibrate(ctx, X) with X = the captured
+     * inputs of its linear layer before it is encoded; a codec flagged
+     * KVQ_FLAG_NEEDS_CALIB fails (KVQ_ERR_ARG) without them. */
+    const struct kvq_calib *calib;
 } kvq_quant_opts;
 
 /* kvq_model_quantize() : encode every weight of `in` into a new model.
@@ -570,6 +576,12 @@ typedef struct kvq_decoder_opts {
                                         input; NULL entries: none; not owned       */
     kvq_act_capture_fn capture;      /* NULL: no capture                         */
     void *capture_user;
+    /* ---- appended fields (zero = off) ---------------------------------- */
+    /* Per-layer activation codecs, [(n_layers + 1) * KVQ_LIN__COUNT]
+     * indexed layer * KVQ_LIN__COUNT + which (layer n_layers: KVQ_LIN_CLS);
+     * when set it replaces act[]; NULL entries: none; not owned.  Lets a
+     * codec calibrated on one layer's inputs serve that layer only. */
+    kvq_ctx *const *act_layer;
 } kvq_decoder_opts;
 
 /* kvq_decoder_opts_init() : zeroes (1 thread, f32 cache, no hooks). */
@@ -917,6 +929,12 @@ typedef struct kvq_eval_opts {
     /* progress(user, chunks done, chunks total); may be NULL. */
     void (*progress)(void *user, int done, int total);
     void *user;
+    /* ---- appended fields (zero = off) ---------------------------------- */
+    /* Calibration inputs for the activation codec: when act_spec names a
+     * codec with a calibrate(), one context per (layer, linear input) is
+     * made and calibrated on that input's captured rows (KVQ_FLAG_NEEDS_CALIB
+     * codecs fail with KVQ_ERR_ARG without them). */
+    const struct kvq_calib *calib;
 } kvq_eval_opts;
 
 typedef struct kvq_eval_result {
@@ -957,6 +975,60 @@ KVQ_API kvq_err kvq_eval_candidate(const kvq_eval_base *b, const kvq_model *cand
  * Every weight of the model counts in bpw. */
 KVQ_API kvq_err kvq_eval_run(const kvq_model *base, const kvq_model *cand, const int *tokens, size_t n,
                              const kvq_eval_opts *o, kvq_eval_result *r);
+
+
+/* ======================================================================== */
+/*  Section: calibration  (libkvq/calib.c)                                  */
+/* ======================================================================== */
+/* Calibration data for codecs that learn from activations (LLM-FP4's
+ * searches, NUPES data-driven, GPTQ-like methods): the f32 decoder runs
+ * over calibration tokens and the input rows X (tokens x in) of every
+ * linear layer are captured through the decoder's activation hook
+ * (quant-methods.md §0 "layer reconstruction": every layer sees the
+ * full-precision model's inputs, no error propagation).
+ *
+ * Use:
+ *     kvq_calib *cal;
+ *     kvq_calib_create(model, tokens, n, 512, threads, &cal);
+ *     kvq_quant_opts o = {.spec = "fp:search=paper", .calib = cal, ...};
+ *     kvq_model_quantize(model, &o, &q, NULL);    // calibrate() per weight
+ *     kvq_eval_opts e; ...; e.calib = cal;      // per-layer act codecs
+ *     kvq_calib_free(cal);
+ * A codec's calibrate() then receives X of its weight's layer as one
+ * [tokens][in] f32 sample and may accumulate H = XᵀX (quant_common.h
+ * kvq_gram_*) to score a candidate Ŵ by the layer-output error
+ * ‖XWᵀ − XŴᵀ‖² = Σ_rows (w − ŵ) H (w − ŵ)ᵀ.
+ * Memory is bounded: at most max_tokens rows per linear input
+ * (≈ max_tokens · 4 · Σ widths bytes; 512 tokens of llama-4.6M ≈ 19 MB). */
+#define KVQ_CALIB_TOKENS_DEFAULT 512
+typedef struct kvq_calib kvq_calib;
+
+/* kvq_calib_create() : runs m's weights as stored (f32 cache, no activation
+ * codecs) over the first min(n, max_tokens) of tokens[n] (BOS first, as
+ * the evaluator's streams), in pieces of at most seq_len tokens that each
+ * start at position 0 with BOS in front; captures every linear input
+ * including the classifier's.  max_tokens <= 0: KVQ_CALIB_TOKENS_DEFAULT.
+ * Llama models only.  *out holds copies (m may be freed first).
+ * Free with kvq_calib_free(). */
+KVQ_API kvq_err kvq_calib_create(const kvq_model *m, const int *tokens, size_t n, int max_tokens, int threads,
+                                 kvq_calib **out);
+KVQ_API void kvq_calib_free(kvq_calib *c);                      /* NULL-safe */
+/* kvq_calib_tokens() : rows captured per linear input. */
+KVQ_API int kvq_calib_tokens(const kvq_calib *c);
+/* kvq_calib_input() : X of linear input `which` of `layer` (layer =
+ * n_layers for KVQ_LIN_CLS) as a [tokens][width] f32 view owned by c.
+ * KVQ_ERR_ARG for a bad layer/which. */
+KVQ_API kvq_err kvq_calib_input(const kvq_calib *c, int layer, kvq_linear which, kvq_tensor *x);
+/* kvq_calib_for_weight() : X read by a weight, by canonical name:
+ * blk.N.attn_{q,k,v} -> QKV, attn_output -> O, ffn_{gate,up} -> GATEUP,
+ * ffn_down -> DOWN, output.weight (token_embd.weight when the classifier
+ * is shared) -> CLS.  KVQ_ERR_NOT_FOUND for weights that read no linear
+ * input (norms, an untied embedding). */
+KVQ_API kvq_err kvq_calib_for_weight(const kvq_calib *c, const char *name, kvq_tensor *x);
+/* kvq_calib_weight_slot() : the (layer, which) a weight name reads, as
+ * above; KVQ_ERR_NOT_FOUND otherwise.  Pure. */
+KVQ_API kvq_err kvq_calib_weight_slot(const kvq_model_config *cfg, const char *name, int *layer,
+                                      kvq_linear *which);
 
 
 /* ======================================================================== */

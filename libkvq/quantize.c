@@ -16,7 +16,8 @@
  * large and small tensors balance; results land in per-tensor slots and
  * the output model is assembled in model order on the calling thread.
  * Encoding with the codecs f32/f16/bf16 stores plain dtype weights (their
- * payload is exactly that storage).
+ * payload is exactly that storage).  With calibration data (libkvq/calib.c)
+ * a codec that has calibrate() is first fed its weight's layer inputs X.
  */
 #include "model_internal.h"
 
@@ -109,13 +110,31 @@ static void choose(const job *j, const kvq_weight *w, const kvq_codec **c, kvq_p
 }
 
 /* ---- one tensor ------------------------------------------------------------ */
-static kvq_err encode_with(const kvq_codec *c, const kvq_params *p, const kvq_tensor *src, result *r)
+/* The calibration sample of weight w for codec c: *x = its linear input
+ * when calibration data is given and c learns from it; x->data NULL when
+ * none applies.  A codec that needs calibration fails without it. */
+static kvq_err calib_sample(const job *j, const kvq_weight *w, const kvq_codec *c, kvq_tensor *x)
+{
+    memset(x, 0, sizeof *x);
+    if (!c->calibrate) return KVQ_OK;
+    kvq_err e = j->opts->calib ? kvq_calib_for_weight(j->opts->calib, w->name, x) : KVQ_ERR_NOT_FOUND;
+    if (e == KVQ_ERR_NOT_FOUND) {
+        x->data = NULL;
+        KVQ_FAIL_IF(c->flags & KVQ_FLAG_NEEDS_CALIB, KVQ_ERR_ARG,
+                    "codec %s needs calibration data (--calib FILE) for this tensor", c->name);
+        return KVQ_OK;
+    }
+    return e;
+}
+
+static kvq_err encode_with(const kvq_codec *c, const kvq_params *p, const kvq_tensor *cal, const kvq_tensor *src,
+                           result *r)
 {
     kvq_ctx *ctx;
     KVQ_TRY(kvq_ctx_create_params(c, p, &ctx));
     size_t cap = kvq_ctx_payload_bound(ctx, &src->shape), n = 0;
-    kvq_err e = KVQ_OK;
-    if (!cap && kvq_shape_numel(&src->shape))
+    kvq_err e = cal && cal->data ? kvq_ctx_calibrate(ctx, cal) : KVQ_OK;
+    if (!e && !cap && kvq_shape_numel(&src->shape))
         e = KVQ_ERROR(KVQ_ERR_SHAPE, "codec %s cannot encode this shape", c->name);
     uint8_t *buf = e ? NULL : malloc(cap ? cap : 1);
     if (!e && !buf) e = KVQ_ERROR(KVQ_ERR_NOMEM, "out of memory for %zu bytes", cap);
@@ -178,12 +197,14 @@ static kvq_err do_tensor(job *j, size_t i)
         c = kvq_codec_find("f32");
         p = kvq_params_default(c);
     }
-    kvq_tensor src = kvq_tensor_view(KVQ_DTYPE_F32, x, w->shape.ndim, w->shape.dim);
-    if (!e) e = encode_with(c, &p, &src, r);
+    kvq_tensor src = kvq_tensor_view(KVQ_DTYPE_F32, x, w->shape.ndim, w->shape.dim), cal;
+    if (!e) e = calib_sample(j, w, c, &cal);
+    if (!e) e = encode_with(c, &p, &cal, &src, r);
     if (e == KVQ_ERR_SHAPE && c != j->fb_c) {
         snprintf(st->note, sizeof st->note, "fell back to %s: %s", j->fb_c->name, kvq_last_error_detail());
         st->fallback = 1;
-        e = encode_with(j->fb_c, &j->fb_p, &src, r);
+        e = calib_sample(j, w, j->fb_c, &cal);
+        if (!e) e = encode_with(j->fb_c, &j->fb_p, &cal, &src, r);
     }
     if (!e) e = measure(w, x, r, st);
     if (e) kvq_error_prefix(w->name);

@@ -1,0 +1,198 @@
+/*
+ * calib.c — calibration data for codecs that learn from activations
+ * (quant-methods.md §0 "layer reconstruction", §1.4 "calibration data",
+ * §2.3 data-driven NUPES).
+ *
+ * The f32 model runs over calibration tokens once; the decoder's capture
+ * hook copies each linear input row (QKV, O, GATEUP, DOWN per layer, and
+ * the classifier's input) into a per-input matrix X [tokens][width].  As in
+ * LLM-FP4's released code, every layer is later calibrated on the
+ * full-precision model's inputs (no sequential error propagation).  Rows
+ * stop being kept after max_tokens, so memory is bounded up front.
+ *
+ * Weight names map onto linear inputs by the canonical GGUF-style names
+ * (kvq.h "models"): blk.N.attn_{q,k,v}.weight read QKV of layer N, and so
+ * on; the classifier (output.weight, or token_embd.weight when tied) reads
+ * the final-norm output.
+ */
+#include "kvq_internal.h"
+
+#include <stdlib.h>
+
+#define CALIB_NAME_MAX 64   /* longest suffix compared in a weight name */
+
+struct kvq_calib {
+    kvq_model_config cfg;
+    int     max_tokens;     /* rows kept per input                        */
+    int     n_slots;        /* (n_layers + 1) · KVQ_LIN__COUNT              */
+    int    *rows;           /* [n_slots] rows captured                    */
+    int    *width;          /* [n_slots] values per row (0: unused slot)  */
+    float **x;              /* [n_slots] [max_tokens][width]              */
+    kvq_err err;            /* first capture error                        */
+};
+
+static int slot_width(const kvq_model_config *c, int layer, kvq_linear which)
+{
+    if (layer == c->n_layers) return which == KVQ_LIN_CLS ? c->dim : 0;
+    switch (which) {
+    case KVQ_LIN_QKV:
+    case KVQ_LIN_GATEUP: return c->dim;
+    case KVQ_LIN_O: return c->n_heads * c->head_size;
+    case KVQ_LIN_DOWN: return c->hidden_dim;
+    case KVQ_LIN_CLS:
+    case KVQ_LIN__COUNT: break;
+    }
+    return 0;
+}
+
+static void capture(void *user, int layer, kvq_linear which, const float *x, int n)
+{
+    kvq_calib *c = user;
+    if (layer < 0 || layer > c->cfg.n_layers || (int)which < 0 || which >= KVQ_LIN__COUNT) return;
+    int s = layer * KVQ_LIN__COUNT + (int)which;
+    if (!c->x[s] || c->rows[s] >= c->max_tokens) return;
+    if (n != c->width[s]) {
+        if (!c->err)
+            c->err = KVQ_ERROR(KVQ_ERR_SHAPE, "calib: layer %d input %d has %d values, expected %d", layer,
+                               (int)which, n, c->width[s]);
+        return;
+    }
+    memcpy(c->x[s] + (size_t)c->rows[s] * (size_t)n, x, (size_t)n * sizeof *x);
+    c->rows[s]++;
+}
+
+static kvq_err alloc_slots(kvq_calib *c)
+{
+    c->n_slots = (c->cfg.n_layers + 1) * KVQ_LIN__COUNT;
+    c->rows = calloc((size_t)c->n_slots, sizeof *c->rows);
+    c->width = calloc((size_t)c->n_slots, sizeof *c->width);
+    c->x = calloc((size_t)c->n_slots, sizeof *c->x);
+    KVQ_FAIL_IF(!c->rows || !c->width || !c->x, KVQ_ERR_NOMEM, "calib: out of memory");
+    for (int s = 0; s < c->n_slots; s++) {
+        c->width[s] = slot_width(&c->cfg, s / KVQ_LIN__COUNT, (kvq_linear)(s % KVQ_LIN__COUNT));
+        if (!c->width[s]) continue;
+        c->x[s] = malloc((size_t)c->max_tokens * (size_t)c->width[s] * sizeof(float));
+        KVQ_FAIL_IF(!c->x[s], KVQ_ERR_NOMEM, "calib: out of memory for %d x %d calibration rows", c->max_tokens,
+                    c->width[s]);
+    }
+    return KVQ_OK;
+}
+
+/* Runs the model over the first `want` tokens in pieces of seq_len, each
+ * from position 0 with BOS first (the evaluator's convention). */
+static kvq_err run(kvq_calib *c, kvq_decoder *d, const int *tokens, size_t want)
+{
+    int piece = c->cfg.seq_len;
+    float *logits = malloc((size_t)piece * (size_t)c->cfg.vocab_size * sizeof *logits);
+    int *buf = malloc((size_t)piece * sizeof *buf);
+    kvq_err e = !logits || !buf ? KVQ_ERROR(KVQ_ERR_NOMEM, "calib: out of memory") : KVQ_OK;
+    for (size_t off = 0; !e && off < want; off += (size_t)piece) {
+        int len = want - off < (size_t)piece ? (int)(want - off) : piece;
+        memcpy(buf, tokens + off, (size_t)len * sizeof *buf);
+        buf[0] = KVQ_TOKEN_BOS;
+        e = kvq_decoder_reset(d);
+        if (!e) e = kvq_decoder_forward_seq(d, buf, len, 0, logits);
+        if (!e && c->err) e = c->err;
+    }
+    free(logits);
+    free(buf);
+    return e;
+}
+
+kvq_err kvq_calib_create(const kvq_model *m, const int *tokens, size_t n, int max_tokens, int threads,
+                         kvq_calib **out)
+{
+    KVQ_FAIL_IF(!m || !tokens || !out, KVQ_ERR_ARG, "kvq_calib_create: NULL argument");
+    *out = NULL;
+    const kvq_model_config *cfg = kvq_model_config_get(m);
+    KVQ_FAIL_IF(cfg->arch != KVQ_ARCH_LLAMA, KVQ_ERR_UNSUPPORTED, "calib: only Llama models are calibrated");
+    KVQ_FAIL_IF(n < 2, KVQ_ERR_ARG, "calib: %zu calibration tokens (need at least 2)", n);
+    kvq_calib *c = calloc(1, sizeof *c);
+    KVQ_FAIL_IF(!c, KVQ_ERR_NOMEM, "calib: out of memory");
+    c->cfg = *cfg;
+    c->max_tokens = max_tokens > 0 ? max_tokens : KVQ_CALIB_TOKENS_DEFAULT;
+    size_t want = n < (size_t)c->max_tokens ? n : (size_t)c->max_tokens;
+    kvq_decoder_opts o;
+    kvq_decoder_opts_init(&o);
+    o.threads = threads;
+    o.capture = capture;
+    o.capture_user = c;
+    kvq_decoder *d = NULL;
+    kvq_err e = alloc_slots(c);
+    if (!e) e = kvq_decoder_create(m, &o, &d);
+    if (!e) e = run(c, d, tokens, want);
+    kvq_decoder_free(d);
+    if (e) {
+        kvq_calib_free(c);
+        return e;
+    }
+    *out = c;
+    return KVQ_OK;
+}
+
+void kvq_calib_free(kvq_calib *c)
+{
+    if (!c) return;
+    for (int s = 0; c->x && s < c->n_slots; s++) free(c->x[s]);
+    free(c->x);
+    free(c->rows);
+    free(c->width);
+    free(c);
+}
+
+int kvq_calib_tokens(const kvq_calib *c)
+{
+    return c ? c->rows[KVQ_LIN_QKV] : 0;
+}
+
+kvq_err kvq_calib_input(const kvq_calib *c, int layer, kvq_linear which, kvq_tensor *x)
+{
+    KVQ_FAIL_IF(!c || !x, KVQ_ERR_ARG, "kvq_calib_input: NULL argument");
+    KVQ_FAIL_IF(layer < 0 || layer > c->cfg.n_layers || (int)which < 0 || which >= KVQ_LIN__COUNT, KVQ_ERR_ARG,
+                "calib: no linear input %d of layer %d", (int)which, layer);
+    int s = layer * KVQ_LIN__COUNT + (int)which;
+    KVQ_FAIL_IF(!c->x[s] || !c->rows[s], KVQ_ERR_NOT_FOUND, "calib: nothing captured for input %d of layer %d",
+                (int)which, layer);
+    int64_t dims[2] = {c->rows[s], c->width[s]};
+    *x = kvq_tensor_view(KVQ_DTYPE_F32, c->x[s], 2, dims);
+    return KVQ_OK;
+}
+
+/* Linear weight suffixes after "blk.N." and the input each reads. */
+static const struct {
+    const char *suffix;
+    kvq_linear  which;
+} lin_names[] = {
+    {"attn_q.weight", KVQ_LIN_QKV},     {"attn_k.weight", KVQ_LIN_QKV},  {"attn_v.weight", KVQ_LIN_QKV},
+    {"attn_output.weight", KVQ_LIN_O},  {"ffn_gate.weight", KVQ_LIN_GATEUP},
+    {"ffn_up.weight", KVQ_LIN_GATEUP},  {"ffn_down.weight", KVQ_LIN_DOWN},
+};
+
+kvq_err kvq_calib_weight_slot(const kvq_model_config *cfg, const char *name, int *layer, kvq_linear *which)
+{
+    KVQ_FAIL_IF(!cfg || !name || !layer || !which, KVQ_ERR_ARG, "kvq_calib_weight_slot: NULL argument");
+    if (!strcmp(name, "output.weight") || (cfg->shared_classifier && !strcmp(name, "token_embd.weight"))) {
+        *layer = cfg->n_layers;
+        *which = KVQ_LIN_CLS;
+        return KVQ_OK;
+    }
+    int l = -1, used = 0;
+    if (sscanf(name, "blk.%d.%n", &l, &used) == 1 && used > 0 && l >= 0 && l < cfg->n_layers &&
+        strlen(name + used) < CALIB_NAME_MAX)
+        for (size_t i = 0; i < sizeof lin_names / sizeof lin_names[0]; i++)
+            if (!strcmp(name + used, lin_names[i].suffix)) {
+                *layer = l;
+                *which = lin_names[i].which;
+                return KVQ_OK;
+            }
+    return KVQ_ERROR(KVQ_ERR_NOT_FOUND, "calib: weight %s reads no linear input", name);
+}
+
+kvq_err kvq_calib_for_weight(const kvq_calib *c, const char *name, kvq_tensor *x)
+{
+    KVQ_FAIL_IF(!c, KVQ_ERR_ARG, "kvq_calib_for_weight: NULL calibration");
+    int layer;
+    kvq_linear which;
+    KVQ_TRY(kvq_calib_weight_slot(&c->cfg, name, &layer, &which));
+    return kvq_calib_input(c, layer, which, x);
+}
