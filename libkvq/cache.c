@@ -485,6 +485,19 @@ static void attn_values(const attn_job *j, const float *restrict v, int t0, int 
     }
 }
 
+/* A codec's fused kernel over the encoded page holding tokens [t, t+n). */
+static kvq_err fused_page(kvq_cache *c, cache_layer *L, const attn_job *j, int t, int n, int side)
+{
+    const cache_page *pg = &L->pages[t / c->cfg.page];
+    const uint8_t *payload = L->buf[side].p + pg->off[side];
+    kvq_shape s = page_shape(c);
+    if (side == SIDE_K)
+        return L->fused[side]->qk(L->ctx[side], payload, pg->len[side], &s, j->q, j->n_heads, j->group, n,
+                                  j->att + t, j->stride);
+    return L->fused[side]->pv(L->ctx[side], payload, pg->len[side], &s, j->att + t, j->n_heads, j->group, n,
+                              j->stride, j->out);
+}
+
 /* One pass over [0, n_ctx) in token order: scores (side K) or values (V).
  * Sealed tokens come page by page (or from the decoded copy in one
  * stretch), the rest from the window. */
@@ -497,9 +510,15 @@ static kvq_err attn_pass(kvq_cache *c, int layer, const attn_job *j, int n_ctx, 
         step(j, L->dec[side], 0, sealed);
     } else {
         for (int t = 0; t < sealed; t += P) {
+            int n = sealed - t < P ? sealed - t : P;
+            const kvq_page_attn_i *f = L->fused[side];
+            if (f && (side == SIDE_K ? f->qk != NULL : f->pv != NULL) && L->pages[t / P].owner == CACHE_PAGE_CODEC) {
+                KVQ_TRY(fused_page(c, L, j, t, n, side));
+                continue;
+            }
             const float *pk, *pv;
             KVQ_TRY(page_rows(c, layer, t / P, side, &pk, &pv));
-            step(j, side == SIDE_K ? pk : pv, t, sealed - t < P ? sealed - t : P);
+            step(j, side == SIDE_K ? pk : pv, t, n);
         }
     }
     if (n_ctx > sealed) step(j, L->win[side], sealed, n_ctx - sealed);

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "kvq.h"
+#include "cache_internal.h" /* the fused-attention slot test */
 
 #define N_LAYERS 3
 #define N_KV 2
@@ -577,6 +578,46 @@ static void test_prefix_store_hooks(void **state)
     kvq_cache_free(b);
 }
 
+/* A fused K kernel (decode + the documented loop) plugged into the slot:
+ * it must be called for every encoded page and give identical results. */
+static int g_qk_calls;
+static kvq_err test_qk(kvq_ctx *ctx, const void *payload, size_t n, const kvq_shape *s, const float *q, int n_heads,
+                       int group, int n_tok, float *scores, size_t stride)
+{
+    float k[16 * KV_DIM];
+    assert_true(s->dim[0] <= 16);
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, k, 3, s->dim);
+    kvq_err e = kvq_ctx_decode_payload(ctx, payload, n, &t);
+    if (e) return e;
+    for (int h = 0; h < n_heads; h++)
+        for (int tt = 0; tt < n_tok; tt++) {
+            float sc = 0.0f;
+            for (int i = 0; i < HS; i++) sc += q[h * HS + i] * k[tt * KV_DIM + (h / group) * HS + i];
+            scores[(size_t)h * stride + (size_t)tt] = sc / sqrtf((float)HS);
+        }
+    g_qk_calls++;
+    return KVQ_OK;
+}
+
+static void test_fused_hook(void **state)
+{
+    (void)state;
+    static const kvq_page_attn_i fused = {.qk = test_qk, .pv = NULL};
+    kvq_cache *c = make_cache(3, 8, "f32", "f32", 0);
+    for (int l = 0; l < N_LAYERS; l++) c->layers[l].fused[0] = &fused;
+    g_qk_calls = 0;
+    run_steps(c, MAX_TOK, g_out_b);
+    kvq_cache *base = make_cache(0, 1, NULL, NULL, 0);
+    run_steps(base, MAX_TOK, g_out_a);
+    kvq_cache_free(base);
+    assert_memory_equal(g_out_a, g_out_b, sizeof g_out_a);
+    /* Step t attends over floor(sealed/8) pages; 7 pages sealed by the end. */
+    int expect = 0;
+    for (int t = 1; t <= MAX_TOK; t++) expect += (t >= 11 ? (t - 3) / 8 : 0);
+    assert_int_equal(g_qk_calls, N_LAYERS * expect);
+    kvq_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -590,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_depth_policy_hooks),
         cmocka_unit_test(test_depth_policy_counts),
         cmocka_unit_test(test_prefix_store_hooks),
+        cmocka_unit_test(test_fused_hook),
     };
     return cmocka_run_group_tests(tests, setup_data, NULL);
 }
