@@ -161,7 +161,7 @@ KVQ_API char *kvq_shape_format(const kvq_shape *s, char *buf, size_t cap);
 /* ======================================================================== */
 /*  Codecs                                                                  */
 /* ======================================================================== */
-#define KVQ_CODEC_ABI 1
+#define KVQ_CODEC_ABI 2      /* 2: `parts` appended */
 #define KVQ_MAX_PARAMS 16
 
 /* Domains a codec serves (bit set). */
@@ -216,7 +216,20 @@ typedef struct kvq_params {
  * fini      : release anything init/calibrate allocated; NULL if none.
  * decode_rows (optional, NULL if absent): rows [r0, r1) of a tensor of
  *             shape s into out[(r1-r0) * cols]; lets the decoder
- *             dequantize a weight block by block inside a matmul. */
+ *             dequantize a weight block by block inside a matmul.
+ * parts     (abi >= 2, optional): split the n bytes of a payload of shape s
+ *             by component (the fields of kvq_codec_parts sum to n), so a
+ *             KV cache reports scales, outliers and factors apart from the
+ *             codes; without it every byte counts as codes. */
+/* Bytes of one payload by component (cache-methods.md §0 accounting). */
+typedef struct kvq_codec_parts {
+    uint64_t codes;             /* quantized values                        */
+    uint64_t scales;            /* scales, zero points, norms               */
+    uint64_t lowrank;           /* low-rank factors                         */
+    uint64_t sparse;            /* outlier values and their indices         */
+    uint64_t meta;              /* headers, counts                          */
+} kvq_codec_parts;
+
 typedef struct kvq_codec {
     unsigned          abi;
     const char       *name;
@@ -237,6 +250,7 @@ typedef struct kvq_codec {
     void    (*fini)(void *st);
     kvq_err (*decode_rows)(void *st, const void *src, size_t n, const kvq_shape *s,
                            int64_t r0, int64_t r1, float *out);
+    kvq_err (*parts)(void *st, const void *src, size_t n, const kvq_shape *s, kvq_codec_parts *out);
 } kvq_codec;
 
 /* Registry look-ups.  kvq_codec_at(i) walks the registry (NULL past the
@@ -298,6 +312,10 @@ KVQ_API kvq_err kvq_ctx_decode_payload(kvq_ctx *ctx, const void *src, size_t n, 
  * decode_rows when present, else decodes whole and copies. */
 KVQ_API kvq_err kvq_ctx_decode_rows(kvq_ctx *ctx, const void *src, size_t n, const kvq_shape *s,
                                     int64_t r0, int64_t r1, float *out);
+/* kvq_ctx_payload_parts() : a payload's bytes by component (the codec's
+ * `parts`, or everything as codes when it has none). */
+KVQ_API kvq_err kvq_ctx_payload_parts(kvq_ctx *ctx, const void *src, size_t n, const kvq_shape *s,
+                                      kvq_codec_parts *out);
 
 /* ---- self-describing blobs (FORMAT.md §1) ------------------------------ */
 typedef struct kvq_blob_info {

@@ -19,4 +19,9 @@ extern const kvq_codec kvq_codec_rtn;
 extern const kvq_codec kvq_codec_q8_0;
 extern const kvq_codec kvq_codec_q4_0;
 
+/* quant/kivi.c : KIVI per-channel keys / per-token values (id 50) */
+extern const kvq_codec kvq_codec_kivi;
+/* compress/gear.c : GEAR quantized backbone + sparse + low rank (id 51) */
+extern const kvq_codec kvq_codec_gear;
+
 #endif
