@@ -340,6 +340,11 @@ static unsigned see_index(uint32_t n, uint32_t sum)
     return nb * QCX_SEE_SB + sb;
 }
 
+void qcx_ctx_encode_escape(const qcx_ctx *c, qcx_small *const *see, qcx_enc *e)
+{
+    if (c->n) qcx_small_encode(see[see_index(c->n, c->sum)], e, 1);
+}
+
 int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e,
                    uint32_t s)
 {

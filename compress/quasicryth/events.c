@@ -51,6 +51,8 @@ typedef struct model {
     unsigned l1, l2;      /* previous levels                   */
     unsigned last_match;
     unsigned skip_o1;     /* the last key came from order 2 or a match */
+    uint64_t *seen;       /* encoder: (word, key) pairs ever added at order 1 */
+    size_t seen_mask, seen_used;
 } model;
 
 static void model_free(model *m)
@@ -64,6 +66,7 @@ static void model_free(model *m)
         for (uint32_t i = 0; i <= m->n_uni; i++) qcx_ctx_free(&m->o1[i]);
     free(m->o1);
     qcx_excl_free(&m->excl);
+    free(m->seen);
     qcx_ctxmap_free(&m->o2);
 }
 
@@ -110,6 +113,52 @@ static kvq_err fetch_ctx(model *m, qcx_ctx **c2)
     return KVQ_OK;
 }
 
+/* ---- encoder-only set of (word, key) pairs at order 1 ---------------------
+ * A superset of what the order-1 lists hold, so "absent here" is certain
+ * and the encoder codes the escape without scanning a long list. */
+#define SEEN_MIN 4096
+#define SEEN_TAG (1ull << 63)
+
+static uint64_t pair_key(uint32_t w, uint32_t key) { return ((uint64_t)w << 32 | key) | SEEN_TAG; }
+
+static size_t pair_slot(uint64_t k, size_t mask)
+{
+    k ^= k >> 29;
+    k *= 0xbf58476d1ce4e5b9ull;
+    return (size_t)(k ^ (k >> 32)) & mask;
+}
+
+static int seen_has(const model *m, uint64_t k)
+{
+    for (size_t h = pair_slot(k, m->seen_mask); m->seen[h]; h = (h + 1) & m->seen_mask)
+        if (m->seen[h] == k) return 1;
+    return 0;
+}
+
+static kvq_err seen_add(model *m, uint64_t k)
+{
+    if ((m->seen_used + 1) * 2 > m->seen_mask + 1) {
+        size_t cap = (m->seen_mask + 1) * 2;
+        uint64_t *t = calloc(cap, sizeof *t);
+        KVQ_FAIL_IF(!t, KVQ_ERR_NOMEM, "context pair set of %zu", cap);
+        for (size_t i = 0; i <= m->seen_mask; i++) {
+            if (!m->seen[i]) continue;
+            size_t h = pair_slot(m->seen[i], cap - 1);
+            while (t[h]) h = (h + 1) & (cap - 1);
+            t[h] = m->seen[i];
+        }
+        free(m->seen);
+        m->seen = t;
+        m->seen_mask = cap - 1;
+    }
+    size_t h = pair_slot(k, m->seen_mask);
+    for (; m->seen[h]; h = (h + 1) & m->seen_mask)
+        if (m->seen[h] == k) return KVQ_OK;
+    m->seen[h] = k;
+    m->seen_used++;
+    return KVQ_OK;
+}
+
 /* After an event (coded or copied): learn it in the word contexts, then
  * shift the word and level history. */
 static kvq_err advance(model *m, uint32_t key, qcx_ctx *c2)
@@ -117,7 +166,10 @@ static kvq_err advance(model *m, uint32_t key, qcx_ctx *c2)
     KVQ_TRY(qcx_ctx_update(c2, key));
     /* update exclusion: a key the order-2 context predicted (or a match
      * copied) leaves the order-1 statistics alone, as in PPM */
-    if (!m->skip_o1) KVQ_TRY(qcx_ctx_update(&m->o1[m->w1], key));
+    if (!m->skip_o1) {
+        KVQ_TRY(qcx_ctx_update(&m->o1[m->w1], key));
+        if (m->seen) KVQ_TRY(seen_add(m, pair_key(m->w1, key)));
+    }
     unsigned lv = QCX_KEY_LV(key);
     uint32_t ix = QCX_KEY_IX(key);
     if (lv == QCX_LV_ESC) {
@@ -151,7 +203,8 @@ static kvq_err encode_literal(model *m, qcx_enc *e, uint32_t key, qcx_ctx *c2)
     if (m->skip_o1) return KVQ_OK;
     qcx_excl_clear(&m->excl);
     qcx_excl_add(&m->excl, c2);
-    if (qcx_ctx_encode(&m->o1[m->w1], &m->excl, m->see[1], e, key)) return KVQ_OK;
+    if (!seen_has(m, pair_key(m->w1, key))) qcx_ctx_encode_escape(&m->o1[m->w1], m->see[1], e);
+    else if (qcx_ctx_encode(&m->o1[m->w1], &m->excl, m->see[1], e, key)) return KVQ_OK;
     unsigned lv = QCX_KEY_LV(key);
     qcx_small_encode(m->lv[m->l1 * QCX_NLEV + m->l2], e, lv);
     if (lv != QCX_LV_ESC) qcx_big_encode(&m->idx[lv], e, QCX_KEY_IX(key));
@@ -170,6 +223,12 @@ kvq_err qcx_events_encode(const qcx_cb *cb, const qcx_words *w, const uint32_t *
 {
     model m;
     KVQ_TRY(model_init(&m, cb, n));
+    m.seen = calloc(SEEN_MIN, sizeof *m.seen);
+    m.seen_mask = SEEN_MIN - 1;
+    if (!m.seen) {
+        model_free(&m);
+        return KVQ_ERROR(KVQ_ERR_NOMEM, "context pair set");
+    }
     qcx_enc e;
     qcx_enc_init(&e);
     kvq_err err = KVQ_OK;

@@ -40,9 +40,11 @@ static double multi_alpha(unsigned i)
 size_t qcx_tiling_mech(double alpha, double theta, size_t nw, int merge_ss, uint8_t *tiles)
 {
     size_t n = 0, covered = 0;
+    double b = floor(theta); /* floor(kα + θ), carried from the previous k */
     for (size_t k = 0; covered < nw; k++) {
-        double a = floor((double)(k + 1) * alpha + theta), b = floor((double)k * alpha + theta);
+        double a = floor((double)(k + 1) * alpha + theta);
         int is_l = (a - b) >= 0.5;
+        b = a;
         if (is_l && covered + 2 > nw) is_l = 0; /* L would overrun: S, then stop */
         tiles[n++] = is_l ? QCX_TL_L : QCX_TL_S;
         covered += is_l ? 2u : 1u;

@@ -109,6 +109,8 @@ void qcx_excl_add(qcx_excl *x, const qcx_ctx *c);
  * 0 if an escape was coded (or nothing was left to code). */
 int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e,
                    uint32_t s);
+/* Codes an escape from c for a symbol known to be absent (no list scan). */
+void qcx_ctx_encode_escape(const qcx_ctx *c, qcx_small *const *see, qcx_enc *e);
 /* Decodes: returns 1 and *s, 0 for an escape, -1 for an impossible
  * "hit" (every listed symbol excluded: corrupt input). */
 int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d,
