@@ -13,8 +13,11 @@ static const kvq_codec *const codecs[] = {
     &kvq_codec_rtn,
     &kvq_codec_q8_0,
     &kvq_codec_q4_0,
+    &kvq_codec_bfp,
+    &kvq_codec_mxint8,
     &kvq_codec_kivi,
     &kvq_codec_gear,
+    &kvq_codec_gptq,
 };
 
 #define N_CODECS (sizeof codecs / sizeof codecs[0])

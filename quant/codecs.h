@@ -19,9 +19,16 @@ extern const kvq_codec kvq_codec_rtn;
 extern const kvq_codec kvq_codec_q8_0;
 extern const kvq_codec kvq_codec_q4_0;
 
+/* quant/bfp.c : block floating point and its OCP MXINT8 preset (ids 40-41) */
+extern const kvq_codec kvq_codec_bfp;
+extern const kvq_codec kvq_codec_mxint8;
+
 /* quant/kivi.c : KIVI per-channel keys / per-token values (id 50) */
 extern const kvq_codec kvq_codec_kivi;
 /* compress/gear.c : GEAR quantized backbone + sparse + low rank (id 51) */
 extern const kvq_codec kvq_codec_gear;
+
+/* quant/gptq.c : GPTQ b-bit group weights (id 71) */
+extern const kvq_codec kvq_codec_gptq;
 
 #endif
