@@ -46,6 +46,7 @@ double report_config_x(const report_config *c, const kvq_eval_result *r)
 {
     if (report_config_weights_changed(c)) return r->bpw_q;
     if (c->k || c->v) return r->kv_bits_per_value;
+    if (c->act) return r->act_bits_per_value;
     return 32.0;
 }
 
@@ -207,14 +208,15 @@ void rb_free(report_buf *b)
 
 const char *report_group_name(int group)
 {
-    static const char *const names[REPORT_N_GROUPS] = {"f32", "weights", "kv"};
+    static const char *const names[REPORT_N_GROUPS] = {"f32", "weights", "kv", "act"};
     return group >= 0 && group < REPORT_N_GROUPS ? names[group] : "?";
 }
 
 static int config_group(const report_config *c)
 {
     if (report_config_weights_changed(c)) return REPORT_GROUP_WEIGHTS;
-    return c->k || c->v || c->act ? REPORT_GROUP_KV : REPORT_GROUP_BASE;
+    if (c->k || c->v) return REPORT_GROUP_KV;
+    return c->act ? REPORT_GROUP_ACT : REPORT_GROUP_BASE;
 }
 
 /* Rows of group a and b are compared when equal or either is the base. */
@@ -326,6 +328,8 @@ static void json_run(report_buf *b, const report_row *row)
     json_key_num(b, "bits_per_value", r->kv_bits_per_value, 0);
     json_key_num(b, "ratio_vs_f32", r->kv_ratio_f32, 0);
     json_key_num(b, "ratio_vs_f16", r->kv_ratio_f16, 1);
+    rb_printf(b, "},\n     \"activations\": {");
+    json_key_num(b, "bits_per_value", r->act_bits_per_value, 1);
     rb_printf(b, "},\n     ");
     json_key_num(b, "x_bits_per_value", row->x, 0);
     json_key_num(b, "scored_tokens", (double)s->n, 0);
@@ -428,23 +432,24 @@ void report_markdown(report_buf *b, const report_meta *m, const report_row *rows
     rb_printf(b, "- every run is teacher-forced on the same tokens as the f32 model; KL divergence is exact\n"
                  "  (full softmax, f32 base logits); chunks start empty with BOS, second half scored\n"
                  "  (llama-perplexity); sizes are measured bytes\n\n");
-    rb_printf(b, "| config | bits/weight | KV bits/value | KV vs f16 | PPL | ln(PPL(Q)/PPL(base)) | mean KLD | "
+    rb_printf(b, "| config | bits/weight | KV bits/value | KV vs f16 | act bits/value | PPL | ln(PPL(Q)/PPL(base)) | mean KLD | "
                  "median KLD | 99%% KLD | max KLD | same top | RMS Δp | Pareto |\n");
-    rb_printf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n");
+    rb_printf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n");
     for (size_t i = 0; i < n; i++) {
         const kvq_eval_result *r = &rows[i].res;
         const kvq_eval_summary *s = &r->s;
-        rb_printf(b, "| `%s` | %.3f | %.3f | %.2fx | %.4f ± %.4f | %.5f ± %.5f | %.6f ± %.6f | %.6f | %.6f | %.6f "
+        rb_printf(b, "| `%s` | %.3f | %.3f | %.2fx | %.3f | %.4f ± %.4f | %.5f ± %.5f | %.6f ± %.6f | %.6f | %.6f | %.6f "
                      "| %.2f%% | %.3f%% | %s |\n",
-                  rows[i].cfg.label, r->bpw_q, r->kv_bits_per_value, r->kv_ratio_f16, s->ppl_q, s->ppl_q_unc,
+                  rows[i].cfg.label, r->bpw_q, r->kv_bits_per_value, r->kv_ratio_f16, r->act_bits_per_value, s->ppl_q, s->ppl_q_unc,
                   s->ln_ratio, s->ln_ratio_unc, s->kld_mean, s->kld_unc, s->kld_pct[5], s->kld_pct[2], s->kld_pct[0],
                   100.0 * s->same_top, 100.0 * s->dp_rms, rows[i].pareto ? "yes" : "");
     }
     if (r0) rb_printf(b, "\nBase (f32) perplexity: %.4f ± %.4f.\n", r0->s.ppl_base, r0->s.ppl_base_unc);
     rb_printf(b, "\n![bits per value vs mean KL divergence](pareto.svg)\n\n"
-                 "x: bits per weight for configs that change weights, else KV bits per value (32 for f32);\n"
+                 "x: bits per weight for configs that change weights, else KV bits per value, else the\n"
+                 "activation codec's bits per value (32 for f32); one frontier per group;\n"
                  "y: mean KL divergence (log scale; error bars ± one standard error; KL = 0 drawn at the\n"
-                 "bottom edge).  The red line joins the Pareto-optimal configs.\n");
+                 "bottom edge).  Lines join the Pareto-optimal configs of each group.\n");
 }
 
 /* ---- SVG Pareto plot ------------------------------------------------------------ */
@@ -530,13 +535,13 @@ static void svg_axes(report_buf *b, const plot *p)
         svg_text(b, xl - 8, Y + 4, "end", 12, t);
     }
     svg_text(b, (xl + xr) / 2, SVG_H - 28, "middle", 13,
-             "bits per value (bits/weight when weights change, else KV bits/value)");
+             "bits per value (bits/weight, else KV bits/value, else activation bits/value)");
     rb_printf(b, "<text x=\"22\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\" "
                  "transform=\"rotate(-90 22 %.1f)\">mean KL divergence vs f32 (nats, log scale)</text>\n",
               (yt + yb) / 2, (yt + yb) / 2);
 }
 
-static const char *const group_color[REPORT_N_GROUPS] = {"#7f7f7f", "#d62728", "#2ca02c"};
+static const char *const group_color[REPORT_N_GROUPS] = {"#7f7f7f", "#d62728", "#2ca02c", "#9467bd"};
 
 /* Indices of group g's frontier (with the baseline) by increasing x, then y. */
 static size_t frontier(const report_row *rows, size_t n, int g, size_t *idx)
@@ -656,7 +661,8 @@ void report_svg(report_buf *b, const report_meta *m, const report_row *rows, siz
     snprintf(title, sizeof title, "kvq report: %s, mean KL divergence vs bits per value", base_name(m->model_path));
     svg_text(b, SVG_W / 2, 28, "middle", 16, title);
     svg_text(b, SVG_W / 2, 44, "middle", 11,
-             "frontiers: red = weight codecs (x = bits/weight), green = KV/activation codecs (x = KV bits/value)");
+             "frontiers: red = weights (x = bits/weight), green = KV cache (x = KV bits/value), "
+             "purple = activations (x = codec bits/value)");
     svg_text(b, SVG_W / 2, 57, "middle", 11, "blue: dominated; white: KL = 0, drawn at the axis floor; bars: ± 1 s.e.");
     svg_axes(b, &p);
     svg_points(b, &p, rows, n);

@@ -57,7 +57,8 @@ int report_config_check(const report_config *c, char *err, size_t cap);
 /* report_config_weights_changed() : 1 when w or tensor rules are set. */
 int report_config_weights_changed(const report_config *c);
 /* report_config_x() : the Pareto plot's x: bits per weight when the config
- * sets weights, else KV bits per value when it sets K/V codecs, else 32. */
+ * sets weights, else KV bits per value when it sets K/V codecs, else the
+ * activation codec's bits per value when it sets one, else 32. */
 double report_config_x(const report_config *c, const kvq_eval_result *r);
 
 /* report_load_tokens() : tokenizer (-z path or the model's own) and the
@@ -107,7 +108,7 @@ typedef struct report_row {
 /* Frontier groups: bits per weight and KV bits per value are different
  * axes, so configs are compared within their group; the all-f32 baseline
  * belongs to every group. */
-enum { REPORT_GROUP_BASE = 0, REPORT_GROUP_WEIGHTS = 1, REPORT_GROUP_KV = 2, REPORT_N_GROUPS = 3 };
+enum { REPORT_GROUP_BASE = 0, REPORT_GROUP_WEIGHTS = 1, REPORT_GROUP_KV = 2, REPORT_GROUP_ACT = 3, REPORT_N_GROUPS = 4 };
 const char *report_group_name(int group);
 /* report_mark_pareto() : sets rows[i].group, and rows[i].pareto for the
  * points that no row of the same group (or the baseline) beats on both x

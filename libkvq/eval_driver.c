@@ -201,6 +201,22 @@ static kvq_err measure(const kvq_eval_base *b, const kvq_model *cand, kvq_decode
     return KVQ_OK;
 }
 
+/* Bits per value of the activation codec over one row of every Llama
+ * linear input (QKV, O, GATEUP: dim; DOWN: hidden_dim; CLS: dim). */
+static double act_bits(const kvq_model *m, kvq_ctx *const *act)
+{
+    const kvq_model_config *c = kvq_model_config_get(m);
+    static const kvq_linear kinds[] = {KVQ_LIN_QKV, KVQ_LIN_O, KVQ_LIN_GATEUP, KVQ_LIN_DOWN, KVQ_LIN_CLS};
+    double bytes = 0, values = 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        int64_t dims[2] = {1, kinds[i] == KVQ_LIN_DOWN ? c->hidden_dim : c->dim};
+        kvq_shape s = kvq_shape_make(2, dims);
+        bytes += act[kinds[i]] ? (double)kvq_ctx_payload_bound(act[kinds[i]], &s) : F32_BYTES * (double)dims[1];
+        values += (double)dims[1];
+    }
+    return values > 0 ? 8.0 * bytes / values : 0;
+}
+
 static kvq_err open_act(const char *spec, kvq_ctx **act)
 {
     for (int i = 0; spec && i < KVQ_LIN__COUNT; i++) {
@@ -290,6 +306,7 @@ kvq_err kvq_eval_candidate(const kvq_eval_base *b, const kvq_model *cand, const 
     if (!e) e = score_chunks(b, d, o, acc);
     if (!e) e = kvq_eval_summarize(acc, &r->s);
     if (!e) e = measure(b, cand, d, r);
+    if (!e) r->act_bits_per_value = act_bits(cand, act);
     r->ctx = b->ctx;
     r->n_chunks = b->n_chunks;
     r->n_text_tokens = b->n_text_tokens;

@@ -968,6 +968,12 @@ typedef struct kvq_eval_result {
     double   kv_ratio_f32, kv_ratio_f16; /* f32 / f16 bytes over measured   */
     double   kv_bits_per_value;
     double   seconds;
+    double   act_bits_per_value; /* activation codec: 8·Σ payload bytes /
+                                    Σ values for one row of each Llama
+                                    linear input (the codec's bound, which
+                                    is its size for fixed-rate codecs;
+                                    activations are never stored); 32
+                                    without an activation codec         */
 } kvq_eval_result;
 
 /* kvq_eval_opts_init() : zeroes (ctx from the model, all chunks). */

@@ -167,7 +167,8 @@ static void test_config_parse(void **state)
 
 /* ---- rows ------------------------------------------------------------------- */
 
-static report_row g_rows[5];
+#define N_ROWS 6
+static report_row g_rows[N_ROWS];
 
 /* label, weights?, kv?, x, mean KLD */
 static void make_row(report_row *r, const char *cfg, double x, double kld)
@@ -195,17 +196,18 @@ static int setup_rows(void **state)
     make_row(&g_rows[2], "w=q4_0", 4.5, 0.07);
     make_row(&g_rows[3], "w=rtn:bits=4 label=rtn4\"quoted\\", 4.5, 0.09); /* dominated by q4_0 */
     make_row(&g_rows[4], "kv=rtn:bits=8", 9.0, 2e-3);                 /* kv group: own frontier */
+    make_row(&g_rows[5], "act=q8_0", 8.5, 3e-3);                      /* act group */
     /* "w=f32" changes weights in the grammar; make the baseline a base row. */
     free(g_rows[0].cfg.w);
     g_rows[0].cfg.w = NULL;
-    report_mark_pareto(g_rows, 5);
+    report_mark_pareto(g_rows, N_ROWS);
     return 0;
 }
 
 static int teardown_rows(void **state)
 {
     (void)state;
-    for (int i = 0; i < 5; i++) report_config_free(&g_rows[i].cfg);
+    for (int i = 0; i < N_ROWS; i++) report_config_free(&g_rows[i].cfg);
     return 0;
 }
 
@@ -222,6 +224,14 @@ static void test_pareto(void **state)
     /* kv row at 9.0 bits is worse than w=q8_0 on both axes, but the groups
      * are not compared: it stays on the KV frontier. */
     assert_int_equal(g_rows[4].pareto, 1);
+    assert_int_equal(g_rows[5].group, REPORT_GROUP_ACT);
+    assert_int_equal(g_rows[5].pareto, 1);
+    assert_string_equal(report_group_name(REPORT_GROUP_ACT), "act");
+    kvq_eval_result r = {.bpw_q = 4.5, .kv_bits_per_value = 9, .act_bits_per_value = 8.5};
+    assert_true(report_config_x(&g_rows[2].cfg, &r) == 4.5);
+    assert_true(report_config_x(&g_rows[4].cfg, &r) == 9);
+    assert_true(report_config_x(&g_rows[5].cfg, &r) == 8.5);
+    assert_true(report_config_x(&g_rows[0].cfg, &r) == 32);
 }
 
 static void test_json(void **state)
@@ -229,7 +239,7 @@ static void test_json(void **state)
     (void)state;
     report_meta m = {.model_path = "models/x.bin", .text_path = "t\\ext.txt", .model = NULL, .threads = 2};
     report_buf b = {0};
-    report_json(&b, &m, g_rows, 5);
+    report_json(&b, &m, g_rows, N_ROWS);
     assert_false(b.oom);
     assert_true(json_valid(b.p));
     assert_non_null(strstr(b.p, "\"schema\": \"kvq.report/1\""));
@@ -240,7 +250,7 @@ static void test_json(void **state)
     /* Non-finite numbers become null and the document stays valid. */
     g_rows[2].res.s.ppl_ratio = INFINITY;
     report_buf b2 = {0};
-    report_json(&b2, &m, g_rows, 5);
+    report_json(&b2, &m, g_rows, N_ROWS);
     g_rows[2].res.s.ppl_ratio = 0;
     assert_true(json_valid(b2.p));
     assert_non_null(strstr(b2.p, "\"ratio\": null"));
@@ -260,16 +270,17 @@ static void test_svg(void **state)
     (void)state;
     report_meta m = {.model_path = "models/x.bin", .text_path = "t.txt"};
     report_buf a = {0}, b = {0};
-    report_svg(&a, &m, g_rows, 5);
-    report_svg(&b, &m, g_rows, 5);
+    report_svg(&a, &m, g_rows, N_ROWS);
+    report_svg(&b, &m, g_rows, N_ROWS);
     assert_false(a.oom);
     assert_int_equal(a.n, b.n);
     assert_memory_equal(a.p, b.p, a.n); /* deterministic */
     assert_true(!strncmp(a.p, "<?xml", 5));
     assert_true(!strcmp(a.p + a.n - 7, "</svg>\n"));
-    assert_int_equal(count(a.p, "<circle"), 5);
-    /* Two frontiers: weights (q4_0, q8_0, f32) and KV (kv8, f32). */
-    assert_int_equal(count(a.p, "<polyline"), 2);
+    assert_int_equal(count(a.p, "<circle"), N_ROWS);
+    /* Three frontiers: weights (q4_0, q8_0, f32), KV (kv8, f32), act (a8, f32). */
+    assert_int_equal(count(a.p, "<polyline"), 3);
+    assert_non_null(strstr(a.p, "<polyline fill=\"none\" stroke=\"#9467bd\""));
     const char *red = strstr(a.p, "<polyline fill=\"none\" stroke=\"#d62728\"");
     assert_non_null(red);
     const char *pts = strstr(red, "points=\"") + 8;
@@ -293,8 +304,8 @@ static void test_markdown(void **state)
     (void)state;
     report_meta m = {.model_path = "models/x.bin", .text_path = "t.txt"};
     report_buf b = {0};
-    report_markdown(&b, &m, g_rows, 5);
-    assert_int_equal(count(b.p, "\n| `"), 5);
+    report_markdown(&b, &m, g_rows, N_ROWS);
+    assert_int_equal(count(b.p, "\n| `"), N_ROWS);
     assert_non_null(strstr(b.p, "| `w=q4_0` | 4.500 |"));
     assert_non_null(strstr(b.p, "(pareto.svg)"));
     rb_free(&b);
