@@ -309,7 +309,9 @@ static void json_config(report_buf *b, const report_config *c)
     json_key_str(b, "k", c->k, 0);
     json_key_str(b, "v", c->v, 0);
     json_key_num(b, "window", c->window, 0);
-    json_key_num(b, "page", c->page, 1);
+    json_key_num(b, "page", c->page, 0);
+    json_key_str(b, "calib", c->calib, 0);
+    json_key_num(b, "calib_tokens", c->calib_tokens, 1);
     rb_printf(b, "}");
 }
 
