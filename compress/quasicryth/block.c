@@ -29,9 +29,10 @@
 #define CB_RAW_SLACK   (1u << 20)
 #define LZ_MIN_LEN     4u           /* shortest LZ77 match the encoder takes */
 
+/* xz effort by level: sections (codebook, escapes) and binary blocks */
 static uint32_t lzma_preset_for(int level)
 {
-    return level >= 7 ? (9u | LZMA_PRESET_EXTREME) : level >= 4 ? 9u : 6u;
+    return level >= 6 ? (9u | LZMA_PRESET_EXTREME) : level >= 4 ? 9u : 6u;
 }
 
 /* xz-compresses src into out (appending); returns KVQ_OK or an error. */
