@@ -18,6 +18,11 @@
 
 #define MAX_THREADS 256
 #define MAX_TEXT_BYTES ((size_t)1 << 31)  /* refuse absurd text files   */
+#define READ_STEP ((size_t)64 << 10)     /* bytes per fread of the text    */
+#define READ_INITIAL ((size_t)1 << 20)    /* first text buffer size         */
+#define MIN_CTX_ARG 4                     /* --ctx: ctx/2 must leave a scored token */
+#define MAX_CTX_ARG (1L << 20)            /* --ctx upper bound (seq_len limits it)  */
+#define MAX_CHUNKS_ARG (1L << 30)         /* --chunks upper bound           */
 #define MIN_TOKENS_FOR_BLOCK 100          /* llama.cpp prints the final
                                              block from 100 tokens on   */
 
@@ -54,8 +59,8 @@ static char *read_text(const char *path, size_t *n)
     char *buf = NULL;
     size_t cap = 0, len = 0, got;
     do {
-        if (len + 65536 + 1 > cap) {
-            cap = cap ? cap * 2 : 1 << 20;
+        if (len + READ_STEP + 1 > cap) {
+            cap = cap ? cap * 2 : READ_INITIAL;
             char *nb = cap <= MAX_TEXT_BYTES ? realloc(buf, cap) : NULL;
             if (!nb) {
                 free(buf);
@@ -64,7 +69,7 @@ static char *read_text(const char *path, size_t *n)
             }
             buf = nb;
         }
-        got = fread(buf + len, 1, 65536, f);
+        got = fread(buf + len, 1, READ_STEP, f);
         len += got;
     } while (got > 0);
     int bad = ferror(f);
@@ -241,8 +246,8 @@ static int parse_option(eval_args *a, const char *o, const char *v)
     else if (!strcmp(o, "--kv-page")) key = "page";
     else if (!strcmp(o, "--calib")) key = "calib";
     else if (!strcmp(o, "--calib-tokens")) key = "calib_tokens";
-    else if (!strcmp(o, "--ctx")) bad = cli_parse_int(v, 4, 1L << 20, &a->ctx);
-    else if (!strcmp(o, "--chunks")) bad = cli_parse_int(v, 1, 1L << 30, &a->chunks);
+    else if (!strcmp(o, "--ctx")) bad = cli_parse_int(v, MIN_CTX_ARG, MAX_CTX_ARG, &a->ctx);
+    else if (!strcmp(o, "--chunks")) bad = cli_parse_int(v, 1, MAX_CHUNKS_ARG, &a->chunks);
     else if (!strcmp(o, "--threads")) bad = cli_parse_int(v, 1, MAX_THREADS, &a->threads);
     else return cli_usage_error("eval", "unknown option %s", o);
     if (key && report_config_set(c, key, v, err, sizeof err))

@@ -17,6 +17,10 @@
 #define MAX_CONFIGS 256
 #define MAX_SPEC_FILE ((size_t)1 << 20)
 #define DEFAULT_OUT "report"
+#define PATH_CAP 4096            /* DIR/NAME of an output file      */
+#define MIN_CTX_ARG 4                     /* --ctx: ctx/2 must leave a scored token */
+#define MAX_CTX_ARG (1L << 20)            /* --ctx upper bound (seq_len limits it)  */
+#define MAX_CHUNKS_ARG (1L << 30) /* --chunks upper bound           */
 #define N_OUTPUTS 3
 
 static const char *const out_names[N_OUTPUTS] = {"report.md", "report.json", "pareto.svg"};
@@ -82,8 +86,8 @@ static int parse_args(int argc, char **argv, report_args *a)
         else if (!strcmp(o, "--text")) a->text = v;
         else if (!strcmp(o, "--specs")) a->specs = v;
         else if (!strcmp(o, "--out")) a->out = v;
-        else if (!strcmp(o, "--ctx")) bad = cli_parse_int(v, 4, 1L << 20, &a->ctx);
-        else if (!strcmp(o, "--chunks")) bad = cli_parse_int(v, 1, 1L << 30, &a->chunks);
+        else if (!strcmp(o, "--ctx")) bad = cli_parse_int(v, MIN_CTX_ARG, MAX_CTX_ARG, &a->ctx);
+        else if (!strcmp(o, "--chunks")) bad = cli_parse_int(v, 1, MAX_CHUNKS_ARG, &a->chunks);
         else if (!strcmp(o, "--threads")) bad = cli_parse_int(v, 1, MAX_THREADS, &a->threads);
         else if (!strcmp(o, "--calib")) a->calib = v;
         else if (!strcmp(o, "--calib-tokens")) bad = cli_parse_int(v, 1, 1L << 20, &a->calib_tokens);
@@ -154,7 +158,7 @@ static int prepare_out(const report_args *a)
     if (mkdir(a->out, 0777) != 0 && errno != EEXIST)
         return fprintf(stderr, "kvq: %s: cannot create the directory: %s\n", a->out, strerror(errno)), CLI_EXIT_FAIL;
     for (int i = 0; i < N_OUTPUTS && !a->force; i++) {
-        char path[4096];
+        char path[PATH_CAP];
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", a->out, out_names[i]);
         if (stat(path, &st) == 0)
@@ -226,7 +230,7 @@ static int write_outputs(const report_args *a, const kvq_model *m, report_row *r
         if (i == 0) report_markdown(&b, &meta, rows, n);
         else if (i == 1) report_json(&b, &meta, rows, n);
         else report_svg(&b, &meta, rows, n);
-        char path[4096];
+        char path[PATH_CAP];
         snprintf(path, sizeof path, "%s/%s", a->out, out_names[i]);
         int bad = b.oom ? (errno = ENOMEM, -1) : report_write_file(path, &b, a->force);
         rb_free(&b);

@@ -168,6 +168,8 @@ int report_config_parse(const char *line, report_config *c, char *err, size_t ca
     return 0;
 }
 
+#define RB_INITIAL_CAP 4096 /* first allocation of a report buffer, bytes */
+
 /* ---- growable text buffer --------------------------------------------------- */
 
 void rb_printf(report_buf *b, const char *fmt, ...)
@@ -186,7 +188,7 @@ void rb_printf(report_buf *b, const char *fmt, ...)
             b->n += (size_t)k;
             return;
         }
-        size_t cap = b->cap ? b->cap : 4096;
+        size_t cap = b->cap ? b->cap : RB_INITIAL_CAP;
         while (cap <= b->n + (size_t)k) cap *= 2;
         char *p = realloc(b->p, cap);
         if (!p) {
