@@ -309,5 +309,5 @@ kvq_err kvq_ckpt_kvq_read(const kvq_src *s, kvq_model *m)
     kvq_rd r = {s->p + dir.off, (size_t)dir.size, 0, s->path};
     for (uint32_t i = 0; i < nt; i++) KVQ_TRY(read_entry(&r, s, data, m));
     KVQ_FAIL_IF(r.off != r.n, KVQ_ERR_CORRUPT, "%s: %zu stray bytes after the tensor directory", s->path, r.n - r.off);
-    return m->cfg.arch == KVQ_ARCH_LLAMA ? kvq_model_check_llama(m, s->path) : KVQ_OK;
+    return m->cfg.arch == KVQ_ARCH_LLAMA ? kvq_model_check_llama(m, s->path) : kvq_model_mamba2_sync(m, s->path);
 }

@@ -243,7 +243,10 @@ static kvq_err hf_config_json(const kvq_json *j, const char *what, kvq_model_con
         c->n_heads = jint(j, "num_heads", 0);
         c->n_kv_heads = c->n_heads;
         c->head_size = jint(j, "head_dim", 0);
-        c->seq_len = 0;
+        c->seq_len = KVQ_MAMBA2_SEQ_LEN;
+        c->ssm_state = jint(j, "state_size", 0);
+        c->ssm_groups = jint(j, "n_groups", 1);
+        c->conv_kernel = jint(j, "conv_kernel", 4);
         c->shared_classifier = !tie || tie->type != KVQ_JSON_BOOL || tie->boolean;
     } else {
         return KVQ_ERROR(KVQ_ERR_UNSUPPORTED, "%s: model type \"%s\" (kvq reads llama and mamba2)", what, type);
@@ -303,6 +306,7 @@ static kvq_err load_config(kvq_model *m, const char *dir, const char *what)
 /* Renames HF Llama tensors to canonical names; checks the set. */
 static kvq_err finish(kvq_model *m, const char *what)
 {
+    if (m->cfg.arch == KVQ_ARCH_MAMBA2) return kvq_model_mamba2_sync(m, what);
     if (m->cfg.arch != KVQ_ARCH_LLAMA) return KVQ_OK;
     for (size_t i = 0; i < m->n_w; i++) {
         char nm[KVQ_NAME_MAX];

@@ -216,6 +216,7 @@ static kvq_err make_cache(kvq_decoder *d)
 static kvq_err build(kvq_decoder *d)
 {
     const kvq_model_config *c = &d->cfg;
+    if (c->arch == KVQ_ARCH_MAMBA2) return kvq_mamba2_build(d);
     KVQ_TRY(check_config(c));
     d->kv_dim = c->n_kv_heads * c->head_size;
     KVQ_TRY(kvq_pool_create(d->opts.threads > 1 ? d->opts.threads : 1, &d->pool));
@@ -254,6 +255,7 @@ static void free_mat(dec_mat *m) { free(m->owned); }
 void kvq_decoder_free(kvq_decoder *d)
 {
     if (!d) return;
+    kvq_mamba2_free(d);
     for (int l = 0; d->layer && l < d->cfg.n_layers; l++) {
         dec_layer *L = &d->layer[l];
         free(L->attn_norm);
@@ -282,6 +284,7 @@ const kvq_model_config *kvq_decoder_config(const kvq_decoder *d) { return d ? &d
 kvq_err kvq_decoder_reset(kvq_decoder *d)
 {
     KVQ_FAIL_IF(!d, KVQ_ERR_ARG, "decoder: NULL");
+    if (d->mamba) kvq_mamba2_reset(d);
     return kvq_cache_clear(d->cache);
 }
 
@@ -293,6 +296,7 @@ static size_t mat_bytes(const dec_mat *m)
 size_t kvq_decoder_weight_bytes(const kvq_decoder *d)
 {
     if (!d) return 0;
+    if (d->mamba) return kvq_mamba2_weight_bytes(d);
     size_t n = mat_bytes(&d->embed) + (d->cls.w != d->embed.w || d->cls.owned ? mat_bytes(&d->cls) : 0);
     for (int l = 0; l < d->cfg.n_layers; l++) {
         const dec_layer *L = &d->layer[l];
@@ -536,6 +540,7 @@ static kvq_err sync_cache(kvq_decoder *d, int pos)
 static kvq_err forward_chunk(kvq_decoder *d, const int *tokens, int nb, int pos0, int want_logits)
 {
     const kvq_model_config *c = &d->cfg;
+    if (d->mamba) return kvq_mamba2_forward(d, tokens, nb, pos0, want_logits);
     KVQ_TRY(embed_tokens(d, tokens, nb));
     KVQ_TRY(sync_cache(d, pos0));
     rope_tables(d, pos0, nb);
@@ -568,4 +573,24 @@ kvq_err kvq_decoder_forward_seq(kvq_decoder *d, const int *tokens, int n, int po
         if (logits_out) memcpy(logits_out + (size_t)i * v, d->logits, (size_t)nb * v * sizeof(float));
     }
     return KVQ_OK;
+}
+
+/* ---- shared with mamba2.c (decoder_internal.h) ------------------------------------ */
+kvq_err kvq_dec_bind_mat(kvq_decoder *d, dec_mat *m, const char *name, int rows, int cols)
+{
+    return bind_mat(d, m, name, rows, cols);
+}
+kvq_err kvq_dec_bind_vec(kvq_decoder *d, float **out, const char *name, int n) { return bind_vec(d, out, name, n); }
+kvq_err kvq_dec_alloc_state(kvq_decoder *d) { return alloc_state(d); }
+kvq_err kvq_dec_matmul(kvq_decoder *d, const float *x, size_t x_stride, int nb, const dec_mat *m, float *out,
+                       size_t out_stride)
+{
+    return matmul(d, x, x_stride, nb, m, out, out_stride);
+}
+void kvq_dec_rmsnorm(float *o, const float *x, const float *w, int n, float eps) { rmsnorm(o, x, w, n, eps); }
+kvq_err kvq_dec_embed(kvq_decoder *d, const int *tokens, int nb) { return embed_tokens(d, tokens, nb); }
+kvq_ctx *kvq_dec_act_ctx(const kvq_decoder *d, int layer, int which) { return act_ctx(d, layer, which); }
+kvq_err kvq_dec_act_hook(kvq_decoder *d, int layer, kvq_linear which, float *x, size_t stride, int nb, int n)
+{
+    return act_hook(d, layer, which, x, stride, nb, n);
 }

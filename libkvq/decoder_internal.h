@@ -24,6 +24,8 @@ typedef struct dec_mat {
     int rows, cols;
 } dec_mat;
 
+typedef struct kvq_mamba2 kvq_mamba2; /* Mamba-2 blocks (mamba2.c)          */
+
 typedef struct dec_layer {
     float *attn_norm;          /* (dim) owned f32                           */
     float *ffn_norm;           /* (dim) owned f32                           */
@@ -65,9 +67,30 @@ struct kvq_decoder {
     size_t act_cap;
     kvq_err *thread_err;       /* (threads) first error of each worker       */
     const kvq_weight **thread_err_w;
+    kvq_mamba2 *mamba;         /* Mamba-2 model: its blocks and state, else NULL */
 };
 
 /* kvq_dec_mat_own() : make m an owned f32 copy (no-op when it already is). */
 kvq_err kvq_dec_mat_own(dec_mat *m);
+
+/* Pieces of decoder.c that the Mamba-2 blocks (mamba2.c) reuse: weight
+ * binding, the run state, the pooled matmul, RMSNorm, embedding and the
+ * activation hooks, each exactly as the Llama path uses them. */
+kvq_err kvq_dec_bind_mat(kvq_decoder *d, dec_mat *m, const char *name, int rows, int cols);
+kvq_err kvq_dec_bind_vec(kvq_decoder *d, float **out, const char *name, int n);
+kvq_err kvq_dec_alloc_state(kvq_decoder *d);
+kvq_err kvq_dec_matmul(kvq_decoder *d, const float *x, size_t x_stride, int nb, const dec_mat *m, float *out,
+                       size_t out_stride);
+void kvq_dec_rmsnorm(float *o, const float *x, const float *w, int n, float eps);
+kvq_err kvq_dec_embed(kvq_decoder *d, const int *tokens, int nb);
+kvq_ctx *kvq_dec_act_ctx(const kvq_decoder *d, int layer, int which);
+kvq_err kvq_dec_act_hook(kvq_decoder *d, int layer, kvq_linear which, float *x, size_t stride, int nb, int n);
+
+/* mamba2.c: the decoder for KVQ_ARCH_MAMBA2 models (d->mamba set). */
+kvq_err kvq_mamba2_build(kvq_decoder *d);
+void kvq_mamba2_free(kvq_decoder *d);
+void kvq_mamba2_reset(kvq_decoder *d);
+kvq_err kvq_mamba2_forward(kvq_decoder *d, const int *tokens, int nb, int pos0, int want_logits);
+size_t kvq_mamba2_weight_bytes(const kvq_decoder *d);
 
 #endif /* KVQ_DECODER_INTERNAL_H */

@@ -376,6 +376,13 @@ typedef struct kvq_model_config {
     float rope_theta;       /* RoPE base (10000)                          */
     kvq_rope rope;          /* channel pairing of the stored Q/K rows     */
     int   shared_classifier;/* 1: output.weight is token_embd.weight     */
+    /* ---- appended: Mamba-2 (arch KVQ_ARCH_MAMBA2; 0 for Llama) ----------
+     * hidden_dim = d_inner = expand·dim, n_heads = SSM heads, head_size =
+     * SSM head dim.  Stored in .kvq / safetensors files as the string
+     * metadata kvq.ssm_state, kvq.ssm_groups, kvq.conv_kernel.           */
+    int   ssm_state;        /* d_state                                    */
+    int   ssm_groups;       /* SSD groups sharing B and C (n_groups)      */
+    int   conv_kernel;      /* causal depthwise conv width                */
 } kvq_model_config;
 
 /* One weight as the model holds it: either plain (codec == NULL; dtype
@@ -628,6 +635,12 @@ KVQ_API const kvq_model_config *kvq_decoder_config(const kvq_decoder *d);
  * owned copies; with dequant_at_load a tied classifier has its own copy,
  * since the transforms untie it). */
 KVQ_API size_t kvq_decoder_weight_bytes(const kvq_decoder *d);
+/* kvq_decoder_ssm_state_bytes() : Mamba-2 only (0 otherwise): bytes of the
+ * recurrent state held now, all layers: the f32 conv windows plus the SSM
+ * states, f32 or, with an SSM-state codec, the encoded payloads.  For
+ * Mamba-2 models cache_cfg->k_spec, when set, names that state codec (a
+ * codec serving KVQ_DOMAIN_SSM) and the K/V cache itself stays empty. */
+KVQ_API size_t kvq_decoder_ssm_state_bytes(const kvq_decoder *d);
 
 /* ---- offline transforms (float-logit preserving) ----------------------- */
 /* They need a decoder created with dequant_at_load = 1 (owned f32

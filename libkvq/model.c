@@ -243,6 +243,30 @@ kvq_err kvq_model_config_check(const kvq_model_config *c, const char *what)
     return KVQ_OK;
 }
 
+/* Mamba-2 hyperparameters beyond the fixed record (model_internal.h). */
+kvq_err kvq_model_mamba2_sync(kvq_model *m, const char *what)
+{
+    static const char *const keys[3] = {"kvq.ssm_state", "kvq.ssm_groups", "kvq.conv_kernel"};
+    int *f[3] = {&m->cfg.ssm_state, &m->cfg.ssm_groups, &m->cfg.conv_kernel};
+    for (int i = 0; i < 3; i++) {
+        const char *v = kvq_model_meta_get(m, keys[i]);
+        if (*f[i] > 0 && !v) {
+            char buf[24];
+            snprintf(buf, sizeof buf, "%d", *f[i]);
+            KVQ_TRY(kvq_model_add_meta(m, keys[i], buf));
+            continue;
+        }
+        KVQ_FAIL_IF(!v, KVQ_ERR_CORRUPT, "%s: Mamba-2 model without %s (config.json state_size, n_groups, "
+                    "conv_kernel)", what, keys[i]);
+        char *end;
+        long n = strtol(v, &end, 10);
+        KVQ_FAIL_IF(end == v || *end || n < 1 || n > CFG_MAX_DIM, KVQ_ERR_CORRUPT, "%s: metadata %s = \"%s\"",
+                    what, keys[i], v);
+        *f[i] = (int)n;
+    }
+    return KVQ_OK;
+}
+
 static kvq_err expect_weight(const kvq_model *m, const char *name, int64_t d0, int64_t d1, const char *what)
 {
     const kvq_weight *w = kvq_model_weight(m, name);

@@ -66,6 +66,14 @@ kvq_err kvq_model_config_check(const kvq_model_config *c, const char *what);
  * with the shape its config implies. */
 kvq_err kvq_model_check_llama(const kvq_model *m, const char *what);
 
+/* kvq_model_mamba2_sync() : Mamba-2 fields of the config that the fixed
+ * hyperparameter records lack (ssm_state, ssm_groups, conv_kernel) travel
+ * as metadata kvq.ssm_state, kvq.ssm_groups, kvq.conv_kernel: a config
+ * that has them (from config.json) writes them into the metadata, one that
+ * lacks them reads them back from it. */
+#define KVQ_MAMBA2_SEQ_LEN 4096 /* [ours] decode limit: an SSM has no trained context length */
+kvq_err kvq_model_mamba2_sync(kvq_model *m, const char *what);
+
 /* Row permutation between the two RoPE layouts, on rows of `row_bytes`
  * bytes of a [n_heads·hs][...] matrix.  to_half: ADJACENT → HALF, else
  * HALF → ADJACENT. */

@@ -6,6 +6,7 @@
 #include "quant/quant_common.h"
 
 #include <assert.h>
+#include <math.h>
 
 /* Eight codes of b bits fill exactly b bytes, so whole octets are packed
  * through one 64-bit word (no per-code branches); the tail goes through the
@@ -38,4 +39,18 @@ void kvq_bits_unpack(const uint8_t *src, size_t n, unsigned bits, uint8_t *codes
     }
     kvq_bitr r = kvq_bitr_start(src);
     for (; i < n; i++) codes[i] = (uint8_t)kvq_bitr_get(&r, bits);
+}
+
+void kvq_fwht(float *x, int64_t n)
+{
+    assert(kvq_is_pow2(n));
+    for (int64_t h = 1; h < n; h *= 2)
+        for (int64_t i = 0; i < n; i += 2 * h)
+            for (int64_t j = i; j < i + h; j++) {
+                float a = x[j], b = x[j + h];
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+    float norm = 1.0f / sqrtf((float)n);
+    for (int64_t i = 0; i < n; i++) x[i] *= norm;
 }

@@ -213,4 +213,12 @@ static inline void kvq_nibbles_unpack(const uint8_t *src, size_t n, kvq_nib_layo
     }
 }
 
+/* ---- Walsh–Hadamard (quant-methods.md §0, §4.2) ------------------------- */
+/* kvq_is_pow2() : n is 2^k, k >= 0. */
+static inline int kvq_is_pow2(int64_t n) { return n > 0 && !(n & (n - 1)); }
+/* kvq_fwht() : in place, x ← H·x with the orthonormal Walsh–Hadamard
+ * matrix of size n = 2^k (Sylvester order, scale 1/√n); H is symmetric and
+ * H·H = I, so applying it twice gives x back up to f32 rounding. */
+void kvq_fwht(float *x, int64_t n);
+
 #endif /* KVQ_QUANT_COMMON_H */

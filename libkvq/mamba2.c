@@ -1,0 +1,433 @@
+/*
+ * mamba2.c — the Mamba-2 block in the reference decoder (quant-methods.md
+ * §4.1; Dao & Gu, "Transformers are SSMs", the SSD layer; Hugging Face
+ * transformers' Mamba2Mixer reference path for the exact arithmetic).
+ *
+ * Block l, per token (residual x, width dim):
+ *     u        = RMSNorm(x) · norm_l                                (eps cfg)
+ *     [z|xBC|dt] = in_proj · u        z, x: d_inner; B, C: ngroups·d_state
+ *     xBC      = SiLU(causal depthwise conv1d(xBC) + bias)          (kernel K)
+ *     dt       = softplus(dt + dt_bias);  A = −exp(A_log)           (per head)
+ *     h_t      = exp(dt·A)·h_{t−1} + dt·B_t·x_tᵀ   (head h reads group h/(H/G))
+ *     y_t      = C_t·h_t + D·x_t
+ *     x       += out_proj · (RMSNorm(y · SiLU(z)) · gnorm_l)  (one norm over
+ *                all d_inner channels, as transformers' torch path does)
+ * then RMSNorm(norm_f) and the classifier (tied to the embedding unless
+ * lm_head.weight exists).
+ *
+ * Two algorithms, same function: a single token takes the recurrence
+ * above; a chunk of nb tokens takes the SSD quadratic ("dual") form inside
+ * the chunk, with cumulative log-decays cum_t = Σ_{r<=t} dt_r·A:
+ *     y_t = Σ_{s<=t} (C_t·B_s)·exp(cum_t − cum_s)·dt_s·x_s
+ *           + exp(cum_t)·(C_t·h_0) + D·x_t
+ *     h_nb = exp(cum_nb)·h_0 + Σ_s exp(cum_nb − cum_s)·dt_s·B_s·x_sᵀ
+ * Prefill-then-decode therefore equals whole-sequence prefill up to f32
+ * rounding (tested to 1e-4 against the golden logits, which the model's
+ * authors computed with the plain recurrence).
+ *
+ * State: per layer a conv window of the last K−1 xBC inputs and the SSM
+ * state h [nheads][headdim][d_state], both f32 while a chunk runs.  When
+ * the cache configuration names an SSM-state codec (cache_cfg->k_spec
+ * naming a codec that serves KVQ_DOMAIN_SSM), h is stored encoded by it
+ * between chunks (encoded after each chunk, decoded before the next): the
+ * stored bytes are what kvq_decoder_ssm_state_bytes() reports, and the
+ * arithmetic sees the codec's error, as Quamba2's int8 state cache does.
+ *
+ * Activation hooks: in_proj input = KVQ_LIN_QKV, out_proj input =
+ * KVQ_LIN_O, classifier input = KVQ_LIN_CLS (flat rows); the SSM input x
+ * after the conv = KVQ_LIN_SSM_X as a [1][ngroups][heads/group][headdim]
+ * view, B and C = KVQ_LIN_SSM_B / _C as [1][ngroups][d_state] views, so a
+ * codec sees the SSD group structure it may scale by (Quamba2 §4.2).
+ *
+ * [ours] where transformers is silent: position tracking is our own
+ * counter (an SSM cannot rewind, so a forward at position 0 restarts and
+ * any other position must continue the sequence); no kvq_cache tokens are
+ * stored for Mamba-2 (the decoder's cache stays empty).
+ */
+#include "decoder_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define SOFTPLUS_LINEAR 20.0f /* torch.nn.functional.softplus threshold: x above it returns x */
+#define GNORM_EPS 1e-5f        /* MambaRMSNormGated eps (data/README.md)                     */
+
+typedef struct m2_layer {
+    float *norm;               /* (dim) block RMSNorm weight                     */
+    dec_mat in_proj;           /* (d_in_proj, dim)                               */
+    float *conv_w;             /* (conv_dim, K) depthwise taps, oldest first     */
+    float *conv_b;             /* (conv_dim)                                     */
+    float *dt_bias, *A, *D;    /* (nheads); A = −exp(A_log)                      */
+    float *gnorm;              /* (d_inner) gated-RMSNorm weight                 */
+    dec_mat out_proj;          /* (dim, d_inner)                                 */
+    float *conv_state;         /* (K−1, conv_dim) last xBC inputs, oldest first  */
+    float *h;                  /* (nheads, headdim, d_state) SSM state           */
+    void *h_enc;               /* encoded h between chunks (state codec)         */
+    size_t h_enc_n;
+} m2_layer;
+
+struct kvq_mamba2 {
+    int dim, d_inner, d_state, n_groups, n_heads, head_dim, kernel, conv_dim, d_in_proj;
+    m2_layer *layer;           /* [n_layers]                                     */
+    float *zxbcdt;             /* (B, d_in_proj) in_proj output                  */
+    float *xbc;                /* (B, conv_dim) conv + SiLU output               */
+    float *y;                  /* (B, d_inner) SSM output, then gated norm       */
+    float *dt;                 /* (B, nheads) softplus(dt + bias)                */
+    float *cum;                /* (B) cumulative log-decay of one head           */
+    float *cb;                 /* (B, B) C_t·B_s of one group                    */
+    int pos;                   /* tokens consumed by the state                   */
+    kvq_ctx *state_codec;      /* NULL: h stays f32                              */
+    size_t h_cap;              /* payload bound of one layer's h                 */
+    void *act_buf;             /* payload scratch for the SSM hooks              */
+    size_t act_cap;
+};
+
+/* ---- binding ------------------------------------------------------------------ */
+static kvq_err vec_any(kvq_decoder *d, float **out, const char *name, int n, int required)
+{
+    if (!required && !kvq_model_weight(d->model, name)) {
+        *out = calloc((size_t)n, sizeof **out);
+        KVQ_FAIL_IF(!*out, KVQ_ERR_NOMEM, "decoder: out of memory");
+        return KVQ_OK;
+    }
+    return kvq_dec_bind_vec(d, out, name, n);
+}
+
+static kvq_err bind_m2_layer(kvq_decoder *d, kvq_mamba2 *mb, int l)
+{
+    m2_layer *L = &mb->layer[l];
+    char nm[96];
+#define MNAME(s) (snprintf(nm, sizeof nm, "backbone.layers.%d.%s", l, s), nm)
+    KVQ_TRY(kvq_dec_bind_vec(d, &L->norm, MNAME("norm.weight"), mb->dim));
+    KVQ_TRY(kvq_dec_bind_mat(d, &L->in_proj, MNAME("mixer.in_proj.weight"), mb->d_in_proj, mb->dim));
+    KVQ_TRY(kvq_dec_bind_vec(d, &L->conv_w, MNAME("mixer.conv1d.weight"), mb->conv_dim * mb->kernel));
+    KVQ_TRY(vec_any(d, &L->conv_b, MNAME("mixer.conv1d.bias"), mb->conv_dim, 0));
+    KVQ_TRY(kvq_dec_bind_vec(d, &L->dt_bias, MNAME("mixer.dt_bias"), mb->n_heads));
+    KVQ_TRY(kvq_dec_bind_vec(d, &L->A, MNAME("mixer.A_log"), mb->n_heads));
+    KVQ_TRY(kvq_dec_bind_vec(d, &L->D, MNAME("mixer.D"), mb->n_heads));
+    KVQ_TRY(kvq_dec_bind_vec(d, &L->gnorm, MNAME("mixer.norm.weight"), mb->d_inner));
+    KVQ_TRY(kvq_dec_bind_mat(d, &L->out_proj, MNAME("mixer.out_proj.weight"), mb->dim, mb->d_inner));
+#undef MNAME
+    for (int h = 0; h < mb->n_heads; h++) L->A[h] = -expf(L->A[h]);
+    L->conv_state = calloc((size_t)(mb->kernel - 1) * (size_t)mb->conv_dim + 1, sizeof(float));
+    L->h = calloc((size_t)mb->n_heads * (size_t)mb->head_dim * (size_t)mb->d_state, sizeof(float));
+    KVQ_FAIL_IF(!L->conv_state || !L->h, KVQ_ERR_NOMEM, "decoder: out of memory for the Mamba-2 state");
+    return KVQ_OK;
+}
+
+static kvq_err geometry(const kvq_model_config *c, kvq_mamba2 *mb)
+{
+    mb->dim = c->dim;
+    mb->d_inner = c->hidden_dim;
+    mb->n_heads = c->n_heads;
+    mb->head_dim = c->head_size;
+    mb->d_state = c->ssm_state;
+    mb->n_groups = c->ssm_groups;
+    mb->kernel = c->conv_kernel;
+    KVQ_FAIL_IF(mb->dim < 1 || mb->n_heads < 1 || mb->head_dim < 1 || mb->d_state < 1 || mb->n_groups < 1 ||
+                    mb->kernel < 1 || mb->n_heads % mb->n_groups || mb->d_inner != mb->n_heads * mb->head_dim ||
+                    c->n_layers < 1 || c->vocab_size < 1,
+                KVQ_ERR_SHAPE,
+                "decoder: bad Mamba-2 config (dim %d, d_inner %d, %d heads of %d, %d groups, state %d, conv %d)",
+                mb->dim, mb->d_inner, mb->n_heads, mb->head_dim, mb->n_groups, mb->d_state, mb->kernel);
+    mb->conv_dim = mb->d_inner + 2 * mb->n_groups * mb->d_state;
+    mb->d_in_proj = mb->d_inner + mb->conv_dim + mb->n_heads;
+    return KVQ_OK;
+}
+
+static kvq_err alloc_m2(kvq_decoder *d, kvq_mamba2 *mb)
+{
+    size_t B = KVQ_DEC_BATCH;
+    mb->zxbcdt = calloc(B * (size_t)mb->d_in_proj, sizeof(float));
+    mb->xbc = calloc(B * (size_t)mb->conv_dim, sizeof(float));
+    mb->y = calloc(B * (size_t)mb->d_inner, sizeof(float));
+    mb->dt = calloc(B * (size_t)mb->n_heads, sizeof(float));
+    mb->cum = calloc(B, sizeof(float));
+    mb->cb = calloc(B * B, sizeof(float));
+    KVQ_FAIL_IF(!mb->zxbcdt || !mb->xbc || !mb->y || !mb->dt || !mb->cum || !mb->cb, KVQ_ERR_NOMEM,
+                "decoder: out of memory for the Mamba-2 run state");
+    int64_t dims[2] = {1, mb->d_inner > mb->dim ? mb->d_inner : mb->dim};
+    kvq_shape s = kvq_shape_make(2, dims);
+    for (int l = 0; l <= d->cfg.n_layers; l++)
+        for (int i = 0; i < KVQ_LIN__COUNT; i++) {
+            kvq_ctx *ctx = kvq_dec_act_ctx(d, l, i);
+            size_t b = ctx ? kvq_ctx_payload_bound(ctx, &s) : 0;
+            if (b > mb->act_cap) mb->act_cap = b;
+        }
+    if (mb->act_cap) {
+        mb->act_buf = malloc(mb->act_cap);
+        KVQ_FAIL_IF(!mb->act_buf, KVQ_ERR_NOMEM, "decoder: out of memory for activation codec scratch");
+    }
+    return KVQ_OK;
+}
+
+/* The SSM-state codec: cache_cfg->k_spec when it names an SSM codec. */
+static kvq_err open_state_codec(kvq_decoder *d, kvq_mamba2 *mb)
+{
+    const char *spec = d->opts.cache_cfg ? d->opts.cache_cfg->k_spec : NULL;
+    if (!spec) return KVQ_OK;
+    KVQ_TRY(kvq_ctx_create(spec, &mb->state_codec));
+    KVQ_FAIL_IF(!(kvq_ctx_codec(mb->state_codec)->domain & KVQ_DOMAIN_SSM), KVQ_ERR_ARG,
+                "decoder: %s does not serve SSM states (Mamba-2 keeps its state, not K/V pages)", spec);
+    int64_t dims[3] = {mb->n_heads, mb->head_dim, mb->d_state};
+    kvq_shape s = kvq_shape_make(3, dims);
+    mb->h_cap = kvq_ctx_payload_bound(mb->state_codec, &s);
+    for (int l = 0; l < d->cfg.n_layers; l++) {
+        mb->layer[l].h_enc = malloc(mb->h_cap);
+        KVQ_FAIL_IF(!mb->layer[l].h_enc, KVQ_ERR_NOMEM, "decoder: out of memory for the encoded SSM state");
+    }
+    return KVQ_OK;
+}
+
+kvq_err kvq_mamba2_build(kvq_decoder *d)
+{
+    const kvq_model_config *c = &d->cfg;
+    kvq_mamba2 *mb = calloc(1, sizeof *mb);
+    KVQ_FAIL_IF(!mb, KVQ_ERR_NOMEM, "decoder: out of memory");
+    d->mamba = mb;
+    KVQ_TRY(geometry(c, mb));
+    KVQ_TRY(kvq_pool_create(d->opts.threads > 1 ? d->opts.threads : 1, &d->pool));
+    mb->layer = calloc((size_t)c->n_layers, sizeof *mb->layer);
+    KVQ_FAIL_IF(!mb->layer, KVQ_ERR_NOMEM, "decoder: out of memory");
+    KVQ_TRY(kvq_dec_bind_mat(d, &d->embed, "backbone.embeddings.weight", c->vocab_size, c->dim));
+    KVQ_TRY(kvq_dec_bind_vec(d, &d->final_norm, "backbone.norm_f.weight", c->dim));
+    const char *cls = kvq_model_weight(d->model, "lm_head.weight") ? "lm_head.weight" : "backbone.embeddings.weight";
+    KVQ_TRY(kvq_dec_bind_mat(d, &d->cls, cls, c->vocab_size, c->dim));
+    for (int l = 0; l < c->n_layers; l++) KVQ_TRY(bind_m2_layer(d, mb, l));
+    KVQ_TRY(kvq_dec_alloc_state(d));
+    KVQ_TRY(alloc_m2(d, mb));
+    KVQ_TRY(open_state_codec(d, mb));
+    /* The decoder's kvq_cache stays empty for Mamba-2; it exists so callers
+     * that read cache statistics see zero K/V bytes. */
+    if (d->opts.cache) {
+        d->cache = d->opts.cache;
+        return KVQ_OK;
+    }
+    int max_tokens = c->seq_len > 0 ? c->seq_len : 1;
+    kvq_cache_config cc = kvq_cache_config_default(c->n_layers, c->n_heads, c->head_size, max_tokens);
+    KVQ_TRY(kvq_cache_create(&cc, &d->cache));
+    d->own_cache = 1;
+    return KVQ_OK;
+}
+
+void kvq_mamba2_free(kvq_decoder *d)
+{
+    kvq_mamba2 *mb = d->mamba;
+    if (!mb) return;
+    for (int l = 0; mb->layer && l < d->cfg.n_layers; l++) {
+        m2_layer *L = &mb->layer[l];
+        float *v[] = {L->norm, L->conv_w, L->conv_b, L->dt_bias, L->A, L->D, L->gnorm, L->conv_state, L->h};
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) free(v[i]);
+        free(L->in_proj.owned);
+        free(L->out_proj.owned);
+        free(L->h_enc);
+    }
+    free(mb->layer);
+    float *bufs[] = {mb->zxbcdt, mb->xbc, mb->y, mb->dt, mb->cum, mb->cb};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(mb->act_buf);
+    kvq_ctx_free(mb->state_codec);
+    free(mb);
+    d->mamba = NULL;
+}
+
+void kvq_mamba2_reset(kvq_decoder *d)
+{
+    kvq_mamba2 *mb = d->mamba;
+    size_t hn = (size_t)mb->n_heads * (size_t)mb->head_dim * (size_t)mb->d_state;
+    for (int l = 0; l < d->cfg.n_layers; l++) {
+        memset(mb->layer[l].conv_state, 0, (size_t)(mb->kernel - 1) * (size_t)mb->conv_dim * sizeof(float));
+        memset(mb->layer[l].h, 0, hn * sizeof(float));
+        mb->layer[l].h_enc_n = 0;
+    }
+    mb->pos = 0;
+}
+
+static size_t mat_bytes(const dec_mat *m)
+{
+    return m->owned ? (size_t)m->rows * (size_t)m->cols * sizeof(float) : m->w->size;
+}
+
+size_t kvq_mamba2_weight_bytes(const kvq_decoder *d)
+{
+    const kvq_mamba2 *mb = d->mamba;
+    size_t vec = (size_t)(2 * mb->dim + mb->conv_dim * (mb->kernel + 1) + 3 * mb->n_heads + mb->d_inner);
+    size_t n = mat_bytes(&d->embed) + (d->cls.w != d->embed.w || d->cls.owned ? mat_bytes(&d->cls) : 0);
+    for (int l = 0; l < d->cfg.n_layers; l++)
+        n += mat_bytes(&mb->layer[l].in_proj) + mat_bytes(&mb->layer[l].out_proj) + vec * sizeof(float);
+    return n + (size_t)mb->dim * sizeof(float);
+}
+
+size_t kvq_decoder_ssm_state_bytes(const kvq_decoder *d)
+{
+    if (!d || !d->mamba) return 0;
+    const kvq_mamba2 *mb = d->mamba;
+    size_t conv = (size_t)(mb->kernel - 1) * (size_t)mb->conv_dim * sizeof(float), n = 0;
+    size_t h = (size_t)mb->n_heads * (size_t)mb->head_dim * (size_t)mb->d_state * sizeof(float);
+    for (int l = 0; l < d->cfg.n_layers; l++) n += conv + (mb->state_codec ? mb->layer[l].h_enc_n : h);
+    return n;
+}
+
+/* ---- the block ------------------------------------------------------------------ */
+static float silu(float v) { return v / (1.0f + expf(-v)); }
+
+static float softplus(float v) { return v > SOFTPLUS_LINEAR ? v : log1pf(expf(v)); }
+
+/* Causal depthwise conv over nb tokens of xBC (inside zxbcdt rows), then
+ * SiLU into mb->xbc; the window slides in L->conv_state. */
+static void conv_silu(kvq_mamba2 *mb, m2_layer *L, int nb)
+{
+    int K = mb->kernel, cd = mb->conv_dim;
+    for (int t = 0; t < nb; t++) {
+        const float *in = mb->zxbcdt + (size_t)t * (size_t)mb->d_in_proj + mb->d_inner;
+        float *out = mb->xbc + (size_t)t * (size_t)cd;
+        for (int c = 0; c < cd; c++) {
+            const float *w = L->conv_w + (size_t)c * (size_t)K;
+            float acc = L->conv_b[c];
+            for (int k = 0; k < K - 1; k++) acc += w[k] * L->conv_state[(size_t)k * (size_t)cd + (size_t)c];
+            acc += w[K - 1] * in[c];
+            out[c] = silu(acc);
+        }
+        if (K > 1) {
+            memmove(L->conv_state, L->conv_state + cd, (size_t)(K - 2) * (size_t)cd * sizeof(float));
+            memcpy(L->conv_state + (size_t)(K - 2) * (size_t)cd, in, (size_t)cd * sizeof(float));
+        }
+    }
+}
+
+/* One head of the SSD scan over nb tokens: the recurrence for nb == 1,
+ * the quadratic form inside the chunk otherwise (see the file comment). */
+static void ssd_head(kvq_mamba2 *mb, m2_layer *L, int h, int nb)
+{
+    int P = mb->head_dim, N = mb->d_state, cd = mb->conv_dim, H = mb->n_heads;
+    int g = h / (H / mb->n_groups);
+    size_t boff = (size_t)mb->d_inner + (size_t)g * (size_t)N;
+    size_t coff = (size_t)mb->d_inner + (size_t)mb->n_groups * (size_t)N + (size_t)g * (size_t)N;
+    float *hs = L->h + (size_t)h * (size_t)P * (size_t)N, A = L->A[h], D = L->D[h];
+    if (nb == 1) {
+        const float *x = mb->xbc + (size_t)h * (size_t)P, *B = mb->xbc + boff, *C = mb->xbc + coff;
+        float dt = mb->dt[h], dA = expf(dt * A);
+        float *y = mb->y + (size_t)h * (size_t)P;
+        for (int p = 0; p < P; p++) {
+            float *hp = hs + (size_t)p * (size_t)N, acc = 0.0f, dx = dt * x[p];
+            for (int n = 0; n < N; n++) {
+                hp[n] = hp[n] * dA + dx * B[n];
+                acc += hp[n] * C[n];
+            }
+            y[p] = acc + D * x[p];
+        }
+        return;
+    }
+    float run = 0.0f;
+    for (int t = 0; t < nb; t++) {
+        run += mb->dt[(size_t)t * (size_t)H + (size_t)h] * A;
+        mb->cum[t] = run;
+    }
+    for (int t = 0; t < nb; t++) {
+        const float *C = mb->xbc + (size_t)t * (size_t)cd + coff;
+        for (int s = 0; s <= t; s++) {
+            const float *B = mb->xbc + (size_t)s * (size_t)cd + boff;
+            float cbv = 0.0f;
+            for (int n = 0; n < N; n++) cbv += C[n] * B[n];
+            mb->cb[t * nb + s] = cbv * expf(mb->cum[t] - mb->cum[s]) * mb->dt[(size_t)s * (size_t)H + (size_t)h];
+        }
+        float *y = mb->y + (size_t)t * (size_t)mb->d_inner + (size_t)h * (size_t)P;
+        const float *x = mb->xbc + (size_t)t * (size_t)cd + (size_t)h * (size_t)P;
+        float decay = expf(mb->cum[t]);
+        for (int p = 0; p < P; p++) {
+            const float *hp = hs + (size_t)p * (size_t)N;
+            float acc = 0.0f, inter = 0.0f;
+            for (int n = 0; n < N; n++) inter += C[n] * hp[n];
+            for (int s = 0; s <= t; s++)
+                acc += mb->cb[t * nb + s] * mb->xbc[(size_t)s * (size_t)cd + (size_t)h * (size_t)P + (size_t)p];
+            y[p] = acc + decay * inter + D * x[p];
+        }
+    }
+    /* State at the end of the chunk. */
+    float last = mb->cum[nb - 1], total = expf(last);
+    for (int p = 0; p < P; p++) {
+        float *hp = hs + (size_t)p * (size_t)N;
+        for (int n = 0; n < N; n++) hp[n] *= total;
+        for (int s = 0; s < nb; s++) {
+            const float *B = mb->xbc + (size_t)s * (size_t)cd + boff;
+            float w = expf(last - mb->cum[s]) * mb->dt[(size_t)s * (size_t)H + (size_t)h] *
+                      mb->xbc[(size_t)s * (size_t)cd + (size_t)h * (size_t)P + (size_t)p];
+            for (int n = 0; n < N; n++) hp[n] += w * B[n];
+        }
+    }
+}
+
+/* y·SiLU(z), RMSNorm over d_inner, times the gated-norm weight (in mb->y). */
+static void gated_norm(kvq_mamba2 *mb, const m2_layer *L, int nb)
+{
+    int E = mb->d_inner;
+    for (int t = 0; t < nb; t++) {
+        float *y = mb->y + (size_t)t * (size_t)E;
+        const float *z = mb->zxbcdt + (size_t)t * (size_t)mb->d_in_proj;
+        float ss = 0.0f;
+        for (int i = 0; i < E; i++) {
+            y[i] *= silu(z[i]);
+            ss += y[i] * y[i];
+        }
+        float r = 1.0f / sqrtf(ss / (float)E + GNORM_EPS);
+        for (int i = 0; i < E; i++) y[i] = L->gnorm[i] * (y[i] * r);
+    }
+}
+
+static kvq_err state_load(kvq_mamba2 *mb, m2_layer *L)
+{
+    if (!mb->state_codec || !L->h_enc_n) return KVQ_OK;
+    int64_t dims[3] = {mb->n_heads, mb->head_dim, mb->d_state};
+    kvq_tensor v = kvq_tensor_view(KVQ_DTYPE_F32, L->h, 3, dims);
+    return kvq_ctx_decode_payload(mb->state_codec, L->h_enc, L->h_enc_n, &v);
+}
+
+static kvq_err state_store(kvq_mamba2 *mb, m2_layer *L)
+{
+    if (!mb->state_codec) return KVQ_OK;
+    int64_t dims[3] = {mb->n_heads, mb->head_dim, mb->d_state};
+    kvq_tensor v = kvq_tensor_view(KVQ_DTYPE_F32, L->h, 3, dims);
+    return kvq_ctx_encode_payload(mb->state_codec, &v, L->h_enc, mb->h_cap, &L->h_enc_n);
+}
+
+static kvq_err mixer(kvq_decoder *d, int l, int nb)
+{
+    kvq_mamba2 *mb = d->mamba;
+    m2_layer *L = &mb->layer[l];
+    size_t W = (size_t)d->wide, dim = (size_t)mb->dim, H = (size_t)mb->n_heads;
+    for (int t = 0; t < nb; t++) kvq_dec_rmsnorm(d->xb + t * W, d->x + t * dim, L->norm, mb->dim, d->cfg.norm_eps);
+    KVQ_TRY(kvq_dec_act_hook(d, l, KVQ_LIN_QKV, d->xb, W, nb, mb->dim));
+    KVQ_TRY(kvq_dec_matmul(d, d->xb, W, nb, &L->in_proj, mb->zxbcdt, (size_t)mb->d_in_proj));
+    conv_silu(mb, L, nb);
+    for (int t = 0; t < nb; t++)
+        for (size_t h = 0; h < H; h++) {
+            float raw = mb->zxbcdt[(size_t)t * (size_t)mb->d_in_proj + (size_t)(mb->d_inner + mb->conv_dim) + h];
+            mb->dt[(size_t)t * H + h] = softplus(raw + L->dt_bias[h]);
+        }
+    KVQ_TRY(state_load(mb, L));
+    for (int h = 0; h < mb->n_heads; h++) ssd_head(mb, L, h, nb);
+    KVQ_TRY(state_store(mb, L));
+    gated_norm(mb, L, nb);
+    KVQ_TRY(kvq_dec_act_hook(d, l, KVQ_LIN_O, mb->y, (size_t)mb->d_inner, nb, mb->d_inner));
+    KVQ_TRY(kvq_dec_matmul(d, mb->y, (size_t)mb->d_inner, nb, &L->out_proj, d->xb2, W));
+    for (int t = 0; t < nb; t++)
+        for (size_t i = 0; i < dim; i++) d->x[t * dim + i] += d->xb2[t * W + i];
+    return KVQ_OK;
+}
+
+kvq_err kvq_mamba2_forward(kvq_decoder *d, const int *tokens, int nb, int pos0, int want_logits)
+{
+    kvq_mamba2 *mb = d->mamba;
+    KVQ_FAIL_IF(pos0 != 0 && pos0 != mb->pos, KVQ_ERR_ARG,
+                "decoder: Mamba-2 position %d but its state holds %d tokens (an SSM restarts at 0 only)", pos0,
+                mb->pos);
+    if (pos0 == 0) kvq_mamba2_reset(d);
+    KVQ_TRY(kvq_dec_embed(d, tokens, nb));
+    for (int l = 0; l < d->cfg.n_layers; l++) KVQ_TRY(mixer(d, l, nb));
+    mb->pos += nb;
+    if (!want_logits) return KVQ_OK;
+    size_t dim = (size_t)mb->dim;
+    for (int t = 0; t < nb; t++) kvq_dec_rmsnorm(d->x + t * dim, d->x + t * dim, d->final_norm, mb->dim, d->cfg.norm_eps);
+    KVQ_TRY(kvq_dec_act_hook(d, d->cfg.n_layers, KVQ_LIN_CLS, d->x, dim, nb, mb->dim));
+    return kvq_dec_matmul(d, d->x, dim, nb, &d->cls, d->logits, (size_t)d->cfg.vocab_size);
+}
