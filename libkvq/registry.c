@@ -17,6 +17,8 @@ static const kvq_codec *const codecs[] = {
     &kvq_codec_mxint8,
     &kvq_codec_kivi,
     &kvq_codec_gear,
+    &kvq_codec_plt,
+    &kvq_codec_pltq,
     &kvq_codec_gptq,
 };
 

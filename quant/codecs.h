@@ -27,8 +27,19 @@ extern const kvq_codec kvq_codec_mxint8;
 extern const kvq_codec kvq_codec_kivi;
 /* compress/gear.c : GEAR quantized backbone + sparse + low rank (id 51) */
 extern const kvq_codec kvq_codec_gear;
+/* compress/plt.c : PLT lossless page coder and closed-loop DPCM (ids 60-61) */
+extern const kvq_codec kvq_codec_plt;
+extern const kvq_codec kvq_codec_pltq;
 
 /* quant/gptq.c : GPTQ b-bit group weights (id 71) */
 extern const kvq_codec kvq_codec_gptq;
+
+/* quant/fp.c, fp_mx.c : LLM-FP4 family (id 30) and OCP/ggml FP4 (ids 32-33) */
+extern const kvq_codec kvq_codec_fp;
+extern const kvq_codec kvq_codec_mxfp4;
+extern const kvq_codec kvq_codec_nvfp4;
+
+/* quant/nupes.c : power-exponent non-uniform quantizer (id 34) */
+extern const kvq_codec kvq_codec_nupes;
 
 #endif
