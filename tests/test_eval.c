@@ -2,7 +2,10 @@
  * test_eval.c — llama-perplexity statistics (libkvq/eval.c) against values
  * computed by hand: percentiles by linear interpolation, mean uncertainty
  * (and its n <= 10 rule), KL exactly 0 for identical logits, KL of a
- * two-token distribution, PPL and its uncertainty, Δp, RMS Δp, same-top.
+ * two-token distribution, PPL and its uncertainty, Δp, RMS Δp, same-top;
+ * and the driver on stories260K (skipped when ../shared/data is absent):
+ * chunking and scored counts, f32 vs f32 KL exactly 0, measured KV bytes,
+ * a lossy KV cache giving small positive KL, argument errors.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +21,9 @@
 #include "kvq.h"
 
 #define TOL 1e-12
+#define STORIES "../shared/data/models/stories260K/stories260K.bin"
+#define DRV_CTX 64
+#define DRV_TOKENS 200
 
 static void test_percentile(void **state)
 {
@@ -171,13 +177,58 @@ static void test_many_tokens(void **state)
     kvq_eval_acc_free(a);
 }
 
+static void test_driver(void **state)
+{
+    (void)state;
+    kvq_model *m = NULL;
+    if (kvq_model_load(STORIES, &m) != KVQ_OK) {
+        printf("skip: %s not available\n", STORIES);
+        skip();
+    }
+    const kvq_model_config *c = kvq_model_config_get(m);
+    int tokens[DRV_TOKENS];
+    for (int i = 0; i < DRV_TOKENS; i++) tokens[i] = (i * 37 + 11) % c->vocab_size; /* fixed, arbitrary */
+    kvq_eval_opts o;
+    kvq_eval_opts_init(&o);
+    o.ctx = DRV_CTX;
+    kvq_eval_result r;
+    assert_int_equal(kvq_eval_run(m, m, tokens, DRV_TOKENS, &o, &r), KVQ_OK);
+    assert_int_equal(r.n_chunks, DRV_TOKENS / DRV_CTX);                 /* 3 */
+    assert_int_equal(r.s.n, 3 * (DRV_CTX - 1 - DRV_CTX / 2));          /* 31 per chunk */
+    assert_true(r.s.kld_mean == 0.0 && r.s.kld_pct[0] == 0.0);          /* exactly */
+    assert_true(r.s.same_top == 1.0 && r.s.ppl_q == r.s.ppl_base);
+    double f32_per_token = 2.0 * c->n_layers * c->n_kv_heads * c->head_size * 4;
+    assert_true(r.kv_bytes_per_token_f32 == f32_per_token);
+    assert_true(r.kv_bytes_per_token == f32_per_token); /* unpaged f32 cache: window only */
+    assert_true(r.bpw_q == 32.0 && r.act_bits_per_value == 32.0);
+    /* Lossy pages: small positive KL, measured compression. */
+    if (kvq_codec_find("rtn")) {
+        o.kv_k_spec = o.kv_v_spec = "rtn:bits=8";
+        o.kv_page = 16;
+        assert_int_equal(kvq_eval_run(m, m, tokens, DRV_TOKENS, &o, &r), KVQ_OK);
+        assert_true(r.s.kld_mean > 0 && r.s.kld_mean < 1e-2);
+        assert_true(r.kv_ratio_f32 > 2.0);
+        o.kv_k_spec = o.kv_v_spec = NULL;
+    }
+    /* Errors: context beyond seq_len, too few tokens, token outside the vocabulary. */
+    o.ctx = c->seq_len + 1;
+    assert_int_equal(kvq_eval_run(m, m, tokens, DRV_TOKENS, &o, &r), KVQ_ERR_ARG);
+    o.ctx = DRV_CTX;
+    assert_int_equal(kvq_eval_run(m, m, tokens, DRV_CTX - 1, &o, &r), KVQ_ERR_ARG);
+    assert_non_null(strstr(kvq_last_error_detail(), "do not fill one chunk"));
+    tokens[5] = c->vocab_size;
+    assert_int_equal(kvq_eval_run(m, m, tokens, DRV_TOKENS, &o, &r), KVQ_ERR_ARG);
+    assert_non_null(strstr(kvq_last_error_detail(), "position 5"));
+    kvq_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_percentile),     cmocka_unit_test(test_mean_unc),
         cmocka_unit_test(test_identical_kl_zero), cmocka_unit_test(test_two_token_kl),
         cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_summary),
-        cmocka_unit_test(test_many_tokens),
+        cmocka_unit_test(test_many_tokens),    cmocka_unit_test(test_driver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
