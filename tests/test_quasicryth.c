@@ -307,7 +307,7 @@ static void test_coder_round_trip(void **state)
     assert_non_null(sym);
     for (size_t a = 0; a < sizeof alpha / sizeof alpha[0]; a++) {
         qcx_big m;
-        assert_int_equal(qcx_big_init(&m, alpha[a], 8, 1u << 20), KVQ_OK);
+        assert_int_equal(qcx_big_init(&m, alpha[a], 8, 1u << 20, 0), KVQ_OK);
         qcx_enc e;
         qcx_enc_init(&e);
         for (int i = 0; i < N; i++) {
@@ -325,7 +325,7 @@ static void test_coder_round_trip(void **state)
         }
         assert_int_equal(naive, m.total);
         qcx_big_free(&m);
-        assert_int_equal(qcx_big_init(&m, alpha[a], 8, 1u << 20), KVQ_OK);
+        assert_int_equal(qcx_big_init(&m, alpha[a], 8, 1u << 20, 0), KVQ_OK);
         qcx_dec d;
         qcx_dec_init(&d, e.out.p, e.out.n);
         for (int i = 0; i < N; i++) {

@@ -177,7 +177,7 @@ kvq_err qcx_small_decode(qcx_small *m, qcx_dec *d, unsigned *s)
 }
 
 /* ---- Fenwick models ------------------------------------------------------ */
-kvq_err qcx_big_init(qcx_big *m, uint32_t n, uint32_t inc, uint32_t limit)
+kvq_err qcx_big_init(qcx_big *m, uint32_t n, uint32_t inc, uint32_t limit, int empty)
 {
     memset(m, 0, sizeof *m);
     if (n == 0) return KVQ_OK;
@@ -190,6 +190,11 @@ kvq_err qcx_big_init(qcx_big *m, uint32_t n, uint32_t inc, uint32_t limit)
     m->limit = limit < QCX_AC_MAX_TOTAL ? limit : QCX_AC_MAX_TOTAL;
     if (m->limit < 2 * n + inc) m->limit = 2 * n + inc < QCX_AC_MAX_TOTAL ? 2 * n + inc : QCX_AC_MAX_TOTAL;
     for (m->top = 1; m->top * 2 <= n; m->top *= 2) {}
+    if (empty) { /* every symbol inactive (frequency 0) until activated */
+        memset(m->f, 0, (size_t)n * sizeof *m->f);
+        m->total = 0;
+        return KVQ_OK;
+    }
     for (uint32_t i = 0; i < n; i++) m->f[i] = 1;
     /* O(n) Fenwick build */
     for (uint32_t i = 1; i <= n; i++) {
@@ -231,7 +236,7 @@ static void big_update(qcx_big *m, uint32_t s)
     memset(m->tree, 0, ((size_t)m->n + 1) * sizeof *m->tree);
     m->total = 0;
     for (uint32_t i = 0; i < m->n; i++) {
-        m->f[i] = (m->f[i] >> 1) | 1u;
+        if (m->f[i]) m->f[i] = (m->f[i] >> 1) | 1u; /* active stays ≥ 1, inactive 0 */
         m->total += m->f[i];
     }
     for (uint32_t i = 1; i <= m->n; i++) {
@@ -247,9 +252,17 @@ void qcx_big_encode(qcx_big *m, qcx_enc *e, uint32_t s)
     big_update(m, s);
 }
 
+void qcx_big_activate(qcx_big *m, uint32_t s)
+{
+    if (m->f[s]) return;
+    m->f[s] = m->inc;
+    m->total += m->inc;
+    big_add(m, s, m->inc);
+}
+
 kvq_err qcx_big_decode(qcx_big *m, qcx_dec *d, uint32_t *s)
 {
-    KVQ_FAIL_IF(m->n == 0, KVQ_ERR_CORRUPT, "event refers to an empty codebook level");
+    KVQ_FAIL_IF(m->total == 0, KVQ_ERR_CORRUPT, "event refers to an empty codebook level");
     uint32_t t = qcx_dec_target(d, m->total);
     /* Fenwick descent: largest pos with prefix sum ≤ t */
     uint32_t pos = 0, cum = 0;

@@ -193,6 +193,7 @@ kvq_err qcx_cb_build(qcx_cb *cb, const qcx_words *w, int level, int tiling)
             cb->seq[p] = cb->vocab_to_uni[w->id[p]];
             cb->prefix[p + 1] = cb->prefix[p] * HASH_BASE + (uint64_t)cb->seq[p] + 1;
         }
+        cb->seq[nw] = QCX_END;
         for (size_t p = 0; p < nw; p++) cand[p] = cb->seq[p] != QCX_NONE;
     }
     /* levels in increasing length; cand[p] = "window at p still repeated" */
@@ -304,31 +305,80 @@ void qcx_cb_free(qcx_cb *cb)
     memset(cb, 0, sizeof *cb);
 }
 
-/* [ours] Drops bigram / n-gram entries the parse never used and renumbers
- * the rest (rank order kept) in keys[], so the codebook carries only what
- * the decoder needs.  Lookup tables are released: no lookups follow. */
+/* First-use order of level lv's entries in keys[]: map[old] = new, or
+ * QCX_NONE for entries no key uses; returns how many are used. */
+static uint32_t first_use(const uint32_t *keys, size_t n, unsigned lv, uint32_t *map, uint32_t m)
+{
+    for (uint32_t j = 0; j < m; j++) map[j] = QCX_NONE;
+    uint32_t next = 0;
+    for (size_t i = 0; i < n; i++)
+        if (QCX_KEY_LV(keys[i]) == lv && map[QCX_KEY_IX(keys[i])] == QCX_NONE)
+            map[QCX_KEY_IX(keys[i])] = next++;
+    return next;
+}
+
+/* Reorders the unigram entries by map (a permutation). */
+static kvq_err permute_unigrams(qcx_cb *cb, const uint32_t *map)
+{
+    uint32_t m = cb->n[QCX_LV_UNI];
+    uint32_t *off = malloc(((size_t)m + 1) * sizeof *off);
+    uint8_t *len = malloc((size_t)m + 1);
+    if (!off || !len) {
+        free(off), free(len);
+        return KVQ_ERROR(KVQ_ERR_NOMEM, "unigram order of %u", m);
+    }
+    for (uint32_t j = 0; j < m; j++) off[map[j]] = cb->uni_off[j], len[map[j]] = cb->uni_len[j];
+    free(cb->uni_off), free(cb->uni_len);
+    cb->uni_off = off, cb->uni_len = len;
+    return KVQ_OK;
+}
+
+/* [ours] Renumbers every level's entries in order of first use, drops the
+ * bigram / n-gram entries the parse never used, and rewrites keys[],
+ * the n-gram contents and the token sequence to match.  First-use order
+ * lets the event coder send a first occurrence as "the next new entry"
+ * instead of an index among all entries. */
 kvq_err qcx_cb_prune(qcx_cb *cb, uint32_t *keys, size_t n)
 {
-    for (unsigned lv = QCX_LV_BI; lv < QCX_NLEV; lv++) {
-        if (cb->n[lv] == 0) continue;
-        uint32_t *map = calloc(cb->n[lv], sizeof *map);
-        KVQ_FAIL_IF(!map, KVQ_ERR_NOMEM, "codebook map of %u", cb->n[lv]);
-        for (size_t i = 0; i < n; i++)
-            if (QCX_KEY_LV(keys[i]) == lv) map[QCX_KEY_IX(keys[i])] = 1;
-        uint32_t m = 0;
-        size_t len = qcx_level_len[lv];
-        for (uint32_t j = 0; j < cb->n[lv]; j++) {
-            if (!map[j]) continue;
-            memmove(cb->gram[lv] + (size_t)m * len, cb->gram[lv] + (size_t)j * len,
-                    len * sizeof *cb->gram[lv]);
-            map[j] = m++;
+    uint32_t *map[QCX_NLEV] = {0};
+    kvq_err e = KVQ_OK;
+    for (unsigned lv = QCX_LV_UNI; lv < QCX_NLEV && e == KVQ_OK; lv++) {
+        map[lv] = malloc(((size_t)cb->n[lv] + 1) * sizeof *map[lv]);
+        if (!map[lv]) e = KVQ_ERROR(KVQ_ERR_NOMEM, "codebook map of %u", cb->n[lv]);
+    }
+    for (unsigned lv = QCX_LV_UNI; lv < QCX_NLEV && e == KVQ_OK; lv++) {
+        uint32_t used = first_use(keys, n, lv, map[lv], cb->n[lv]);
+        if (lv == QCX_LV_UNI) { /* words used only inside n-grams go last */
+            for (uint32_t j = 0; j < cb->n[lv]; j++)
+                if (map[lv][j] == QCX_NONE) map[lv][j] = used++;
+            e = permute_unigrams(cb, map[lv]);
+            continue;
         }
-        for (size_t i = 0; i < n; i++)
-            if (QCX_KEY_LV(keys[i]) == lv) keys[i] = QCX_KEY(lv, map[QCX_KEY_IX(keys[i])]);
-        cb->n[lv] = m;
-        free(map);
-        free(cb->lut[lv]);
+        size_t len = qcx_level_len[lv];
+        uint32_t *g = malloc(((size_t)used * len + 1) * sizeof *g);
+        if (!g) {
+            e = KVQ_ERROR(KVQ_ERR_NOMEM, "level %u codebook", lv);
+            break;
+        }
+        for (uint32_t j = 0; j < cb->n[lv]; j++) {
+            if (map[lv][j] == QCX_NONE) continue;
+            for (size_t w = 0; w < len; w++) /* contents in the new word order */
+                g[(size_t)map[lv][j] * len + w] = map[QCX_LV_UNI][cb->gram[lv][(size_t)j * len + w]];
+        }
+        free(cb->gram[lv]);
+        cb->gram[lv] = g;
+        cb->n[lv] = used;
+        free(cb->lut[lv]); /* no lookups follow */
         cb->lut[lv] = NULL;
     }
-    return KVQ_OK;
+    if (e == KVQ_OK) {
+        for (size_t i = 0; i < n; i++) {
+            unsigned lv = QCX_KEY_LV(keys[i]);
+            if (lv != QCX_LV_ESC) keys[i] = QCX_KEY(lv, map[lv][QCX_KEY_IX(keys[i])]);
+        }
+        for (size_t p = 0; cb->seq && cb->seq[p] != QCX_END; p++)
+            if (cb->seq[p] != QCX_NONE) cb->seq[p] = map[QCX_LV_UNI][cb->seq[p]];
+    }
+    for (unsigned lv = 0; lv < QCX_NLEV; lv++) free(map[lv]);
+    return e;
 }

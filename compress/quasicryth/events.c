@@ -24,6 +24,7 @@
 #define DIST_BITS_SYMS 32      /* bit lengths of a distance: 1 … 32      */
 #define DIST_OWN_BITS  7       /* bit positions 0 … 6 have own models     */
 #define LEN_SYMS       (QCX_LZ_MAX - QCX_LZ_MIN + 1)
+#define LV_SYMS        (2 * QCX_NLEV - 1) /* levels 0..11 + "new entry" of 1..11 */
 #define MATCH_SKIPS_O1 1u     /* copied events update order 2 only       */
 #define FAST_INC       24      /* small-model increment (fast adaptation) */
 #define FAST_LIMIT     (1u << 16)
@@ -51,6 +52,7 @@ typedef struct model {
     unsigned l1, l2;      /* previous levels                   */
     unsigned last_match;
     unsigned skip_o1;     /* the last key came from order 2 or a match */
+    uint32_t next_new[QCX_NLEV]; /* entries are numbered in order of first use */
     uint64_t *seen;       /* encoder: (word, key) pairs ever added at order 1 */
     size_t seen_mask, seen_used;
 } model;
@@ -82,7 +84,7 @@ static kvq_err model_init(model *m, const qcx_cb *cb, size_t n_hint)
         ok &= (m->dbit[i] = qcx_small_create(2, FAST_INC, FAST_LIMIT)) != NULL;
     ok &= (m->len = qcx_small_create(LEN_SYMS, FAST_INC, FAST_LIMIT)) != NULL;
     for (unsigned i = 0; i < QCX_NLEV * QCX_NLEV; i++)
-        ok &= (m->lv[i] = qcx_small_create(QCX_NLEV, FAST_INC, FAST_LIMIT)) != NULL;
+        ok &= (m->lv[i] = qcx_small_create(LV_SYMS, FAST_INC, FAST_LIMIT)) != NULL;
     for (unsigned i = 0; i < 2 * QCX_SEE_N; i++)
         ok &= (m->see[i / QCX_SEE_N][i % QCX_SEE_N] = qcx_small_create(2, SEE_INC, SEE_LIMIT)) != NULL;
     m->o1 = calloc((size_t)m->n_uni + 1, sizeof *m->o1);
@@ -92,7 +94,7 @@ static kvq_err model_init(model *m, const qcx_cb *cb, size_t n_hint)
     }
     kvq_err e = KVQ_OK;
     for (unsigned lv = 1; lv < QCX_NLEV && e == KVQ_OK; lv++)
-        e = qcx_big_init(&m->idx[lv], cb->n[lv], IDX_INC, IDX_LIMIT);
+        e = qcx_big_init(&m->idx[lv], cb->n[lv], IDX_INC, IDX_LIMIT, 1);
     if (e == KVQ_OK) e = qcx_ctxmap_init(&m->o2, n_hint / 4);
     if (e == KVQ_OK) e = qcx_excl_init(&m->excl, cb->n);
     if (e != KVQ_OK) {
@@ -206,8 +208,18 @@ static kvq_err encode_literal(model *m, qcx_enc *e, uint32_t key, qcx_ctx *c2)
     if (!seen_has(m, pair_key(m->w1, key))) qcx_ctx_encode_escape(&m->o1[m->w1], m->see[1], e);
     else if (qcx_ctx_encode(&m->o1[m->w1], &m->excl, m->see[1], e, key)) return KVQ_OK;
     unsigned lv = QCX_KEY_LV(key);
-    qcx_small_encode(m->lv[m->l1 * QCX_NLEV + m->l2], e, lv);
-    if (lv != QCX_LV_ESC) qcx_big_encode(&m->idx[lv], e, QCX_KEY_IX(key));
+    uint32_t ix = QCX_KEY_IX(key);
+    qcx_small *lm = m->lv[m->l1 * QCX_NLEV + m->l2];
+    if (lv == QCX_LV_ESC) {
+        qcx_small_encode(lm, e, lv);
+    } else if (ix == m->next_new[lv]) { /* first use: "next new entry of lv" */
+        qcx_small_encode(lm, e, QCX_NLEV - 1 + lv);
+        qcx_big_activate(&m->idx[lv], ix);
+        m->next_new[lv]++;
+    } else {
+        qcx_small_encode(lm, e, lv);
+        qcx_big_encode(&m->idx[lv], e, ix);
+    }
     return KVQ_OK;
 }
 
@@ -318,7 +330,15 @@ static kvq_err decode_literal(model *m, qcx_dec *d, qcx_ctx *c2, uint32_t *key)
     unsigned lv;
     uint32_t ix = 0;
     KVQ_TRY(qcx_small_decode(m->lv[m->l1 * QCX_NLEV + m->l2], d, &lv));
-    if (lv != QCX_LV_ESC) KVQ_TRY(qcx_big_decode(&m->idx[lv], d, &ix));
+    if (lv >= QCX_NLEV) { /* the next new entry of level lv − 11 */
+        lv -= QCX_NLEV - 1;
+        ix = m->next_new[lv]++;
+        KVQ_FAIL_IF(ix >= m->cb->n[lv], KVQ_ERR_CORRUPT,
+                    "events: new entry %u of level %u beyond its %u entries", ix, lv, m->cb->n[lv]);
+        qcx_big_activate(&m->idx[lv], ix);
+    } else if (lv != QCX_LV_ESC) {
+        KVQ_TRY(qcx_big_decode(&m->idx[lv], d, &ix));
+    }
     *key = QCX_KEY(lv, ix);
     return KVQ_OK;
 }

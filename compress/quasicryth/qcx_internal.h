@@ -34,6 +34,7 @@
 #define QCX_KEY_LV(k)   ((unsigned)((k) >> QCX_KEY_SHIFT))
 #define QCX_KEY_IX(k)   ((k) & ((1u << QCX_KEY_SHIFT) - 1u))
 #define QCX_NONE      0xFFFFFFFFu /* "no unigram index"                     */
+#define QCX_END       0xFFFFFFFEu /* sentinel after the last token in seq[]  */
 
 /* Words covered by an event of each level. */
 extern const unsigned qcx_level_len[QCX_NLEV];
@@ -78,7 +79,9 @@ typedef struct qcx_big {
     uint32_t *tree;           /* 1-based Fenwick array, n + 1 entries */
     uint32_t *f;
 } qcx_big;
-kvq_err qcx_big_init(qcx_big *m, uint32_t n, uint32_t inc, uint32_t limit);
+/* empty: all frequencies start at 0 and symbols enter by qcx_big_activate. */
+kvq_err qcx_big_init(qcx_big *m, uint32_t n, uint32_t inc, uint32_t limit, int empty);
+void qcx_big_activate(qcx_big *m, uint32_t s);
 void qcx_big_free(qcx_big *m);
 void qcx_big_encode(qcx_big *m, qcx_enc *e, uint32_t s);
 kvq_err qcx_big_decode(qcx_big *m, qcx_dec *d, uint32_t *s);
