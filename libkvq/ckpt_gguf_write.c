@@ -243,6 +243,8 @@ kvq_err kvq_ckpt_gguf_write(const kvq_model *m, kvq_out *o)
      * llama.cpp's tensor names and ssm.* keys, which kvq does not map). */
     KVQ_FAIL_IF(m->cfg.arch != KVQ_ARCH_LLAMA, KVQ_ERR_UNSUPPORTED,
                 "GGUF export covers llama models; this is %s (write .kvq or safetensors)", kvq_arch_name(m->cfg.arch));
+    KVQ_FAIL_IF(kvq_model_has_rope_pairs(m), KVQ_ERR_UNSUPPORTED,
+                "GGUF cannot express K-sorted RoPE pairs (kvq.rope_pairs.N metadata); write .kvq");
     kvq_buf infos = {0}, kv = {0}, head = {0};
     uint32_t ftype = 0;
     uint64_t n_kv = 0;

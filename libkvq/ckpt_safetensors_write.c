@@ -154,6 +154,8 @@ static kvq_err write_tensor(const kvq_model *m, const st_out *t, kvq_out *o)
 
 kvq_err kvq_ckpt_safetensors_write(const kvq_model *m, kvq_out *o)
 {
+    KVQ_FAIL_IF(kvq_model_has_rope_pairs(m), KVQ_ERR_UNSUPPORTED,
+                "safetensors cannot express K-sorted RoPE pairs (kvq.rope_pairs.N metadata); write .kvq");
     int permute = m->cfg.arch == KVQ_ARCH_LLAMA && m->cfg.rope == KVQ_ROPE_ADJACENT;
     int rope = m->cfg.arch == KVQ_ARCH_LLAMA ? KVQ_ROPE_HALF : (int)m->cfg.rope;
     st_out *t = malloc((m->n_w ? m->n_w : 1) * sizeof *t);

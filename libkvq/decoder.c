@@ -113,9 +113,7 @@ static kvq_err bind_layer(kvq_decoder *d, int l)
     int half = c->head_size / 2;
     L->rope_pair = malloc((size_t)c->n_kv_heads * (size_t)half * sizeof *L->rope_pair);
     KVQ_FAIL_IF(!L->rope_pair, KVQ_ERR_NOMEM, "decoder: out of memory");
-    for (int g = 0; g < c->n_kv_heads; g++)
-        for (int j = 0; j < half; j++) L->rope_pair[g * half + j] = j;
-    return KVQ_OK;
+    return kvq_model_rope_pairs(d->model, l, L->rope_pair); /* identity unless K-sorted (ksort.c) */
 }
 
 static kvq_err check_config(const kvq_model_config *c)

@@ -1151,6 +1151,58 @@ KVQ_API kvq_err kvq_qcx_decompress_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx
 KVQ_API kvq_err kvq_qcx_list_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx_stats *st);
 
 
+/* ======================================================================== */
+/*  Section: K-sort, outlier-channel rearrangement  (libkvq/ksort.c)        */
+/* ======================================================================== */
+/* Offline weight rewrites that group large channels into the same blocks
+ * of a block format (bfp, q4_0) while leaving the float model's output
+ * unchanged (quant-methods.md §3.2-§3.3):
+ *  - K-sort: per layer and KV head, RoPE pairs ordered by a key, largest
+ *    first; W_k's rows and those of every query head of the group move
+ *    together (q·k unchanged) and each pair keeps its RoPE frequency
+ *    through a per-layer table stored as model metadata
+ *    "kvq.rope_pairs.N" (n_kv_heads·head_size/2 integers, head-major: the
+ *    frequency index of each stored pair slot), which the reference
+ *    decoder applies.  GGUF and safetensors cannot express the table, so
+ *    kvq_model_save() refuses them for such a model (use .kvq).
+ *  - inputs: FFN hidden channels (ffn_gate/ffn_up rows with ffn_down
+ *    columns) and, per KV group, V channels (attn_v rows with attn_output
+ *    columns) ordered by the reading weight's column norms, for codecs
+ *    whose blocks run along those weights' rows.  Needs no metadata.
+ * Both need plain (f32/f16/bf16) weights: rearrange, then quantize. */
+typedef enum kvq_ksort_key {
+    KVQ_KSORT_WEIGHT = 0,   /* ‖pair rows of W_k‖ (the paper's key)            */
+    KVQ_KSORT_CALIB = 1     /* mean ‖pair of K‖ on calibration text: K = X·W_kᵀ
+                               with X the captured QKV input (kvq_calib); RoPE
+                               leaves a pair's magnitude unchanged            */
+} kvq_ksort_key;
+
+typedef struct kvq_ksort_opts {
+    int qk;                 /* 1: K-sort every layer's Q/K pairs               */
+    kvq_ksort_key key;      /* order of the pairs when perm is NULL            */
+    const kvq_calib *calib; /* calibration data of the input model (CALIB key) */
+    const int *perm;        /* optional explicit plan, as kvq_ksort_plan()     */
+    int inputs;             /* 1: reorder FFN hidden and V channels too        */
+} kvq_ksort_opts;
+
+/* kvq_ksort_pair_keys() : keys[g·hs/2 + j] of pair slot j of KV head g in
+ * `layer`, in stored order.  Pure (reads m, cal). */
+KVQ_API kvq_err kvq_ksort_pair_keys(const kvq_model *m, int layer, kvq_ksort_key key, const kvq_calib *cal,
+                                    double *keys);
+/* kvq_ksort_plan() : perm[(l·n_kv_heads + g)·hs/2 + j] = the stored pair
+ * that moves to slot j (descending key, ties by index), every layer. */
+KVQ_API kvq_err kvq_ksort_plan(const kvq_model *m, kvq_ksort_key key, const kvq_calib *cal, int *perm);
+/* kvq_model_ksort() : a new model (every weight copied; `in` may be freed
+ * first) with the rearrangements of *o applied; encoded weights give
+ * KVQ_ERR_UNSUPPORTED.  Free with kvq_model_free(). */
+KVQ_API kvq_err kvq_model_ksort(const kvq_model *in, const kvq_ksort_opts *o, kvq_model **out);
+/* kvq_model_rope_pairs() : layer's pair table into pairs[n_kv_heads·hs/2]
+ * (identity when the model has none); KVQ_ERR_CORRUPT for a malformed one. */
+KVQ_API kvq_err kvq_model_rope_pairs(const kvq_model *m, int layer, int *pairs);
+/* kvq_model_has_rope_pairs() : 1 when m carries a pair table. */
+KVQ_API int kvq_model_has_rope_pairs(const kvq_model *m);
+
+
 #ifdef KVQ_EXPERIMENTAL
 /* ======================================================================== */
 /*  Experimental API: may change between minor versions                     */
