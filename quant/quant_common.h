@@ -2,7 +2,10 @@
  * quant_common.h — building blocks shared by every quantizer in quant/
  * (quant-methods.md §0): group statistics (absmax, min/max, ggml's signed
  * absmax), the rounding rules peers use (RHA = C roundf, RNE), b-bit code
- * streams (2..8 bits, LSB first) and the two 4-bit nibble layouts.
+ * streams (2..8 bits, LSB first), the two 4-bit nibble layouts, the small
+ * floating-point formats (one ExMy rounding routine with selectable tie
+ * rule; E8M0/UE4M3 scales) and the Gram-matrix helpers behind the
+ * layer-output objective ‖XWᵀ − XŴᵀ‖².
  *
  * The small per-element helpers are `static inline` on purpose: a codec that
  * calls them with a constant length (a 32-element ggml block) gets a loop
@@ -220,5 +223,114 @@ static inline int kvq_is_pow2(int64_t n) { return n > 0 && !(n & (n - 1)); }
  * matrix of size n = 2^k (Sylvester order, scale 1/√n); H is symmetric and
  * H·H = I, so applying it twice gives x back up to f32 rounding. */
 void kvq_fwht(float *x, int64_t n);
+
+
+/* ---- small floating-point formats (quant-methods.md §0, §1.1, §6.2-6.3) ------
+ * One descriptor covers every ExMy format kvq uses: e exponent bits, m
+ * mantissa bits, an integer standard bias, signed or not, and the largest
+ * finite magnitude code (LLM-FP4's formats use every code; OCP E4M3 loses
+ * S.1111.111 to NaN, E5M2 its top binade to Inf/NaN; UE4M3 as ggml uses it
+ * saturates at 0x7E).  Magnitude code c = exp << m | mant; exp 0 is the
+ * subnormal binade: value = mant·2^(1−bias−m), else (2^m + mant)·2^(exp−bias−m).
+ * A real-valued bias b̃ is a scale on this grid (§1.1 scale identity):
+ * Q_b̃(x) = s·Q_b0(x/s) with s = 2^(b0 − b̃). */
+typedef enum kvq_tie {
+    KVQ_TIE_EVEN = 0,  /* RNE: to the even code (IEEE, torch.round, CUDA cvt.rn)   */
+    KVQ_TIE_AWAY = 1,  /* RHA: away from zero (C roundf, microxcaling "nearest") */
+    KVQ_TIE_ZERO = 2   /* to the smaller magnitude (ggml MXFP4/NVFP4 _ref search) */
+} kvq_tie;
+
+typedef enum kvq_fp_id {
+    KVQ_FP_E2M1 = 0, KVQ_FP_E3M0, KVQ_FP_E1M2,            /* 4-bit, all codes finite   */
+    KVQ_FP_E5M2, KVQ_FP_E4M3, KVQ_FP_E3M4, KVQ_FP_E2M5, KVQ_FP_E1M6, /* 8-bit, LLM-FP4  */
+    KVQ_FP_E4M3_OCP, KVQ_FP_E5M2_OCP,                    /* OCP FP8 (NaN/Inf codes)   */
+    KVQ_FP_UE4M3,                                        /* unsigned, ggml NVFP4 scale */
+    KVQ_FP__COUNT                                        /* E8M0: kvq_e8m0_value()     */
+} kvq_fp_id;
+
+#define KVQ_FP_MAX_LEVELS 256 /* magnitude codes of an 8-bit unsigned format */
+
+typedef struct kvq_fpfmt {
+    const char *name;      /* "e2m1"                                       */
+    uint8_t     e, m;      /* exponent and mantissa bits                   */
+    uint8_t     is_signed; /* 1: a sign bit above the magnitude code       */
+    int         bias;      /* standard integer exponent bias               */
+    unsigned    code_max;  /* largest finite magnitude code                */
+} kvq_fpfmt;
+
+/* kvq_fp_format() : the descriptor of a format (NULL past the end). */
+const kvq_fpfmt *kvq_fp_format(kvq_fp_id id);
+/* kvq_fp_bits() : 1 + e + m for signed formats, e + m for unsigned ones. */
+static inline unsigned kvq_fp_bits(const kvq_fpfmt *f) { return (unsigned)f->is_signed + f->e + f->m; }
+/* kvq_fp_mag() : value of magnitude code c (c <= code_max), exact. */
+float kvq_fp_mag(const kvq_fpfmt *f, unsigned c);
+/* kvq_fp_maxval() : largest finite magnitude, kvq_fp_mag(f, code_max). */
+static inline float kvq_fp_maxval(const kvq_fpfmt *f) { return kvq_fp_mag(f, f->code_max); }
+/* kvq_fp_round_code() : THE rounding routine: magnitude code nearest to
+ * |y| on f's standard grid with tie rule t, saturating at code_max
+ * (NaN is not an input: codecs screen it).  Reference implementation
+ * (frexp, no table): p = max(floor(log2|y|), 1 − bias), v = 2^(p − m),
+ * r = round_t(|y|/v), code from (p, r). */
+unsigned kvq_fp_round_code(const kvq_fpfmt *f, float y, kvq_tie t);
+/* kvq_fp_round() : sign(y)·kvq_fp_mag(round_code(y)) — Q_b0(y). */
+float kvq_fp_round(const kvq_fpfmt *f, float y, kvq_tie t);
+/* kvq_fp_round_d() : kvq_fp_round in double (same grid; finite y). */
+double kvq_fp_round_d(const kvq_fpfmt *f, double y, kvq_tie t);
+/* kvq_fp_round_bias() : Q with a real bias b̃: s·Q_b0(y/s), s = 2^(bias−b̃),
+ * in double (the paper's quantizer; used by tests and searches). */
+double kvq_fp_round_bias(const kvq_fpfmt *f, double y, double bias, kvq_tie t);
+/* kvq_fp_bias_for_max() : b̃(M) = 2^e − 1 + log2(2 − 2^−m) − log2(M), the
+ * real bias whose maxval is M (M > 0) for an all-codes-finite format. */
+double kvq_fp_bias_for_max(const kvq_fpfmt *f, double M);
+
+/* Fast path: a table of the thresholds between adjacent magnitudes, so a
+ * code is a count of compares (vectorisable) and equals kvq_fp_round_code
+ * bit for bit (tests/test_fp.c checks every format and tie rule). */
+typedef struct kvq_fp_lut {
+    const kvq_fpfmt *f;
+    kvq_tie  tie;
+    unsigned n;                          /* magnitude codes: code_max + 1   */
+    float    mag[KVQ_FP_MAX_LEVELS];     /* value of each magnitude code    */
+    float    mid[KVQ_FP_MAX_LEVELS];     /* mid[i] between mag[i], mag[i+1] */
+    uint8_t  up_at_tie[KVQ_FP_MAX_LEVELS]; /* 1: a tie at mid[i] rounds up  */
+} kvq_fp_lut;
+
+void kvq_fp_lut_init(kvq_fp_lut *l, const kvq_fpfmt *f, kvq_tie t);
+
+/* kvq_fp_lut_code() : magnitude code of a = |y| (a >= 0, finite). */
+static inline unsigned kvq_fp_lut_code(const kvq_fp_lut *l, float a)
+{
+    unsigned c = 0;
+    for (unsigned i = 0; i + 1 < l->n; i++) c += (a > l->mid[i]) | ((a == l->mid[i]) & l->up_at_tie[i]);
+    return c;
+}
+
+/* kvq_fp_lut_code8() : the same for formats of at most 8 magnitudes (4-bit
+ * signed), written with a constant trip count so it vectorises. */
+static inline unsigned kvq_fp_lut_code8(const kvq_fp_lut *l, float a)
+{
+    unsigned c = 0;
+    for (unsigned i = 0; i < 7; i++) c += (a > l->mid[i]) | ((a == l->mid[i]) & l->up_at_tie[i]);
+    return c;
+}
+
+/* ---- scale formats: E8M0 (OCP MX) and UE4M3 (ggml NVFP4) ------------------ */
+/* kvq_e8m0_value() : 2^(code − 127) for code 0..254 (255 is NaN). */
+float kvq_e8m0_value(uint8_t code);
+/* kvq_ue4m3_from_f32() : ggml's fp32 → UE4M3: x <= 0 → 0; saturates at 448
+ * (0x7E); mantissa rounded half up; subnormals (code exp 0) rounded by
+ * (int)(x·512 + 0.5) and clamped to 1..7 (0 below 1). */
+uint8_t kvq_ue4m3_from_f32(float x);
+/* kvq_ue4m3_value() : the UE4M3 value (0x7F and 0xFF decode to 0). */
+float kvq_ue4m3_value(uint8_t code);
+
+/* ---- layer-output objective (quant-methods.md §0 "layer reconstruction") ---
+ * With H = XᵀX over calibration rows X [T][n], the output error of one
+ * weight row w against ŵ is ‖X(w − ŵ)‖² = dᵀHd, d = w − ŵ. */
+/* kvq_gram_accum() : H[n][n] += XᵀX for X [t][n] (float H, double sums per
+ * block of rows). */
+void kvq_gram_accum(float *H, const float *X, int64_t t, int64_t n);
+/* kvq_gram_quad() : dᵀHd for d[n] (double accumulation). */
+double kvq_gram_quad(const float *H, const float *d, int64_t n);
 
 #endif /* KVQ_QUANT_COMMON_H */

@@ -1,0 +1,342 @@
+/*
+ * fp.c — codec `fp` (id 30): LLM-FP4-family weights and dynamic
+ * activations (quant-methods.md §1.1–1.4), and codec `fpa` (id 31): the
+ * paper's static activation quantizer with the pre-shifted exponent bias
+ * (§1.3).  The OCP/ggml presets mxfp4 and nvfp4 live in fp_mx.c.
+ *
+ * Quantizer.  An ExMy grid (quant_common.h) with a real-valued bias b̃,
+ * held as the scale s = 2^(b0 − b̃) on the standard grid (§1.1 scale
+ * identity): x̂ = s·Q_b0(x/s).  Codes are the sign bit above the magnitude
+ * code, computed by threshold counting against x·(1/s) (the reciprocal is
+ * the f32 one: [ours]).
+ *
+ * fp (weights): one bias per row (the paper) or per group of `group`
+ * values.  search=paper scans the paper's grid b̃ = γ_i·b̃(max), γ_i = 0.01 +
+ * i·1.19/100, i = 0..99; search=clip scans the scale-invariant clip grid
+ * clip = r_i·max, r_i = 0.3 + i·0.7/99 ([ours], §1.4); search=none is
+ * MinMax (γ = 1).  The objective is the layer-output error dᵀHd (H = XᵀX
+ * from calibrate(), §1.4 "L2_norm") when calibrated and gran=row, else the
+ * weight error Σd² (with calibration and gran=group: Σ H_jj d_j², [ours]).
+ * [ours] speed-up: every candidate is ranked by Σ H_jj d_j² first and only
+ * the best FP_PREFILTER get the full dᵀHd.  fmt=auto4/auto8 searches the
+ * formats of that width (§1.4 format search) per tensor by the same
+ * objective.  The paper's three rounds alternate weight and activation
+ * searches; kvq calibrates them separately (weights on f32 inputs, `fpa` on
+ * its own inputs), so one round is all there is.
+ *
+ * fpa (activations, static, needs calibration): b_j = b̃(max_t |X[t,j]|),
+ * ρ = min_j b_j, k_j = clamp(round(b_j) − round(ρ), 0, 2^e − 1) when
+ * pershift=1 (0 otherwise: the FPQ baseline's one bias per tensor); ρ is
+ * then searched on the paper's grid by the activation error over the
+ * calibration rows ([ours]: the paper scores ρ by the layer output).
+ * Decoding gives 2^−k_j·s·Q(2^k_j·x_j/s) = Q_(ρ+k_j)(x_j) — the same
+ * number as folding 2^−k_j into the weight columns (§1.3 step 4; the
+ * identity is tested bit-exact in tests/test_fp.c).
+ *
+ * Payload (little-endian, [ours]):
+ *   fp : u8 format, then per row: scale(s) (f32 per row, or f16 per group,
+ *        codes computed against the stored value), then the row's codes.
+ *   fpa: u8 format, u8 pershift, f32 s, k_j as e-bit codes (pershift only),
+ *        then every row's codes.
+ *   codes: 4-bit formats in runs of 32 nibbles, split-half (ggml) or
+ *        adjacent (ModelOpt) per `nib`, a shorter last run adjacent; 8-bit
+ *        formats one byte each.
+ */
+#include "kvq_internal.h"
+#include "quant/codecs.h"
+#include "quant/fp_impl.h"
+
+#include <stdlib.h>
+
+#define FP_GAMMA_N    100     /* paper grid: i = 0..99 (γ = 1.2 never tried) */
+#define FP_GAMMA_LO   0.01
+#define FP_GAMMA_SPAN 1.19
+#define FP_CLIP_LO    0.3
+#define FP_CLIP_HI    1.0
+#define FP_PREFILTER  12      /* candidates scored by the full dᵀHd         */
+#define FP_CAL_ROWS   512     /* calibration rows fpa keeps for its search    */
+
+typedef enum { SEARCH_NONE = 0, SEARCH_PAPER = 1, SEARCH_CLIP = 2 } fp_search;
+
+static const char *const gran_names[] = {"row", "group", NULL};
+static const char *const search_names[] = {"none", "paper", "clip", NULL};
+
+static const kvq_param fp_params[] = {
+    {"fmt", 0, 9, 0, 0, fp_fmt_names, "element format (LLM-FP4: every code finite); auto4/auto8 search them"},
+    {"gran", 0, 1, 0, 0, gran_names, "one real bias per row (paper) or per group"},
+    {"group", 16, 256, 32, 1, NULL, "values per group (gran=group), even"},
+    {"search", 0, 2, SEARCH_PAPER, 0, search_names, "bias search: none = MinMax, paper grid, clip-ratio grid"},
+    {"tie", 0, 2, KVQ_TIE_EVEN, 0, fp_tie_names, "tie rule of the rounding"},
+    {"nib", 0, 1, KVQ_NIB_SPLIT_HALF, 0, fp_nib_names, "4-bit nibble order"},
+};
+
+
+typedef struct {
+    int        fmt;         /* 0..7 or FMT_AUTO4/8                          */
+    int        gran_group;
+    int64_t    group;
+    fp_search  search;
+    kvq_tie    tie;
+    kvq_nib_layout nib;
+    float     *H;           /* [hn][hn] Gram matrix of calibration inputs   */
+    int64_t    hn;
+} fp_state;
+
+/* ---- the objective --------------------------------------------------------------- */
+typedef struct {
+    const float *H;         /* NULL: weight MSE                              */
+    int64_t      n, c0;     /* H order, first column of the span             */
+    int          full;      /* 1: dᵀHd (whole rows)                          */
+} fp_obj;
+
+static double obj_diag(const fp_obj *o, const float *d, int64_t len)
+{
+    double e = 0.0;
+    for (int64_t j = 0; j < len; j++) {
+        double w = o->H ? (double)o->H[(o->c0 + j) * o->n + o->c0 + j] : 1.0;
+        e += w * (double)d[j] * (double)d[j];
+    }
+    return e;
+}
+
+/* ---- candidates ---------------------------------------------------------------------- */
+/* Scale of candidate i for a span whose max |x| is M. */
+static double cand_scale(fp_search s, const kvq_fpfmt *f, double M, int i)
+{
+    double maxv = (double)kvq_fp_maxval(f);
+    if (s == SEARCH_CLIP) return (FP_CLIP_LO + (FP_CLIP_HI - FP_CLIP_LO) * i / (FP_GAMMA_N - 1)) * M / maxv;
+    double b0 = kvq_fp_bias_for_max(f, M);
+    double b = s == SEARCH_PAPER ? (FP_GAMMA_LO + FP_GAMMA_SPAN * i / FP_GAMMA_N) * b0 : b0;
+    return exp2((double)f->bias - b);
+}
+
+/* The stored form of a scale: f32 per row, f16 per group (finite, > 0). */
+static float store_scale(double s, int as_f16)
+{
+    float f = (float)s;
+    if (!(f > 0.0f) || !isfinite(f)) f = f > 0.0f ? FLT_MAX : FLT_MIN;
+    if (as_f16) {
+        f = kvq_f16_to_f32(kvq_f32_to_f16(f));
+        if (!(f > 0.0f)) f = kvq_f16_to_f32(1); /* smallest f16 subnormal */
+        if (isinf(f)) f = kvq_f16_to_f32(0x7BFF);
+    }
+    return f;
+}
+
+/* Best scale of x[len] (max M > 0) by search s; d is scratch [len]. */
+static float search_span(const fp_state *st, const kvq_fp_lut *l, const fp_obj *o, const float *x, int64_t len,
+                         double M, float *d, double *best_e)
+{
+    int n = st->search == SEARCH_NONE ? 1 : FP_GAMMA_N, f16 = st->gran_group;
+    double diag[FP_GAMMA_N];
+    float sc[FP_GAMMA_N];
+    for (int i = 0; i < n; i++) {
+        sc[i] = store_scale(cand_scale(st->search, l->f, M, i), f16);
+        fp_quant_span(l, x, len, sc[i], NULL, d);
+        for (int64_t j = 0; j < len; j++) d[j] = x[j] - d[j];
+        diag[i] = obj_diag(o, d, len);
+    }
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (diag[i] < diag[best]) best = i;
+    *best_e = diag[best];
+    if (!o->full || n == 1) return sc[best];
+    /* rank by the diagonal objective, score the best few exactly */
+    int pick[FP_PREFILTER], np = 0;
+    uint8_t used[FP_GAMMA_N] = {0};
+    for (; np < FP_PREFILTER && np < n; np++) {
+        int b = -1;
+        for (int i = 0; i < n; i++)
+            if (!used[i] && (b < 0 || diag[i] < diag[b])) b = i;
+        used[b] = 1;
+        pick[np] = b;
+    }
+    double be = INFINITY;
+    for (int k = 0; k < np; k++) {
+        fp_quant_span(l, x, len, sc[pick[k]], NULL, d);
+        for (int64_t j = 0; j < len; j++) d[j] = x[j] - d[j];
+        double e = kvq_gram_quad(o->H, d, len);
+        if (e < be || (e == be && pick[k] < best)) be = e, best = pick[k];
+    }
+    *best_e = be;
+    return sc[best];
+}
+
+/* ---- fp: layout ------------------------------------------------------------------------- */
+typedef struct {
+    int64_t rows, cols, span, gpr;
+    size_t  entry, codes, row_bytes, total;
+} fp_layout;
+
+static fp_layout fp_layout_of(const fp_state *s, const kvq_fpfmt *f, const kvq_shape *sh)
+{
+    fp_layout L;
+    L.rows = kvq_shape_rows(sh);
+    L.cols = kvq_shape_cols(sh);
+    L.span = s->gran_group ? s->group : L.cols;
+    L.gpr = s->gran_group ? (L.cols + s->group - 1) / s->group : 1;
+    L.entry = s->gran_group ? 2 : 4;
+    L.codes = fp_codes_size(f, L.cols);
+    L.row_bytes = (size_t)L.gpr * L.entry + L.codes;
+    L.total = 1 + (size_t)L.rows * L.row_bytes;
+    return L;
+}
+
+static kvq_err fp_init(void *st, const kvq_params *p)
+{
+    fp_state *s = st;
+    s->fmt = (int)p->v[0];
+    s->gran_group = (int)p->v[1];
+    s->group = (int64_t)p->v[2];
+    s->search = (fp_search)p->v[3];
+    s->tie = (kvq_tie)p->v[4];
+    s->nib = (kvq_nib_layout)p->v[5];
+    KVQ_FAIL_IF(s->group % 2, KVQ_ERR_PARAM_RANGE, "fp: group=%lld must be even", (long long)s->group);
+    return KVQ_OK;
+}
+
+static void fp_fini(void *st)
+{
+    fp_state *s = st;
+    free(s->H);
+    s->H = NULL;
+}
+
+/* H += XᵀX of a calibration sample (the inputs of this weight's layer). */
+static kvq_err fp_calibrate(void *st, const kvq_tensor *x)
+{
+    fp_state *s = st;
+    int64_t n = kvq_shape_cols(&x->shape), t = kvq_shape_rows(&x->shape);
+    KVQ_FAIL_IF(s->H && n != s->hn, KVQ_ERR_SHAPE, "fp: calibration width %lld after %lld", (long long)n,
+                (long long)s->hn);
+    if (!s->H) {
+        size_t nn;
+        KVQ_FAIL_IF(kvq_mul_ov((size_t)n, (size_t)n, &nn) || nn > ((size_t)1 << 28), KVQ_ERR_SHAPE,
+                    "fp: calibration width %lld too large", (long long)n);
+        s->H = calloc(nn ? nn : 1, sizeof *s->H);
+        KVQ_FAIL_IF(!s->H, KVQ_ERR_NOMEM, "fp: out of memory for a %lld^2 Gram matrix", (long long)n);
+        s->hn = n;
+    }
+    kvq_gram_accum(s->H, x->data, t, n);
+    return KVQ_OK;
+}
+
+static size_t fp_bound(const void *st, const kvq_shape *sh)
+{
+    const fp_state *s = st;
+    size_t best = 0;
+    for (int i = 0; i < 8; i++) {
+        fp_layout L = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[i]), sh);
+        best = L.total > best ? L.total : best;
+    }
+    return best;
+}
+
+/* Quantises the whole tensor with format f into out (NULL: objective only). */
+static double fp_encode_fmt(const fp_state *s, const kvq_fpfmt *f, const float *x, const fp_layout *L,
+                            uint8_t *out, float *scratch)
+{
+    kvq_fp_lut lut;
+    kvq_fp_lut_init(&lut, f, s->tie);
+    int have_h = s->H && s->hn == L->cols;
+    double total = 0.0;
+    float *d = scratch, *q = scratch + L->cols;
+    uint8_t *codes = (uint8_t *)(scratch + 2 * L->cols);
+    for (int64_t r = 0; r < L->rows; r++) {
+        const float *xr = x + r * L->cols;
+        uint8_t *row = out ? out + 1 + (size_t)r * L->row_bytes : NULL;
+        for (int64_t g = 0, c0 = 0; c0 < L->cols; g++, c0 += L->span) {
+            int64_t len = L->cols - c0 < L->span ? L->cols - c0 : L->span;
+            fp_obj o = {have_h ? s->H : NULL, L->cols, c0, have_h && !s->gran_group};
+            double M = (double)kvq_absmax(xr + c0, (size_t)len), e = 0.0;
+            float sc = M > 0 ? search_span(s, &lut, &o, xr + c0, len, M, d, &e) : store_scale(1.0, s->gran_group);
+            total += e;
+            fp_quant_span(&lut, xr + c0, len, sc, codes + c0, q);
+            if (!row) continue;
+            if (s->gran_group) kvq_wr16(row + 2 * g, kvq_f32_to_f16(sc));
+            else memcpy(row, &sc, 4); /* little-endian hosts only: checked in fp_impl.h */
+        }
+        if (row) fp_pack_codes(f, s->nib, codes, L->cols, row + (size_t)L->gpr * L->entry);
+    }
+    return total;
+}
+
+static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
+{
+    const fp_state *s = st;
+    int lo = s->fmt < 8 ? s->fmt : s->fmt == FMT_AUTO4 ? 0 : 3, hi = s->fmt < 8 ? s->fmt : lo + (lo ? 4 : 2);
+    fp_layout L = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[lo]), &src->shape);
+    KVQ_FAIL_IF(cap < L.total, KVQ_ERR_DST_TOO_SMALL, "fp: need %zu bytes, buffer has %zu", L.total, cap);
+    float *scratch = malloc((size_t)(3 * L.cols + 1) * sizeof(float));
+    KVQ_FAIL_IF(!scratch, KVQ_ERR_NOMEM, "fp: out of memory");
+    int best = lo;
+    if (hi > lo) {
+        double be = INFINITY;
+        for (int i = lo; i <= hi; i++) {
+            fp_layout Li = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[i]), &src->shape);
+            double e = fp_encode_fmt(s, kvq_fp_format(fp_fmt_ids[i]), src->data, &Li, NULL, scratch);
+            if (e < be) be = e, best = i;
+        }
+    }
+    const kvq_fpfmt *f = kvq_fp_format(fp_fmt_ids[best]);
+    L = fp_layout_of(s, f, &src->shape);
+    uint8_t *out = dst;
+    out[0] = (uint8_t)best;
+    fp_encode_fmt(s, f, src->data, &L, out, scratch);
+    free(scratch);
+    *n = L.total;
+    return KVQ_OK;
+}
+
+static kvq_err fp_decode_rows(void *st, const void *src, size_t n, const kvq_shape *sh, int64_t r0, int64_t r1,
+                              float *out)
+{
+    const fp_state *s = st;
+    const uint8_t *p = src;
+    KVQ_FAIL_IF(n < 1 || p[0] >= 8, KVQ_ERR_CORRUPT, "fp: bad format byte");
+    const kvq_fpfmt *f = kvq_fp_format(fp_fmt_ids[p[0]]);
+    fp_layout L = fp_layout_of(s, f, sh);
+    KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "fp: payload is %zu bytes, shape and parameters need %zu", n,
+                L.total);
+    kvq_fp_lut lut;
+    kvq_fp_lut_init(&lut, f, s->tie);
+    uint8_t *codes = malloc((size_t)L.cols + 1);
+    KVQ_FAIL_IF(!codes, KVQ_ERR_NOMEM, "fp: out of memory");
+    for (int64_t r = r0; r < r1; r++, out += L.cols) {
+        const uint8_t *row = p + 1 + (size_t)r * L.row_bytes;
+        fp_unpack_codes(f, s->nib, row + (size_t)L.gpr * L.entry, L.cols, codes);
+        for (int64_t g = 0, c0 = 0; c0 < L.cols; g++, c0 += L.span) {
+            int64_t len = L.cols - c0 < L.span ? L.cols - c0 : L.span;
+            float sc = s->gran_group ? kvq_f16_to_f32(kvq_rd16(row + 2 * g)) : kvq_rdf32(row);
+            if (!isfinite(sc)) {
+                free(codes);
+                return KVQ_ERROR(KVQ_ERR_CORRUPT, "fp: row %lld holds a non-finite scale", (long long)r);
+            }
+            fp_dequant_span(&lut, codes + c0, len, sc, NULL, out + c0);
+        }
+    }
+    free(codes);
+    return KVQ_OK;
+}
+
+static kvq_err fp_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
+{
+    return fp_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
+}
+
+/* Declared bound for the defaults (E2M1, per-row bias, searched): every
+ * candidate set includes γ ≈ 1 only approximately, so the bound is the
+ * MinMax worst case with margin: the coarsest E2M1 step relative to the
+ * row max is 2/6; a value rounding to 0 errs by < 0.25·s·... — measured on
+ * adversarial rows below 0.5; declared as that. */
+#define FP_REL_ERR 0.5
+
+const kvq_codec kvq_codec_fp = {
+    .abi = KVQ_CODEC_ABI, .name = "fp", .id = 30,
+    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV, .flags = 0,
+    .state_size = sizeof(fp_state), .params = fp_params,
+    .n_params = sizeof fp_params / sizeof fp_params[0], .max_rel_err = FP_REL_ERR,
+    .summary = "LLM-FP4 ExMy with real per-row/group bias, paper or clip search (layer-output MSE when calibrated)",
+    .init = fp_init, .calibrate = fp_calibrate, .bound = fp_bound, .encode = fp_encode, .decode = fp_decode,
+    .fini = fp_fini, .decode_rows = fp_decode_rows,
+};

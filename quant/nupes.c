@@ -1,0 +1,409 @@
+/*
+ * nupes.c — codec `nupes` (id 34): NUPES-style power-exponent non-uniform
+ * quantization (quant-methods.md §2; a reconstruction — the papers' bodies
+ * and code are not available, see §2.1).
+ *
+ *   q = RNE(Qm · sign(w) · (|w|/M)^a)  in {−Qm..Qm},  Qm = 2^(b−1) − 1
+ *   ŵ = sign(q) · M · (|q|/Qm)^(1/a)
+ * with M = max|w| per group (f16, codes computed against the stored M) and
+ * one exponent a per tensor (f32).  a = 1 is symmetric RTN.
+ *
+ * Exponent.  a=0 (default) searches it data-free (§2.3): a 17-point grid on
+ * [0.2, 1] brackets the minimum of Σ‖W − Ŵ(a)‖², then golden section to
+ * 1e-3.  driven=1 with calibration (§2.3 data-driven, [ours]): with
+ * H = XᵀX + λI (λ = 0.01·mean diag), each row's codes are refined over the
+ * WHOLE grid (every level tried for every column, exact ΔE = −2δ(rH)_j +
+ * δ²H_jj, up to NU_SWEEPS sweeps or no change), then a is re-optimised by
+ * golden section with the codes fixed (tolerance NU_DRIVEN_TOL), for up to
+ * NU_ROUNDS rounds while E decreases.  E never increases (a change is kept
+ * only when it lowers E; the new a is kept only when E is lower).
+ *
+ * Integer-only path (§2.4): decoding reads a level table L[k] =
+ * (k/Qm)^(1/a), k = 0..Qm (kvq_nupes_lut exposes the 2^b-entry table and
+ * its fixed-point form for tests).
+ *
+ * Payload (little-endian, [ours]): f32 a, then per row: its groups' f16 M,
+ * then `cols` codes of b bits (q + Qm), LSB first (quant_common.h).
+ */
+#include "kvq_internal.h"
+#include "quant/codecs.h"
+#include "quant/nupes.h"
+#include "quant/quant_common.h"
+
+#include <stdlib.h>
+
+#define NU_A_LO        0.2
+#define NU_A_HI        1.0
+#define NU_GRID        17
+#define NU_TOL         1e-3
+#define NU_DRIVEN_TOL  1e-2
+#define NU_SWEEPS      4
+#define NU_ROUNDS      3
+#define NU_LAMBDA      0.01
+#define NU_GOLD        0.6180339887498949
+
+static const kvq_param nu_params[] = {
+    {"bits", 2, 8, 4, 1, NULL, "code width (levels 2^(b-1)-1 each side)"},
+    {"group", 16, 4096, 32, 1, NULL, "values per M along a row"},
+    {"a", 0, 1, 0, 0, NULL, "exponent; 0 = search it (data-free)"},
+    {"driven", 0, 1, 1, 1, NULL, "1: refine codes and exponent on calibration data when given"},
+};
+
+typedef struct {
+    unsigned bits;
+    int64_t  group;
+    double   a_fixed;
+    int      driven;
+    float   *H;              /* calibration Gram matrix [hn][hn]           */
+    int64_t  hn;
+} nu_state;
+
+static int32_t nu_qm(unsigned bits) { return (1 << (bits - 1)) - 1; }
+
+void kvq_nupes_lut(unsigned bits, double a, float *lvl)
+{
+    int32_t qm = nu_qm(bits);
+    for (int32_t k = 0; k <= qm; k++) lvl[k] = (float)pow((double)k / qm, 1.0 / a);
+}
+
+int32_t kvq_nupes_code(unsigned bits, double a, float w, float M)
+{
+    if (!(M > 0.0f) || w == 0.0f) return 0;
+    int32_t qm = nu_qm(bits);
+    double r = fabs((double)w) / (double)M;
+    r = r > 1.0 ? 1.0 : r;
+    int32_t q = (int32_t)nearbyint(qm * pow(r, a));
+    q = q > qm ? qm : q;
+    return w < 0 ? -q : q;
+}
+
+/* ---- layout --------------------------------------------------------------------- */
+typedef struct {
+    int64_t rows, cols, gpr;
+    size_t  row_bytes, total;
+} nu_layout;
+
+static nu_layout nu_layout_of(const nu_state *s, const kvq_shape *sh)
+{
+    nu_layout L;
+    L.rows = kvq_shape_rows(sh);
+    L.cols = kvq_shape_cols(sh);
+    L.gpr = (L.cols + s->group - 1) / s->group;
+    L.row_bytes = (size_t)L.gpr * 2 + kvq_bits_size((size_t)L.cols, s->bits);
+    L.total = 4 + (size_t)L.rows * L.row_bytes;
+    return L;
+}
+
+static kvq_err nu_init(void *st, const kvq_params *p)
+{
+    nu_state *s = st;
+    s->bits = (unsigned)p->v[0];
+    s->group = (int64_t)p->v[1];
+    s->a_fixed = p->v[2];
+    s->driven = (int)p->v[3];
+    KVQ_FAIL_IF(s->a_fixed != 0.0 && s->a_fixed < 0.05, KVQ_ERR_PARAM_RANGE, "nupes: a=%g is too small (>= 0.05)",
+                s->a_fixed);
+    return KVQ_OK;
+}
+
+static void nu_fini(void *st)
+{
+    nu_state *s = st;
+    free(s->H);
+    s->H = NULL;
+}
+
+static kvq_err nu_calibrate(void *st, const kvq_tensor *x)
+{
+    nu_state *s = st;
+    int64_t n = kvq_shape_cols(&x->shape);
+    KVQ_FAIL_IF(s->H && n != s->hn, KVQ_ERR_SHAPE, "nupes: calibration width %lld after %lld", (long long)n,
+                (long long)s->hn);
+    if (!s->H) {
+        KVQ_FAIL_IF(n > (1 << 14), KVQ_ERR_SHAPE, "nupes: calibration width %lld too large", (long long)n);
+        s->H = calloc((size_t)(n * n) + 1, sizeof *s->H);
+        KVQ_FAIL_IF(!s->H, KVQ_ERR_NOMEM, "nupes: out of memory for the Gram matrix");
+        s->hn = n;
+    }
+    kvq_gram_accum(s->H, x->data, kvq_shape_rows(&x->shape), n);
+    return KVQ_OK;
+}
+
+static size_t nu_bound(const void *st, const kvq_shape *sh) { return nu_layout_of(st, sh).total; }
+
+/* ---- quantising with a given exponent ------------------------------------------------- */
+typedef struct {
+    const nu_state *s;
+    const float *x;
+    nu_layout L;
+    float *M;                /* [rows][gpr] stored (f16-rounded) maxima      */
+    int32_t *q;              /* [rows][cols] codes                          */
+    float *y;                /* [cols] scratch                               */
+} nu_work;
+
+static void row_codes(const nu_work *w, int64_t r, double a)
+{
+    for (int64_t c = 0; c < w->L.cols; c++)
+        w->q[r * w->L.cols + c] = kvq_nupes_code(w->s->bits, a, w->x[r * w->L.cols + c],
+                                                 w->M[r * w->L.gpr + c / w->s->group]);
+}
+
+static void row_values(const nu_work *w, int64_t r, const float *lvl, float *y)
+{
+    for (int64_t c = 0; c < w->L.cols; c++) {
+        int32_t q = w->q[r * w->L.cols + c];
+        float v = w->M[r * w->L.gpr + c / w->s->group] * lvl[q < 0 ? -q : q];
+        y[c] = q < 0 ? -v : v;
+    }
+}
+
+/* Σ‖W − Ŵ‖² (codes requantised for a when requant, else kept). */
+static double weight_err(nu_work *w, double a, int requant)
+{
+    float lvl[KVQ_NUPES_MAX_LEVELS];
+    kvq_nupes_lut(w->s->bits, a, lvl);
+    double e = 0.0;
+    for (int64_t r = 0; r < w->L.rows; r++) {
+        if (requant) row_codes(w, r, a);
+        row_values(w, r, lvl, w->y);
+        for (int64_t c = 0; c < w->L.cols; c++) {
+            double d = (double)w->x[r * w->L.cols + c] - w->y[c];
+            e += d * d;
+        }
+    }
+    return e;
+}
+
+/* Σ_rows dᵀHd with the codes held fixed. */
+static double output_err(nu_work *w, double a)
+{
+    float lvl[KVQ_NUPES_MAX_LEVELS];
+    kvq_nupes_lut(w->s->bits, a, lvl);
+    double e = 0.0;
+    for (int64_t r = 0; r < w->L.rows; r++) {
+        row_values(w, r, lvl, w->y);
+        for (int64_t c = 0; c < w->L.cols; c++) w->y[c] = w->x[r * w->L.cols + c] - w->y[c];
+        e += kvq_gram_quad(w->s->H, w->y, w->L.cols);
+    }
+    return e;
+}
+
+typedef double (*nu_objective)(nu_work *w, double a, int requant);
+
+static double out_obj(nu_work *w, double a, int requant)
+{
+    (void)requant;
+    return output_err(w, a);
+}
+
+/* Golden-section minimum of f on [lo, hi] to tolerance tol. */
+static double golden(nu_work *w, nu_objective f, int requant, double lo, double hi, double tol)
+{
+    double x1 = hi - NU_GOLD * (hi - lo), x2 = lo + NU_GOLD * (hi - lo);
+    double f1 = f(w, x1, requant), f2 = f(w, x2, requant);
+    while (hi - lo > tol) {
+        if (f1 <= f2) {
+            hi = x2, x2 = x1, f2 = f1;
+            x1 = hi - NU_GOLD * (hi - lo);
+            f1 = f(w, x1, requant);
+        } else {
+            lo = x1, x1 = x2, f1 = f2;
+            x2 = lo + NU_GOLD * (hi - lo);
+            f2 = f(w, x2, requant);
+        }
+    }
+    return 0.5 * (lo + hi);
+}
+
+/* Data-free exponent: grid bracket, then golden section (§2.3). */
+static double search_a(nu_work *w)
+{
+    int best = 0;
+    double be = INFINITY, step = (NU_A_HI - NU_A_LO) / (NU_GRID - 1);
+    for (int i = 0; i < NU_GRID; i++) {
+        double e = weight_err(w, NU_A_LO + i * step, 1);
+        if (e < be) be = e, best = i;
+    }
+    double lo = NU_A_LO + (best > 0 ? best - 1 : 0) * step, hi = NU_A_LO + (best < NU_GRID - 1 ? best + 1 : best) * step;
+    return golden(w, weight_err, 1, lo, hi, NU_TOL);
+}
+
+/* ---- data-driven refinement (§2.3) ------------------------------------------------------ */
+/* One row's codes over the whole grid; g = rH maintained exactly. */
+static void refine_row(nu_work *w, int64_t r, const float *lvl, const float *H, double *g)
+{
+    int64_t n = w->L.cols;
+    int32_t qm = nu_qm(w->s->bits), *q = w->q + r * n;
+    float *res = w->y;
+    row_values(w, r, lvl, res);
+    for (int64_t c = 0; c < n; c++) res[c] = w->x[r * n + c] - res[c];
+    for (int64_t j = 0; j < n; j++) {
+        double s = 0.0;
+        for (int64_t i = 0; i < n; i++) s += (double)res[i] * H[i * n + j];
+        g[j] = s;
+    }
+    for (int sweep = 0; sweep < NU_SWEEPS; sweep++) {
+        int changed = 0;
+        for (int64_t j = 0; j < n; j++) {
+            float M = w->M[r * w->L.gpr + j / w->s->group];
+            double cur = (q[j] < 0 ? -1.0 : 1.0) * M * lvl[q[j] < 0 ? -q[j] : q[j]], hjj = H[j * n + j];
+            double best = 0.0;
+            int32_t bq = q[j];
+            for (int32_t k = -qm; k <= qm; k++) {
+                double d = (k < 0 ? -1.0 : 1.0) * M * lvl[k < 0 ? -k : k] - cur;
+                double dE = -2.0 * d * g[j] + d * d * hjj;
+                if (dE < best - 1e-12 * fabs(best)) best = dE, bq = k;
+            }
+            if (bq == q[j]) continue;
+            double d = (bq < 0 ? -1.0 : 1.0) * M * lvl[bq < 0 ? -bq : bq] - cur;
+            q[j] = bq;
+            res[j] -= (float)d;
+            for (int64_t i = 0; i < n; i++) g[i] -= d * H[j * n + i];
+            changed = 1;
+        }
+        if (!changed) break;
+    }
+}
+
+/* H + λI in place (λ = NU_LAMBDA · mean diag). */
+static void damp(float *H, int64_t n)
+{
+    double tr = 0.0;
+    for (int64_t j = 0; j < n; j++) tr += H[j * n + j];
+    float lam = (float)(NU_LAMBDA * tr / (double)(n ? n : 1));
+    if (!(lam > 0.0f)) lam = 1e-8f;
+    for (int64_t j = 0; j < n; j++) H[j * n + j] += lam;
+}
+
+static kvq_err drive(nu_work *w, double *a)
+{
+    int64_t n = w->L.cols;
+    float *H = malloc((size_t)(n * n) * sizeof *H);
+    double *g = malloc((size_t)n * sizeof *g);
+    if (!H || !g) {
+        free(H);
+        free(g);
+        return KVQ_ERROR(KVQ_ERR_NOMEM, "nupes: out of memory");
+    }
+    memcpy(H, w->s->H, (size_t)(n * n) * sizeof *H);
+    damp(H, n);
+    const float *keep = w->s->H;
+    ((nu_state *)w->s)->H = H; /* output_err reads the damped matrix */
+    double e = output_err(w, *a);
+    for (int round = 0; round < NU_ROUNDS; round++) {
+        float lvl[KVQ_NUPES_MAX_LEVELS];
+        kvq_nupes_lut(w->s->bits, *a, lvl);
+        for (int64_t r = 0; r < w->L.rows; r++) refine_row(w, r, lvl, H, g);
+        double na = golden(w, out_obj, 0, NU_A_LO, NU_A_HI, NU_DRIVEN_TOL);
+        double en = output_err(w, na), ea = output_err(w, *a);
+        if (en < ea) *a = na, ea = en;
+        if (!(ea < e)) break;
+        e = ea;
+    }
+    ((nu_state *)w->s)->H = (float *)keep;
+    free(H);
+    free(g);
+    return KVQ_OK;
+}
+
+/* ---- encode / decode -------------------------------------------------------------------- */
+static kvq_err nu_prepare(nu_work *w)
+{
+    for (int64_t r = 0; r < w->L.rows; r++)
+        for (int64_t g = 0; g < w->L.gpr; g++) {
+            int64_t c0 = g * w->s->group, len = w->L.cols - c0 < w->s->group ? w->L.cols - c0 : w->s->group;
+            float m = kvq_absmax(w->x + r * w->L.cols + c0, (size_t)len);
+            uint16_t h = kvq_f32_to_f16(m);
+            KVQ_FAIL_IF((h & 0x7C00u) == 0x7C00u, KVQ_ERR_PARAM_RANGE,
+                        "nupes: row %lld: max %g exceeds the f16 range of the stored maxima", (long long)r, (double)m);
+            w->M[r * w->L.gpr + g] = kvq_f16_to_f32(h);
+        }
+    return KVQ_OK;
+}
+
+static void nu_write(const nu_work *w, double a, uint8_t *out)
+{
+    float af = (float)a;
+    memcpy(out, &af, 4);
+    uint8_t *codes = (uint8_t *)w->y; /* cols bytes fit in the float scratch */
+    int32_t qm = nu_qm(w->s->bits);
+    for (int64_t r = 0; r < w->L.rows; r++) {
+        uint8_t *row = out + 4 + (size_t)r * w->L.row_bytes;
+        for (int64_t g = 0; g < w->L.gpr; g++) kvq_wr16(row + 2 * g, kvq_f32_to_f16(w->M[r * w->L.gpr + g]));
+        for (int64_t c = 0; c < w->L.cols; c++) codes[c] = (uint8_t)(w->q[r * w->L.cols + c] + qm);
+        kvq_bits_pack(codes, (size_t)w->L.cols, w->s->bits, row + 2 * (size_t)w->L.gpr);
+    }
+}
+
+static kvq_err nu_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
+{
+    const nu_state *s = st;
+    nu_work w = {s, src->data, nu_layout_of(s, &src->shape), NULL, NULL, NULL};
+    KVQ_FAIL_IF(cap < w.L.total, KVQ_ERR_DST_TOO_SMALL, "nupes: need %zu bytes, buffer has %zu", w.L.total, cap);
+    size_t cnt = (size_t)(w.L.rows * w.L.cols);
+    w.M = malloc((size_t)(w.L.rows * w.L.gpr + 1) * sizeof *w.M);
+    w.q = malloc((cnt + 1) * sizeof *w.q);
+    w.y = malloc((size_t)(w.L.cols + 1) * sizeof *w.y);
+    kvq_err e = !w.M || !w.q || !w.y ? KVQ_ERROR(KVQ_ERR_NOMEM, "nupes: out of memory") : nu_prepare(&w);
+    double a = s->a_fixed > 0.0 ? s->a_fixed : 1.0;
+    if (!e && s->a_fixed == 0.0 && cnt) a = search_a(&w);
+    if (!e) weight_err(&w, a, 1); /* codes for a */
+    if (!e && s->driven && s->H && s->hn == w.L.cols && cnt) e = drive(&w, &a);
+    if (!e) nu_write(&w, a, dst);
+    free(w.M);
+    free(w.q);
+    free(w.y);
+    if (!e) *n = w.L.total;
+    return e;
+}
+
+static kvq_err nu_decode_rows(void *st, const void *src, size_t n, const kvq_shape *sh, int64_t r0, int64_t r1,
+                              float *out)
+{
+    const nu_state *s = st;
+    nu_layout L = nu_layout_of(s, sh);
+    KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "nupes: payload is %zu bytes, shape and parameters need %zu", n,
+                L.total);
+    float a = kvq_rdf32(src), lvl[KVQ_NUPES_MAX_LEVELS];
+    KVQ_FAIL_IF(!(a >= 0.05f && a <= 1.0f), KVQ_ERR_CORRUPT, "nupes: stored exponent %g outside [0.05, 1]", (double)a);
+    kvq_nupes_lut(s->bits, a, lvl);
+    int32_t qm = nu_qm(s->bits);
+    uint8_t *codes = malloc((size_t)L.cols + 1);
+    KVQ_FAIL_IF(!codes, KVQ_ERR_NOMEM, "nupes: out of memory");
+    for (int64_t r = r0; r < r1; r++, out += L.cols) {
+        const uint8_t *row = (const uint8_t *)src + 4 + (size_t)r * L.row_bytes;
+        kvq_bits_unpack(row + 2 * (size_t)L.gpr, (size_t)L.cols, s->bits, codes);
+        for (int64_t c = 0; c < L.cols; c++) {
+            int32_t q = (int32_t)codes[c] - qm;
+            float M = kvq_f16_to_f32(kvq_rd16(row + 2 * (c / s->group)));
+            if (q > qm || !isfinite(M)) {
+                free(codes);
+                return KVQ_ERROR(KVQ_ERR_CORRUPT, "nupes: row %lld: bad code %d or maximum", (long long)r, (int)q);
+            }
+            float v = M * lvl[q < 0 ? -q : q];
+            out[c] = q < 0 ? -v : v;
+        }
+    }
+    free(codes);
+    return KVQ_OK;
+}
+
+static kvq_err nu_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
+{
+    return nu_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
+}
+
+/* Declared bound (defaults: 4 bits, group 32, a searched in [0.2, 1]): the
+ * search minimises the error, so it is at most a = 1's, i.e. sym RTN with
+ * f16 maxima: rtn.c's 0.3697; margin for the f16 maximum rounding. */
+#define NU_REL_ERR 0.372
+
+const kvq_codec kvq_codec_nupes = {
+    .abi = KVQ_CODEC_ABI, .name = "nupes", .id = 34,
+    .domain = KVQ_DOMAIN_WEIGHT, .flags = 0,
+    .state_size = sizeof(nu_state), .params = nu_params, .n_params = sizeof nu_params / sizeof nu_params[0],
+    .max_rel_err = NU_REL_ERR,
+    .summary = "NUPES-style power-exponent levels M(k/Qm)^(1/a), exponent searched; data-driven codes with --calib",
+    .init = nu_init, .calibrate = nu_calibrate, .bound = nu_bound, .encode = nu_encode, .decode = nu_decode,
+    .fini = nu_fini, .decode_rows = nu_decode_rows,
+};

@@ -1,0 +1,19 @@
+/*
+ * nupes.h — the pieces of the nupes codec that tests and integer kernels
+ * use directly (quant-methods.md §2.2, §2.4).
+ */
+#ifndef KVQ_QUANT_NUPES_H
+#define KVQ_QUANT_NUPES_H
+
+#include <stdint.h>
+
+#define KVQ_NUPES_MAX_LEVELS 128 /* Qm + 1 for 8 bits */
+
+/* kvq_nupes_lut() : lvl[k] = (k/Qm)^(1/a), k = 0..Qm (the level table; the
+ * full 2^b-entry table is ±lvl). */
+void kvq_nupes_lut(unsigned bits, double a, float *lvl);
+/* kvq_nupes_code() : q = RNE(Qm·sign(w)·(min(|w|/M, 1))^a); 0 for w = 0 or
+ * M <= 0. */
+int32_t kvq_nupes_code(unsigned bits, double a, float w, float M);
+
+#endif

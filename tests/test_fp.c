@@ -1,0 +1,287 @@
+/*
+ * test_fp.c — LLM-FP4 machinery and the FP4 presets (quant-methods.md §1.8,
+ * §6): value sets of E2M1/E3M0/E1M2, the table path equals the reference
+ * rounding for every format and tie rule, Q idempotent/odd/monotone/
+ * bounded, the tie cases of §1.8.4, maxval(b̃(M)) = M, scale and pre-shift
+ * identities (the latter bit-exact in float64, hence the re-parameterised
+ * GEMM), search sanity (search=none is MinMax; the search never loses to
+ * it on the weight objective), determinism, and mxfp4 = ggml's golden
+ * bytes (nvfp4 with tscale=0 too); mxfp4 encode speed is printed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "kvq.h"
+#include "quant/quant_common.h"
+
+#define GOLDEN "../shared/data/golden/"
+#define N_RAND 200000
+
+static uint64_t rng = 0x1234567887654321ull;
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static void test_value_sets(void **state)
+{
+    (void)state;
+    static const float e2m1[8] = {0, .5f, 1, 1.5f, 2, 3, 4, 6}, e3m0[8] = {0, .25f, .5f, 1, 2, 4, 8, 16},
+                       e1m2[8] = {0, .5f, 1, 1.5f, 2, 2.5f, 3, 3.5f};
+    const float *want[3] = {e2m1, e3m0, e1m2};
+    for (int f = 0; f < 3; f++)
+        for (unsigned c = 0; c < 8; c++) assert_true(kvq_fp_mag(kvq_fp_format((kvq_fp_id)f), c) == want[f][c]);
+    assert_true(kvq_fp_maxval(kvq_fp_format(KVQ_FP_E4M3_OCP)) == 448.0f);
+    assert_true(kvq_fp_maxval(kvq_fp_format(KVQ_FP_E5M2_OCP)) == 57344.0f);
+    assert_true(kvq_fp_maxval(kvq_fp_format(KVQ_FP_UE4M3)) == 448.0f);
+    /* at most 2^bits - 1 distinct outputs for any real bias */
+    const kvq_fpfmt *f = kvq_fp_format(KVQ_FP_E2M1);
+    double seen[64];
+    int ns = 0;
+    for (int i = 0; i < 20000; i++) {
+        double v = kvq_fp_round_bias(f, 10.0 * frand(), 0.37, KVQ_TIE_EVEN), *p = seen;
+        while (p < seen + ns && *p != v) p++;
+        if (p == seen + ns) {
+            assert_true(ns < 15);
+            seen[ns++] = v;
+        }
+    }
+    assert_int_equal(ns, 15);
+}
+
+static void test_lut_equals_reference(void **state)
+{
+    (void)state;
+    for (int id = 0; id < KVQ_FP__COUNT; id++)
+        for (int t = 0; t < 3; t++) {
+            const kvq_fpfmt *f = kvq_fp_format((kvq_fp_id)id);
+            kvq_fp_lut l;
+            kvq_fp_lut_init(&l, f, (kvq_tie)t);
+            float mx = kvq_fp_maxval(f);
+            for (unsigned i = 0; i + 1 < l.n; i++) { /* every midpoint and its neighbours */
+                float m = l.mid[i], v[3] = {m, nextafterf(m, 0), nextafterf(m, INFINITY)};
+                for (int k = 0; k < 3; k++) assert_int_equal(kvq_fp_lut_code(&l, v[k]), kvq_fp_round_code(f, v[k], (kvq_tie)t));
+            }
+            for (int i = 0; i < N_RAND / 20; i++) {
+                float a = fabsf(frand()) * mx * 1.3f;
+                assert_int_equal(kvq_fp_lut_code(&l, a), kvq_fp_round_code(f, a, (kvq_tie)t));
+                if (l.n <= 8) assert_int_equal(kvq_fp_lut_code8(&l, a), kvq_fp_round_code(f, a, (kvq_tie)t));
+            }
+        }
+}
+
+static void test_quantizer_properties(void **state)
+{
+    (void)state;
+    const kvq_fpfmt *f = kvq_fp_format(KVQ_FP_E2M1);
+    /* §1.8.4 ties, E2M1 b = 1, RNE */
+    assert_true(kvq_fp_round(f, 0.75f, KVQ_TIE_EVEN) == 1.0f && kvq_fp_round(f, 1.75f, KVQ_TIE_EVEN) == 2.0f);
+    assert_true(kvq_fp_round(f, 3.5f, KVQ_TIE_EVEN) == 4.0f && kvq_fp_round(f, 5.0f, KVQ_TIE_EVEN) == 4.0f);
+    /* ggml's rule: ties toward zero */
+    assert_true(kvq_fp_round(f, 0.75f, KVQ_TIE_ZERO) == 0.5f && kvq_fp_round(f, 1.75f, KVQ_TIE_ZERO) == 1.5f);
+    assert_true(kvq_fp_round(f, 3.5f, KVQ_TIE_ZERO) == 3.0f && kvq_fp_round(f, 5.0f, KVQ_TIE_ZERO) == 4.0f);
+    assert_true(kvq_fp_round(f, 5.0f, KVQ_TIE_AWAY) == 6.0f && kvq_fp_round(f, 0.25f, KVQ_TIE_AWAY) == 0.5f);
+    for (int id = 0; id < 3; id++) {
+        f = kvq_fp_format((kvq_fp_id)id);
+        double bias = 0.8 + 0.3 * id, prev = -INFINITY;
+        double mx = kvq_fp_maxval(f) * exp2(f->bias - bias);
+        for (int i = 0; i < N_RAND / 10; i++) {
+            double x = 12.0 * frand(), q = kvq_fp_round_bias(f, x, bias, KVQ_TIE_EVEN);
+            assert_true(kvq_fp_round_bias(f, q, bias, KVQ_TIE_EVEN) == q);     /* idempotent */
+            assert_true(kvq_fp_round_bias(f, -x, bias, KVQ_TIE_EVEN) == -q);   /* odd        */
+            assert_true(fabs(q) <= mx);                                        /* bounded    */
+            if (fabs(x) <= mx) {                                               /* |x−Q| ≤ v/2 */
+                int k;
+                frexp(fabs(x) / exp2(f->bias - bias), &k);
+                int p = k - 1 < 1 - f->bias ? 1 - f->bias : k - 1;
+                assert_true(fabs(x - q) <= 0.5 * ldexp(1.0, p - f->m) * exp2(f->bias - bias) * (1 + 1e-12));
+            }
+        }
+        for (double x = -15; x < 15; x += 0.01) { /* monotone */
+            double q = kvq_fp_round_bias(f, x, bias, KVQ_TIE_EVEN);
+            assert_true(q >= prev);
+            prev = q;
+        }
+        for (double M = 0.01; M < 100; M *= 1.37) { /* maxval(b̃(M)) = M, Q(±M) = ±M */
+            double b = kvq_fp_bias_for_max(f, M);
+            assert_true(fabs(kvq_fp_maxval(f) * exp2(f->bias - b) - M) <= 1e-12 * M);
+            assert_true(fabs(kvq_fp_round_bias(f, M, b, KVQ_TIE_EVEN) - M) <= 1e-12 * M);
+            assert_true(fabs(kvq_fp_round_bias(f, -M, b, KVQ_TIE_EVEN) + M) <= 1e-12 * M);
+        }
+    }
+}
+
+/* §1.1 identities and §1.3 step 4: Σ_j W·Q_(ρ+k_j)(x_j) = Σ_j (2^−k_j W)·Q_ρ(2^k_j x_j), bit-exact. */
+static void test_identities(void **state)
+{
+    (void)state;
+    const kvq_fpfmt *f = kvq_fp_format(KVQ_FP_E2M1);
+    enum { N = 64 };
+    for (int trial = 0; trial < 200; trial++) {
+        double rho = 0.5 + 2.0 * fabs((double)frand()), w[N], x[N], lhs = 0, rhs = 0;
+        int k[N];
+        for (int j = 0; j < N; j++) {
+            w[j] = frand(), x[j] = 4.0 * frand(), k[j] = (int)(fabs((double)frand()) * 4) % 4;
+            double b0 = f->bias, s = kvq_fp_round_bias(f, x[j], rho, KVQ_TIE_EVEN);
+            /* scale identity against integer bias b0 */
+            assert_true(s == exp2(b0 - rho) * kvq_fp_round_d(f, x[j] * exp2(rho - b0), KVQ_TIE_EVEN));
+            double a = kvq_fp_round_bias(f, x[j], rho + k[j], KVQ_TIE_EVEN);
+            double b = ldexp(kvq_fp_round_bias(f, ldexp(x[j], k[j]), rho, KVQ_TIE_EVEN), -k[j]);
+            assert_true(a == b); /* pre-shift identity */
+            lhs += w[j] * a;
+            rhs += ldexp(w[j], -k[j]) * kvq_fp_round_bias(f, ldexp(x[j], k[j]), rho, KVQ_TIE_EVEN);
+        }
+        assert_true(lhs == rhs); /* re-parameterised GEMM, bit for bit */
+    }
+}
+
+static float weight_err(const char *spec, const float *x, int64_t rows, int64_t cols, uint8_t **blob, size_t *n)
+{
+    kvq_ctx *ctx;
+    assert_int_equal(kvq_ctx_create(spec, &ctx), KVQ_OK);
+    int64_t d[2] = {rows, cols};
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, (void *)x, 2, d);
+    size_t cap = kvq_ctx_bound(ctx, &t.shape);
+    *blob = malloc(cap);
+    assert_int_equal(kvq_ctx_encode(ctx, &t, *blob, cap, n), KVQ_OK);
+    float *y = malloc(sizeof(float) * (size_t)(rows * cols));
+    kvq_tensor o = kvq_tensor_view(KVQ_DTYPE_F32, y, 2, d);
+    assert_int_equal(kvq_blob_decode(*blob, *n, &o), KVQ_OK);
+    double e = 0;
+    for (int64_t i = 0; i < rows * cols; i++) e += (double)(x[i] - y[i]) * (x[i] - y[i]);
+    free(y);
+    kvq_ctx_free(ctx);
+    return (float)e;
+}
+
+static void test_search(void **state)
+{
+    (void)state;
+    enum { R = 16, C = 4096 };
+    float *x = malloc(sizeof(float) * R * C);
+    for (int i = 0; i < R * C; i++) { /* Gaussian rows (Box-Muller) */
+        double u = 0.5 * (frand() + 1.0) + 1e-12, v = frand();
+        x[i] = (float)(0.05 * sqrt(-2.0 * log(u)) * cos(M_PI * v));
+    }
+    uint8_t *b0, *b1, *b2;
+    size_t n0, n1, n2;
+    float e_mm = weight_err("fp:search=none", x, R, C, &b0, &n0);
+    float e_p = weight_err("fp:search=paper", x, R, C, &b1, &n1);
+    float e_c = weight_err("fp:search=clip", x, R, C, &b2, &n2);
+    assert_true(e_p < e_mm && e_c < e_mm);
+    /* MinMax: each row's scale is max/6 (stored f32), so the row max is exact */
+    float sc;
+    kvq_blob_info bi;
+    assert_int_equal(kvq_blob_info_read(b0, n0, &bi), KVQ_OK);
+    memcpy(&sc, b0 + bi.header_size + 1, 4);
+    float mx = 0;
+    for (int j = 0; j < C; j++) mx = fabsf(x[j]) > mx ? fabsf(x[j]) : mx;
+    assert_true(fabsf(sc * 6.0f - mx) <= 1e-6f * mx);
+    /* the searched clip is below the max on Gaussian data */
+    assert_int_equal(kvq_blob_info_read(b1, n1, &bi), KVQ_OK);
+    memcpy(&sc, b1 + bi.header_size + 1, 4);
+    print_message("[  INFO    ] row 0: max %.5f, searched clip %.5f\n", (double)mx, (double)(sc * 6.0f));
+    assert_true(sc * 6.0f < mx);
+    /* determinism */
+    uint8_t *b3;
+    size_t n3;
+    weight_err("fp:search=paper", x, R, C, &b3, &n3);
+    assert_int_equal(n1, n3);
+    assert_memory_equal(b1, b3, n1);
+    free(b0), free(b1), free(b2), free(b3), free(x);
+}
+
+static void *read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *p = malloc((size_t)len + 1);
+    *n = fread(p, 1, (size_t)len, f);
+    fclose(f);
+    return p;
+}
+
+static void check_golden(const char *spec, const char *ext, size_t hdr, int block)
+{
+    static const char *inputs[] = {"adversarial", "stories260K.layer0.wq", "stories260K.tok_embeddings"};
+    for (int i = 0; i < 3; i++) {
+        char path[256];
+        size_t nx, ng, np;
+        snprintf(path, sizeof path, GOLDEN "%s.f32", inputs[i]);
+        float *x = read_file(path, &nx);
+        snprintf(path, sizeof path, GOLDEN "%s.%s", inputs[i], ext);
+        uint8_t *g = read_file(path, &ng);
+        if (!x || !g) {
+            free(x), free(g);
+            print_message("[  SKIPPED ] %s absent\n", path);
+            skip();
+        }
+        kvq_ctx *ctx;
+        assert_int_equal(kvq_ctx_create(spec, &ctx), KVQ_OK);
+        int64_t d[2] = {(int64_t)(nx / 4 / (size_t)block), block};
+        kvq_tensor tx = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d);
+        uint8_t *p = malloc(ng + hdr + 64);
+        assert_int_equal(kvq_ctx_encode_payload(ctx, &tx, p, ng + hdr + 64, &np), KVQ_OK);
+        assert_int_equal(np, ng + hdr);
+        assert_memory_equal(p + hdr, g, ng);
+        kvq_ctx_free(ctx);
+        free(x), free(g), free(p);
+    }
+}
+
+static void test_mxfp4_golden(void **state)
+{
+    (void)state;
+    check_golden("mxfp4", "mxfp4", 0, 32);
+}
+
+static void test_nvfp4_golden(void **state)
+{
+    (void)state;
+    check_golden("nvfp4:tscale=0", "nvfp4", 4, 64);
+}
+
+static void test_mxfp4_speed(void **state)
+{
+    (void)state;
+    enum { R = 256, C = 4096 };
+    float *x = malloc(sizeof(float) * R * C);
+    for (int i = 0; i < R * C; i++) x[i] = frand();
+    kvq_ctx *ctx;
+    assert_int_equal(kvq_ctx_create("mxfp4", &ctx), KVQ_OK);
+    int64_t d[2] = {R, C};
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d);
+    size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n;
+    uint8_t *p = malloc(cap);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    for (int k = 0; k < 4; k++) assert_int_equal(kvq_ctx_encode_payload(ctx, &t, p, cap, &n), KVQ_OK);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    print_message("[  INFO    ] mxfp4 encode: %.2f GB/s of f32 input per core (thread CPU time)\n", 4.0 * R * C * 4 / s / 1e9);
+    kvq_ctx_free(ctx);
+    free(p), free(x);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_value_sets),   cmocka_unit_test(test_lut_equals_reference),
+        cmocka_unit_test(test_quantizer_properties), cmocka_unit_test(test_identities),
+        cmocka_unit_test(test_search),       cmocka_unit_test(test_mxfp4_golden),
+        cmocka_unit_test(test_nvfp4_golden), cmocka_unit_test(test_mxfp4_speed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
