@@ -24,7 +24,6 @@
 #define M_STORED       0
 #define M_AC           1
 #define M_LZMA         2
-#define LZMA_MEMLIMIT  ((uint64_t)1 << 31)  /* decoder memory cap (2 GiB)    */
 #define CB_RAW_FACTOR  16u          /* codebook raw_len ≤ 16 × block + slack */
 #define CB_RAW_SLACK   (1u << 20)
 #define LZ_MIN_LEN     4u           /* shortest LZ77 match the encoder takes */
@@ -35,20 +34,23 @@ static uint32_t lzma_preset_for(int level)
     return level >= 6 ? (9u | LZMA_PRESET_EXTREME) : level >= 4 ? 9u : 6u;
 }
 
-/* xz-compresses src into out (appending); returns KVQ_OK or an error. */
+/* Raw LZMA2 (no xz container: its ~60 bytes of framing matter for the
+ * small sections) with the preset's options and a dictionary no larger
+ * than the input, which the decoder re-derives from the raw length. */
+static uint32_t lzma_dict_for(size_t n)
+{
+    return n > LZMA_DICT_SIZE_MIN ? (uint32_t)n : LZMA_DICT_SIZE_MIN;
+}
+
 static kvq_err xz_encode(const uint8_t *src, size_t n, uint32_t preset, kvq_buf *out)
 {
-    size_t cap = lzma_stream_buffer_bound(n);
+    size_t cap = lzma_stream_buffer_bound(n), pos = 0;
     KVQ_TRY(kvq_buf_reserve(out, cap));
-    size_t pos = 0;
-    /* the preset's dictionary, shrunk to the input: same output, far less
-     * memory to set up for the small codebook and escape sections */
     lzma_options_lzma opt;
     KVQ_FAIL_IF(lzma_lzma_preset(&opt, preset), KVQ_ERR_ARG, "liblzma preset %u", preset);
-    if (opt.dict_size > n) opt.dict_size = n > LZMA_DICT_SIZE_MIN ? (uint32_t)n : LZMA_DICT_SIZE_MIN;
+    if (opt.dict_size > n) opt.dict_size = lzma_dict_for(n);
     lzma_filter filters[2] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
-    lzma_ret r = lzma_stream_buffer_encode(filters, LZMA_CHECK_NONE, NULL, src, n,
-                                           out->p + out->n, &pos, cap);
+    lzma_ret r = lzma_raw_buffer_encode(filters, NULL, src, n, out->p + out->n, &pos, cap);
     KVQ_FAIL_IF(r != LZMA_OK, KVQ_ERR_NOMEM, "liblzma encoder failed (%d)", (int)r);
     out->n += pos;
     return KVQ_OK;
@@ -56,12 +58,15 @@ static kvq_err xz_encode(const uint8_t *src, size_t n, uint32_t preset, kvq_buf 
 
 static kvq_err xz_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t raw, const char *what)
 {
-    uint64_t memlimit = LZMA_MEMLIMIT;
+    lzma_options_lzma opt;
+    memset(&opt, 0, sizeof opt);
+    opt.dict_size = lzma_dict_for(raw);
+    lzma_filter filters[2] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
     size_t in_pos = 0, out_pos = 0;
-    lzma_ret r = lzma_stream_buffer_decode(&memlimit, 0, NULL, src, &in_pos, n, dst, &out_pos, raw);
+    lzma_ret r = lzma_raw_buffer_decode(filters, NULL, src, &in_pos, n, dst, &out_pos, raw);
     KVQ_FAIL_IF(r != LZMA_OK || in_pos != n || out_pos != raw, KVQ_ERR_CORRUPT,
-                "%s: xz data invalid (liblzma %d, %zu of %zu bytes out)", what, (int)r, out_pos,
-                raw);
+                "%s: LZMA2 data invalid (liblzma %d, %zu of %zu bytes out)", what, (int)r,
+                out_pos, raw);
     return KVQ_OK;
 }
 
