@@ -6,7 +6,10 @@
  * then totals (model size, quant size, bits per weight) and the count of
  * tensors that needed a fallback type.  --calib FILE runs the f32 model
  * over that text first (libkvq/calib.c) for codecs that learn from
- * activations.  A progress bar runs on a terminal.
+ * activations.  --ksort KEY and --sort-inputs rearrange channels first
+ * (libkvq/ksort.c: Q/K RoPE pairs per KV head by W_k norm or calibration K
+ * magnitude; FFN hidden and V channels for weight blocks), leaving the
+ * float model's output unchanged.  A progress bar runs on a terminal.
  * The output format comes from --format or OUT's extension; OUT is written
  * through a temp file and renamed, and an existing OUT is refused unless -f.
  */
@@ -28,7 +31,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: kvq quantize IN OUT --codec SPEC [--tensor 'REGEX=SPEC']... [--threads N]\n"
             "                    [--format kvq|gguf|safetensors] [--tokenizer FILE]\n"
-            "                    [--calib FILE [--calib-tokens N]] [-f]\n"
+            "                    [--calib FILE [--calib-tokens N]] [--ksort weight|calib] [--sort-inputs] [-f]\n"
             "  IN      llama2.c .bin, GGUF, safetensors (file, directory or index.json) or .kvq\n"
             "  OUT     output; format from --format or the extension (.kvq .gguf .safetensors)\n"
             "  --codec SPEC          codec for every matrix, e.g. q4_0, rtn:bits=4,group=64\n"
@@ -39,6 +42,11 @@ static void usage(FILE *f)
             "  --calib FILE          calibration text (tokenized with the model's tokenizer): the f32\n"
             "                        model's linear inputs feed codecs that learn from activations\n"
             "  --calib-tokens N      calibration tokens kept per linear input (default %d)\n"
+            "  --ksort KEY           K-sort: order each KV head's RoPE pairs (and W_q/W_k rows) by KEY =\n"
+            "                        weight (W_k row norms) or calib (mean |K| on the --calib text), so\n"
+            "                        outlier key channels share blocks; needs a .kvq output\n"
+            "  --sort-inputs         order FFN hidden and V channels by the reading weight's column\n"
+            "                        norms (ffn_down, attn_output) so large input columns share blocks\n"
             "  -f, --force           overwrite OUT\n",
             KVQ_CALIB_TOKENS_DEFAULT);
 }
@@ -103,6 +111,7 @@ static int attach_tokenizer(kvq_model *m, const char *path)
 typedef struct {
     const char *in, *out, *fmt, *tok, *calib;
     long calib_tokens;
+    kvq_ksort_opts ks;
     const char *rules[MAX_RULES];
     kvq_quant_opts o;
     int force;
@@ -137,6 +146,14 @@ static int parse_args(int argc, char **argv, args *a)
         } else if (!strcmp(s, "--calib-tokens") && has) {
             if (cli_parse_int(argv[++i], 1, 1L << 20, &a->calib_tokens))
                 return cli_usage_error("quantize", "--calib-tokens takes 1..1048576, got '%s'", argv[i]);
+        } else if (!strcmp(s, "--ksort") && has) {
+            const char *k = argv[++i];
+            if (strcmp(k, "weight") && strcmp(k, "calib"))
+                return cli_usage_error("quantize", "--ksort takes weight or calib, got '%s'", k);
+            a->ks.qk = 1;
+            a->ks.key = strcmp(k, "calib") ? KVQ_KSORT_WEIGHT : KVQ_KSORT_CALIB;
+        } else if (!strcmp(s, "--sort-inputs")) {
+            a->ks.inputs = 1;
         } else if (s[0] == '-' && s[1]) {
             return cli_usage_error("quantize", "unknown option '%s'", s);
         } else if (!a->in || !a->out) {
@@ -147,6 +164,8 @@ static int parse_args(int argc, char **argv, args *a)
     }
     if (!a->in || !a->out) return cli_usage_error("quantize", "need IN and OUT");
     if (!a->o.spec) return cli_usage_error("quantize", "--codec SPEC is required");
+    if (a->ks.qk && a->ks.key == KVQ_KSORT_CALIB && !a->calib)
+        return cli_usage_error("quantize", "--ksort calib needs --calib FILE");
     a->o.rules = a->rules;
     a->o.n_threads = (int)threads;
     a->o.progress = progress;
@@ -159,6 +178,25 @@ static double seconds_since(const struct timespec *t0)
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* Replaces *m by its rearranged copy; calibration inputs are captured
+ * again on it, since reordered FFN/V channels reorder O and DOWN inputs. */
+static int rearrange(args *a, kvq_model **m, kvq_calib **cal)
+{
+    a->ks.calib = *cal;
+    kvq_model *s = NULL;
+    kvq_err e = kvq_model_ksort(*m, &a->ks, &s);
+    if (e) return cli_error("quantize", e);
+    printf("rearranged channels:%s%s%s\n", a->ks.qk ? " K-sort by " : "",
+           a->ks.qk ? (a->ks.key == KVQ_KSORT_CALIB ? "calibration K" : "W_k row norms") : "",
+           a->ks.inputs ? " + FFN hidden and V channels" : "");
+    kvq_model_free(*m);
+    *m = s;
+    kvq_calib_free(*cal);
+    *cal = NULL;
+    if (!a->calib) return CLI_EXIT_OK;
+    return report_load_calib(s, a->in, NULL, a->calib, (int)a->calib_tokens, a->o.n_threads, cal);
 }
 
 int kvq_cmd_quantize(int argc, char **argv)
@@ -187,6 +225,7 @@ int kvq_cmd_quantize(int argc, char **argv)
     kvq_calib *cal = NULL;
     if (!rc && a.calib)
         rc = report_load_calib(m, a.in, NULL, a.calib, (int)a.calib_tokens, a.o.n_threads, &cal);
+    if (!rc && (a.ks.qk || a.ks.inputs)) rc = rearrange(&a, &m, &cal);
     a.o.calib = cal;
     e = rc ? KVQ_OK : kvq_model_quantize(m, &a.o, &q, &stats);
     kvq_calib_free(cal);
