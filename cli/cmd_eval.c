@@ -34,6 +34,8 @@ void report_eval_opts(const report_config *c, kvq_eval_opts *o)
     o->kv_window = c->window;
     o->kv_page = c->page;
     o->calib = c->cal;
+    o->kv_depth = c->depth;
+    o->kv_keep_decoded = c->keep;
 }
 
 kvq_err report_candidate(const kvq_model *base, const report_config *c, int threads, kvq_model **out)

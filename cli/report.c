@@ -36,6 +36,7 @@ void report_config_free(report_config *c)
     free(c->k);
     free(c->v);
     free(c->calib);
+    free(c->depth);
     for (int i = 0; i < c->n_tensor; i++) free(c->tensor[i]);
     report_config_init(c);
 }
@@ -83,6 +84,12 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
     char num[32];
     long n = 0;
     int bad = 0;
+    if (key_is(key, klen, "keep")) {
+        if (vlen != 1 || (v[0] != '0' && v[0] != '1'))
+            return snprintf(err, cap, "keep='%.*s' must be 0 or 1", (int)vlen, v), -1;
+        c->keep = v[0] == '1';
+        return 0;
+    }
     if (key_is(key, klen, "window") || key_is(key, klen, "page") || key_is(key, klen, "calib_tokens")) {
         int is_win = key_is(key, klen, "window");
         if (vlen == 0 || vlen >= sizeof num) bad = 1;
@@ -102,6 +109,7 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
     else if (key_is(key, klen, "v")) bad = set_str(&c->v, v, vlen);
     else if (key_is(key, klen, "kv")) bad = set_str(&c->k, v, vlen) || set_str(&c->v, v, vlen);
     else if (key_is(key, klen, "calib")) bad = set_str(&c->calib, v, vlen);
+    else if (key_is(key, klen, "depth")) bad = set_str(&c->depth, v, vlen);
     else if (key_is(key, klen, "label")) snprintf(c->label, sizeof c->label, "%.*s", (int)vlen, v);
     else if (key_is(key, klen, "tensor")) {
         if (c->n_tensor == REPORT_MAX_RULES) return snprintf(err, cap, "more than %d tensor rules", REPORT_MAX_RULES), -1;
@@ -109,7 +117,7 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
         bad = set_str(&c->tensor[c->n_tensor], v, vlen);
         if (!bad) c->n_tensor++;
     } else
-        return snprintf(err, cap, "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label, calib, calib_tokens)", (int)klen, key), -1;
+        return snprintf(err, cap, "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label, calib, calib_tokens, depth, keep)", (int)klen, key), -1;
     if (bad) return snprintf(err, cap, "out of memory"), -1;
     return 0;
 }
@@ -132,6 +140,13 @@ int report_config_check(const report_config *c, char *err, size_t cap)
         return -1;
     for (int i = 0; i < c->n_tensor; i++)
         if (check_spec("tensor", strrchr(c->tensor[i], '=') + 1, KVQ_DOMAIN_WEIGHT, err, cap)) return -1;
+    if (c->depth) {
+        size_t n = strcspn(c->depth, ":");
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)n, c->depth);
+        if (!kvq_depth_policy_find(name)) return snprintf(err, cap, "depth '%s': unknown depth policy", c->depth), -1;
+        if (!c->k && !c->v) return snprintf(err, cap, "depth '%s' needs paged layers: set kv=, k= or v=", c->depth), -1;
+    }
     return 0;
 }
 
@@ -313,7 +328,9 @@ static void json_config(report_buf *b, const report_config *c)
     json_key_num(b, "window", c->window, 0);
     json_key_num(b, "page", c->page, 0);
     json_key_str(b, "calib", c->calib, 0);
-    json_key_num(b, "calib_tokens", c->calib_tokens, 1);
+    json_key_num(b, "calib_tokens", c->calib_tokens, 0);
+    json_key_str(b, "depth", c->depth, 0);
+    json_key_num(b, "keep_decoded", c->keep, 1);
     rb_printf(b, "}");
 }
 
@@ -331,7 +348,8 @@ static void json_run(report_buf *b, const report_row *row)
     json_key_num(b, "bytes_per_token", r->kv_bytes_per_token, 0);
     json_key_num(b, "bits_per_value", r->kv_bits_per_value, 0);
     json_key_num(b, "ratio_vs_f32", r->kv_ratio_f32, 0);
-    json_key_num(b, "ratio_vs_f16", r->kv_ratio_f16, 1);
+    json_key_num(b, "ratio_vs_f16", r->kv_ratio_f16, 0);
+    json_key_num(b, "retained_fraction", r->kv_retained_fraction, 1);
     rb_printf(b, "},\n     \"activations\": {");
     json_key_num(b, "bits_per_value", r->act_bits_per_value, 1);
     rb_printf(b, "},\n     ");

@@ -23,7 +23,7 @@
  *   line  := item (WS item)*            items separated by spaces/tabs
  *   item  := w=SPEC | tensor=REGEX=SPEC | act=SPEC | kv=SPEC | k=SPEC |
  *            v=SPEC | window=N | page=N | label=TEXT | calib=FILE |
- *            calib_tokens=N
+ *            calib_tokens=N | depth=NAME[:ARG] | keep=0|1
  * kv=SPEC sets both k and v.  SPEC is a codec spec (NAME[:K=V,...]).
  * Missing parts stay f32 (the base model's weights, no activation codec,
  * an f32 cache).  The label defaults to the line itself. */
@@ -36,6 +36,8 @@ typedef struct report_config {
     int   window, page;                   /* KV window and page            */
     char *calib;                          /* calibration text or NULL      */
     int   calib_tokens;                   /* 0: KVQ_CALIB_TOKENS_DEFAULT   */
+    char *depth;                          /* KV depth policy "NAME[:ARG]"  */
+    int   keep;                           /* 1: cache keeps decoded pages  */
     const kvq_calib *cal;                 /* runtime: data made from calib
                                              (not owned), used by
                                              report_candidate / eval_opts */

@@ -25,8 +25,8 @@
  *  - B is stored column by column as f16/f32 of b_j/s_j with a power-of-two
  *    f32 scale s_j ≥ max|b_j| (exact to apply; no f16 overflow for large
  *    residuals); A's columns are orthonormal and need no scale;
- *  - a column whose norm falls below 1e-6 of ‖R‖ during orthonormalisation
- *    (R of lower rank than r) is set to zero.
+ *  - a column that Gram–Schmidt shrinks below 1e-6 of its length (R of
+ *    lower rank than r) is set to zero.
  *
  * Payload (sizes depend only on shape and parameters):
  *   [KIVI backbone: entries, codes] [sparse: per vector, k smallest then k
@@ -43,7 +43,7 @@
 
 #define F16_MAX       65504.0f /* largest finite binary16                      */
 #define F16_EXP_MASK  0x7C00u
-#define LR_DEGENERATE 1e-6     /* columns below this fraction of ‖R‖ are zeroed */
+#define LR_DEGENERATE 1e-6     /* Gram–Schmidt remainder below this fraction: zero */
 #define MGS_PASSES    2        /* Gram–Schmidt twice ("twice is enough")        */
 #define DEC_CHUNK     256      /* factor values converted per pass in decode    */
 
@@ -214,10 +214,14 @@ static float start_value(uint64_t seed, int64_t j, int64_t c)
 
 static float round_store(float v, gear_fbits fb) { return fb == FB_F16 ? kvq_f16_to_f32(kvq_f32_to_f16(v)) : v; }
 
-/* Column j of Y ([j][n], column-major) made orthonormal to columns < j. */
-static void mgs_column(float *Y, int64_t n, int64_t j, double floor_norm)
+/* Column j of Y ([j][n], column-major) made orthonormal to columns < j;
+ * zeroed when Gram–Schmidt leaves less than LR_DEGENERATE of its length
+ * (it lay in the span of the previous columns: R has rank < j + 1). */
+static void mgs_column(float *Y, int64_t n, int64_t j)
 {
     float *y = Y + j * n;
+    double before = 0, nn = 0;
+    for (int64_t i = 0; i < n; i++) before += (double)y[i] * y[i];
     for (int pass = 0; pass < MGS_PASSES; pass++)
         for (int64_t p = 0; p < j; p++) {
             const float *q = Y + p * n;
@@ -225,9 +229,9 @@ static void mgs_column(float *Y, int64_t n, int64_t j, double floor_norm)
             for (int64_t i = 0; i < n; i++) dot += (double)q[i] * y[i];
             for (int64_t i = 0; i < n; i++) y[i] -= (float)dot * q[i];
         }
-    double nn = 0;
     for (int64_t i = 0; i < n; i++) nn += (double)y[i] * y[i];
-    double inv = nn > floor_norm * floor_norm && nn > 0 ? 1.0 / sqrt(nn) : 0.0; /* double: subnormal R */
+    /* double: the norm of a subnormal residual's column underflows in f32 */
+    double inv = nn > 0 && nn > LR_DEGENERATE * LR_DEGENERATE * before ? 1.0 / sqrt(nn) : 0.0;
     for (int64_t i = 0; i < n; i++) y[i] = (float)(y[i] * inv);
 }
 
@@ -270,15 +274,11 @@ static void put_value(uint8_t *p, float v, gear_fbits fb)
 static void lowrank_head(const gear_geom *g, const gear_state *s, const float *R, int64_t h, float *Q, float *P,
                          uint8_t *out)
 {
-    double fro = 0;
-    for (int64_t t = 0; t < g->T; t++)
-        for (int64_t c = 0; c < g->d; c++) fro += (double)R[t * g->kd + h * g->d + c] * R[t * g->kd + h * g->d + c];
-    double floor_norm = LR_DEGENERATE * sqrt(fro);
     for (int64_t j = 0; j < g->r; j++)
         for (int64_t c = 0; c < g->d; c++) P[j * g->d + c] = start_value(s->seed, j, c);
     for (int it = 0; it < s->iters; it++) {
         mul_rp(g, R, h, P, Q);
-        for (int64_t j = 0; j < g->r; j++) mgs_column(Q, g->T, j, floor_norm);
+        for (int64_t j = 0; j < g->r; j++) mgs_column(Q, g->T, j);
         if (it + 1 < s->iters) mul_rtq(g, R, h, Q, P);
     }
     for (int64_t i = 0; i < g->r * g->T; i++) Q[i] = round_store(Q[i], s->fbits);

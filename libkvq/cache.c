@@ -280,6 +280,18 @@ static kvq_err publish_page(kvq_cache *c, int layer, int index)
     return c->cfg.prefix->publish(c->cfg.prefix_store, c->tokens, &view);
 }
 
+/* A policy that took page `index` of a layer may change how the same page
+ * of the layer below reads (MiniCache merges the pair): with keep_decoded,
+ * that layer's decoded copy is refreshed. */
+static kvq_err refresh_below(kvq_cache *c, int layer, int index)
+{
+    cache_layer *B = &c->layers[layer];
+    if (!B->dec[SIDE_K] || B->sealed <= index * c->cfg.page || B->pages[index].owner != CACHE_PAGE_POLICY)
+        return KVQ_OK;
+    size_t at = (size_t)index * (size_t)c->cfg.page * (size_t)c->kv_dim;
+    return c->cfg.depth->load(c->depth_state, layer, index, B->dec[SIDE_K] + at, B->dec[SIDE_V] + at);
+}
+
 static kvq_err seal_page(kvq_cache *c, int layer)
 {
     cache_layer *L = &c->layers[layer];
@@ -294,6 +306,7 @@ static kvq_err seal_page(kvq_cache *c, int layer)
             e = c->cfg.depth->load(c->depth_state, layer, index, dk, dv);
         else if (!(e = decode_side(c, L, SIDE_K, index, dk)))
             e = decode_side(c, L, SIDE_V, index, dv);
+        if (!e && pg->owner == CACHE_PAGE_POLICY && layer > 0) e = refresh_below(c, layer - 1, index);
     }
     if (e) { /* undo the page: it stays in the window */
         if (pg->owner == CACHE_PAGE_POLICY)
@@ -617,7 +630,18 @@ kvq_err kvq_cache_stats_get(const kvq_cache *c, kvq_cache_stats *st)
         st->bytes_window += (uint64_t)(L->len - L->sealed) * row_bytes(c) * N_SIDES;
         for (int i = 0; i < L->sealed / c->cfg.page; i++) {
             st->bytes_meta += (uint64_t)KVQ_CACHE_PAGE_META * N_SIDES;
-            st->bytes_payload += (uint64_t)L->pages[i].len[SIDE_K] + L->pages[i].len[SIDE_V];
+            for (int s = 0; s < N_SIDES && L->pages[i].owner == CACHE_PAGE_CODEC; s++) {
+                /* codecs with `parts` split scales, outliers and factors out */
+                kvq_codec_parts pp;
+                kvq_shape sh = page_shape(c);
+                KVQ_TRY(kvq_ctx_payload_parts(L->ctx[s], L->buf[s].p + L->pages[i].off[s], L->pages[i].len[s], &sh,
+                                              &pp));
+                st->bytes_payload += pp.codes;
+                st->bytes_scales += pp.scales;
+                st->bytes_lowrank += pp.lowrank;
+                st->bytes_sparse += pp.sparse;
+                st->bytes_meta += pp.meta;
+            }
         }
     }
     if (c->cfg.depth) c->cfg.depth->bytes(c->depth_state, st);

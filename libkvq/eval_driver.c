@@ -65,6 +65,16 @@ static kvq_err open_decoder(const kvq_model *m, const kvq_eval_opts *o, int ctx,
             cc.v_spec = o->kv_v_spec;
             cc.window = o->kv_window;
             cc.page = o->kv_page > 0 ? o->kv_page : DEFAULT_KV_PAGE;
+            cc.keep_decoded = o->kv_keep_decoded;
+        }
+        if (o->kv_depth) { /* "NAME[:ARG]": the policy parses ARG in its init */
+            char name[32];
+            const char *colon = strchr(o->kv_depth, ':');
+            size_t n = colon ? (size_t)(colon - o->kv_depth) : strlen(o->kv_depth);
+            snprintf(name, sizeof name, "%.*s", (int)n, o->kv_depth);
+            cc.depth = kvq_depth_policy_find(name);
+            cc.depth_arg = colon ? colon + 1 : NULL;
+            KVQ_FAIL_IF(!cc.depth, KVQ_ERR_ARG, "eval: unknown depth policy '%s'", o->kv_depth);
         }
         for (int i = 0; i < KVQ_LIN__COUNT; i++) d.act[i] = act ? act[i] : NULL;
         d.act_layer = act_layer;
@@ -198,6 +208,7 @@ static kvq_err measure(const kvq_eval_base *b, const kvq_model *cand, kvq_decode
     r->kv_ratio_f32 = r->kv_bytes_per_token > 0 ? r->kv_bytes_per_token_f32 / r->kv_bytes_per_token : 0;
     r->kv_ratio_f16 = r->kv_bytes_per_token > 0 ? values_per_token * F16_BYTES / r->kv_bytes_per_token : 0;
     r->kv_bits_per_value = st.bits_per_value;
+    r->kv_retained_fraction = st.depth_vectors ? (double)st.depth_retained / (double)st.depth_vectors : 0;
     return KVQ_OK;
 }
 
