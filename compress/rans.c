@@ -12,8 +12,9 @@
  * Symbols are encoded last to first so the decoder reads forwards.
  * [ours] the encoder starts from x = L and the decoder checks it ends there
  * with every byte consumed, which catches most corruption without a CRC;
- * frequency normalisation (floor of the scaled count, at least 1, the
- * difference taken from / given to the largest entries) and the LEB128
+ * frequency normalisation (nearest scaled count, at least 1, the rounding
+ * difference spread one unit at a time over the most frequent symbols) and
+ * the LEB128
  * table layout are ours where the spec only names them.
  */
 #include "compress/plt_internal.h"
@@ -68,19 +69,6 @@ static void table_finish(kvq_rans_table *t)
     }
 }
 
-/* Index of the largest frequency (lowest index on ties) that can still give
- * one away (> 1) when `taking`, else the largest overall. */
-static unsigned largest(const kvq_rans_table *t, int taking)
-{
-    unsigned best = 0;
-    int found = 0;
-    for (unsigned s = 0; s < t->nsym; s++) {
-        if (!t->freq[s] || (taking && t->freq[s] <= 1)) continue;
-        if (!found || t->freq[s] > t->freq[best]) best = s, found = 1;
-    }
-    return best;
-}
-
 kvq_err kvq_rans_table_build(kvq_rans_table *t, const uint32_t *counts, unsigned nsym)
 {
     KVQ_FAIL_IF(nsym < 1 || nsym > KVQ_RANS_MAX_SYMS, KVQ_ERR_ARG, "rans: alphabet of %u symbols outside 1..%u", nsym,
@@ -91,26 +79,33 @@ kvq_err kvq_rans_table_build(kvq_rans_table *t, const uint32_t *counts, unsigned
     memset(t->freq, 0, sizeof t->freq);
     t->nsym = nsym;
     int64_t sum = 0;
+    uint16_t order[KVQ_RANS_MAX_SYMS];
+    unsigned n_present = 0;
     for (unsigned s = 0; s < nsym; s++) {
         if (!counts[s]) continue;
-        uint64_t f = (uint64_t)counts[s] * KVQ_RANS_TOTAL / total;
-        t->freq[s] = (uint16_t)(f ? f : 1);
+        uint64_t f = ((uint64_t)counts[s] * KVQ_RANS_TOTAL + total / 2) / total; /* nearest */
+        t->freq[s] = (uint16_t)(f ? (f < KVQ_RANS_TOTAL ? f : KVQ_RANS_TOTAL) : 1);
         sum += t->freq[s];
+        order[n_present++] = (uint16_t)s;
     }
-    /* at most nsym <= TOTAL/4 entries were raised to 1, so a surplus can
-     * always be taken from entries > 1; a deficit goes to the largest */
+    /* symbols by descending count, lowest index on ties (stable insertion
+     * sort; alphabets are <= 1024) */
+    for (unsigned i = 1; i < n_present; i++) {
+        uint16_t v = order[i];
+        unsigned j = i;
+        while (j > 0 && (counts[order[j - 1]] < counts[v])) order[j] = order[j - 1], j--;
+        order[j] = v;
+    }
+    /* rounding leaves |sum − TOTAL| <= n_present; spread it one unit per
+     * symbol, largest first (never below 1) */
     while (sum != (int64_t)KVQ_RANS_TOTAL) {
-        unsigned s = largest(t, sum > (int64_t)KVQ_RANS_TOTAL);
-        if (sum > (int64_t)KVQ_RANS_TOTAL) {
-            int64_t d = sum - (int64_t)KVQ_RANS_TOTAL, room = t->freq[s] - 1;
-            int64_t k = d < room ? d : room;
-            k = k > t->freq[s] / 2 && t->freq[s] > 2 ? t->freq[s] / 2 : k; /* spread the cut */
-            t->freq[s] = (uint16_t)(t->freq[s] - k);
-            sum -= k;
-        } else {
-            t->freq[s] = (uint16_t)(t->freq[s] + (KVQ_RANS_TOTAL - (uint32_t)sum));
-            sum = KVQ_RANS_TOTAL;
+        int64_t before = sum;
+        for (unsigned i = 0; i < n_present && sum != (int64_t)KVQ_RANS_TOTAL; i++) {
+            uint16_t *f = &t->freq[order[i]];
+            if (sum > (int64_t)KVQ_RANS_TOTAL && *f > 1) (*f)--, sum--;
+            else if (sum < (int64_t)KVQ_RANS_TOTAL) (*f)++, sum++;
         }
+        if (sum == before) break; /* cannot happen: n_present <= TOTAL */
     }
     table_finish(t);
     return KVQ_OK;
