@@ -14,6 +14,7 @@ static const kvq_codec *const codecs[] = {
     &kvq_codec_q8_0,
     &kvq_codec_q4_0,
     &kvq_codec_fp,
+    &kvq_codec_fpa,
     &kvq_codec_mxfp4,
     &kvq_codec_nvfp4,
     &kvq_codec_nupes,

@@ -34,8 +34,9 @@ extern const kvq_codec kvq_codec_pltq;
 /* quant/gptq.c : GPTQ b-bit group weights (id 71) */
 extern const kvq_codec kvq_codec_gptq;
 
-/* quant/fp.c, fp_mx.c : LLM-FP4 family (id 30) and OCP/ggml FP4 (ids 32-33) */
+/* quant/fp.c, fp_act.c, fp_mx.c : LLM-FP4 family (ids 30-31) and OCP/ggml FP4 (ids 32-33) */
 extern const kvq_codec kvq_codec_fp;
+extern const kvq_codec kvq_codec_fpa;
 extern const kvq_codec kvq_codec_mxfp4;
 extern const kvq_codec kvq_codec_nvfp4;
 
