@@ -34,11 +34,15 @@ struct kvq_calib {
 static int slot_width(const kvq_model_config *c, int layer, kvq_linear which)
 {
     if (layer == c->n_layers) return which == KVQ_LIN_CLS ? c->dim : 0;
+    int mamba = c->arch == KVQ_ARCH_MAMBA2;
     switch (which) {
-    case KVQ_LIN_QKV:
-    case KVQ_LIN_GATEUP: return c->dim;
+    case KVQ_LIN_QKV: return c->dim;
+    case KVQ_LIN_GATEUP: return mamba ? 0 : c->dim;
     case KVQ_LIN_O: return c->n_heads * c->head_size;
-    case KVQ_LIN_DOWN: return c->hidden_dim;
+    case KVQ_LIN_DOWN: return mamba ? 0 : c->hidden_dim;
+    case KVQ_LIN_SSM_X: return mamba ? c->hidden_dim : 0;
+    case KVQ_LIN_SSM_B:
+    case KVQ_LIN_SSM_C: return mamba ? c->ssm_groups * c->ssm_state : 0;
     case KVQ_LIN_CLS:
     case KVQ_LIN__COUNT: break;
     }
@@ -105,7 +109,6 @@ kvq_err kvq_calib_create(const kvq_model *m, const int *tokens, size_t n, int ma
     KVQ_FAIL_IF(!m || !tokens || !out, KVQ_ERR_ARG, "kvq_calib_create: NULL argument");
     *out = NULL;
     const kvq_model_config *cfg = kvq_model_config_get(m);
-    KVQ_FAIL_IF(cfg->arch != KVQ_ARCH_LLAMA, KVQ_ERR_UNSUPPORTED, "calib: only Llama models are calibrated");
     KVQ_FAIL_IF(n < 2, KVQ_ERR_ARG, "calib: %zu calibration tokens (need at least 2)", n);
     kvq_calib *c = calloc(1, sizeof *c);
     KVQ_FAIL_IF(!c, KVQ_ERR_NOMEM, "calib: out of memory");
@@ -168,9 +171,31 @@ static const struct {
     {"ffn_up.weight", KVQ_LIN_GATEUP},  {"ffn_down.weight", KVQ_LIN_DOWN},
 };
 
+/* Mamba-2 (HF names, libkvq/mamba2.c): in_proj reads QKV, out_proj reads
+ * O, lm_head (or the tied embedding) reads CLS. */
+static kvq_err mamba2_slot(const kvq_model_config *cfg, const char *name, int *layer, kvq_linear *which)
+{
+    if (!strcmp(name, "lm_head.weight") || (cfg->shared_classifier && !strcmp(name, "backbone.embeddings.weight"))) {
+        *layer = cfg->n_layers;
+        *which = KVQ_LIN_CLS;
+        return KVQ_OK;
+    }
+    int l = -1, used = 0;
+    if (sscanf(name, "backbone.layers.%d.mixer.%n", &l, &used) == 1 && used > 0 && l >= 0 && l < cfg->n_layers) {
+        int in = !strcmp(name + used, "in_proj.weight"), out = !strcmp(name + used, "out_proj.weight");
+        if (in || out) {
+            *layer = l;
+            *which = in ? KVQ_LIN_QKV : KVQ_LIN_O;
+            return KVQ_OK;
+        }
+    }
+    return KVQ_ERROR(KVQ_ERR_NOT_FOUND, "calib: weight %s reads no linear input", name);
+}
+
 kvq_err kvq_calib_weight_slot(const kvq_model_config *cfg, const char *name, int *layer, kvq_linear *which)
 {
     KVQ_FAIL_IF(!cfg || !name || !layer || !which, KVQ_ERR_ARG, "kvq_calib_weight_slot: NULL argument");
+    if (cfg->arch == KVQ_ARCH_MAMBA2) return mamba2_slot(cfg, name, layer, which);
     if (!strcmp(name, "output.weight") || (cfg->shared_classifier && !strcmp(name, "token_embd.weight"))) {
         *layer = cfg->n_layers;
         *which = KVQ_LIN_CLS;

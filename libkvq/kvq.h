@@ -585,6 +585,13 @@ typedef enum kvq_linear {
     KVQ_LIN_GATEUP = 2,/* ffn-norm output, read by w1 and w3          [dim]        */
     KVQ_LIN_DOWN = 3,  /* silu(w1 x) * (w3 x), read by w2             [hidden_dim] */
     KVQ_LIN_CLS = 4,   /* final-norm output, read by the classifier  [dim]        */
+    /* Mamba-2 (libkvq/mamba2.c): QKV is the in_proj input [dim], O the
+     * out_proj input (gated-norm output) [d_inner]; GATEUP/DOWN unused.
+     * The SSM inputs after conv1d + SiLU are passed as shaped views so a
+     * codec sees the SSD groups: */
+    KVQ_LIN_SSM_X = 5, /* x, [1][n_groups][heads per group][head dim]           */
+    KVQ_LIN_SSM_B = 6, /* B, [1][n_groups][d_state]                             */
+    KVQ_LIN_SSM_C = 7, /* C, [1][n_groups][d_state]                             */
     KVQ_LIN__COUNT
 } kvq_linear;
 
@@ -1045,7 +1052,8 @@ typedef struct kvq_calib kvq_calib;
  * the evaluator's streams), in pieces of at most seq_len tokens that each
  * start at position 0 with BOS in front; captures every linear input
  * including the classifier's.  max_tokens <= 0: KVQ_CALIB_TOKENS_DEFAULT.
- * Llama models only.  *out holds copies (m may be freed first).
+ * Llama and Mamba-2 models (Mamba-2 also captures KVQ_LIN_SSM_X/B/C as
+ * flat rows).  *out holds copies (m may be freed first).
  * Free with kvq_calib_free(). */
 KVQ_API kvq_err kvq_calib_create(const kvq_model *m, const int *tokens, size_t n, int max_tokens, int threads,
                                  kvq_calib **out);
@@ -1059,7 +1067,9 @@ KVQ_API kvq_err kvq_calib_input(const kvq_calib *c, int layer, kvq_linear which,
 /* kvq_calib_for_weight() : X read by a weight, by canonical name:
  * blk.N.attn_{q,k,v} -> QKV, attn_output -> O, ffn_{gate,up} -> GATEUP,
  * ffn_down -> DOWN, output.weight (token_embd.weight when the classifier
- * is shared) -> CLS.  KVQ_ERR_NOT_FOUND for weights that read no linear
+ * is shared) -> CLS; Mamba-2: backbone.layers.N.mixer.in_proj -> QKV,
+ * out_proj -> O, lm_head.weight (backbone.embeddings.weight when tied) ->
+ * CLS.  KVQ_ERR_NOT_FOUND for weights that read no linear
  * input (norms, an untied embedding). */
 KVQ_API kvq_err kvq_calib_for_weight(const kvq_calib *c, const char *name, kvq_tensor *x);
 /* kvq_calib_weight_slot() : the (layer, which) a weight name reads, as
@@ -1067,6 +1077,50 @@ KVQ_API kvq_err kvq_calib_for_weight(const kvq_calib *c, const char *name, kvq_t
 KVQ_API kvq_err kvq_calib_weight_slot(const kvq_model_config *cfg, const char *name, int *layer,
                                       kvq_linear *which);
 
+
+/* ======================================================================== */
+/*  Section: Mamba-2 and Quamba2  (libkvq/mamba2.c, quant/quamba2.c)        */
+/* ======================================================================== */
+/* Quamba2's sort-and-cluster of the SSM input x (quant-methods.md §4.3)
+ * and the offline rearrangement that makes its groups contiguous (§4.4).
+ * x has n_groups SSD groups of heads_per_group heads of head_dim channels;
+ * head h = g·heads_per_group + k belongs to group g. */
+typedef struct kvq_quamba2_plan {
+    int n_groups, heads_per_group, head_dim;
+    int hg, cg;              /* head clusters per group, channel groups per
+                                cluster (min of the request and what fits) */
+    int *chan_perm;          /* [heads][head_dim]: sorted slot j of head h
+                                holds channel chan_perm[h·head_dim + j] of h
+                                (ascending s)                              */
+    int *head_perm;          /* [heads]: new head slot k holds old head
+                                head_perm[k]; clusters contiguous, inside
+                                the slot's own SSD group                   */
+    int *head_group_size;    /* [n_groups][hg], sums to heads_per_group    */
+    int *chan_group_size;    /* [n_groups][hg][cg], sums to head_dim       */
+    uint16_t *group_of;      /* [heads·head_dim]: scale group of each
+                                original channel, (g·hg + cluster)·cg + cgroup */
+} kvq_quamba2_plan;
+
+/* kvq_quamba2_cluster() : the plan for channel statistics s[heads·
+ * head_dim] (s_c = max over samples of mean over tokens |x_c|): per-head
+ * ascending sort, Ward clustering of the unit-normalised sorted heads of
+ * each SSD group into hg clusters, 1-D k-means of sorted positions into
+ * cg contiguous groups per cluster.  Deterministic.  Free with
+ * kvq_quamba2_plan_free(). */
+KVQ_API kvq_err kvq_quamba2_cluster(const float *s, int n_groups, int heads_per_group, int head_dim, int hg,
+                                    int cg, kvq_quamba2_plan **out);
+KVQ_API void kvq_quamba2_plan_free(kvq_quamba2_plan *p);            /* NULL-safe */
+
+/* kvq_mamba2_reorder() : Quamba2's offline rearrangement of one Mamba-2
+ * layer of a decoder whose state is empty: x channel (k, j) becomes old
+ * channel chan_perm[head_perm[k]·head_dim + j] of head head_perm[k]; the
+ * z and x rows of in_proj, the x channels of conv1d, the gated-norm weight
+ * and out_proj's input columns follow the channels, the dt rows of
+ * in_proj, A_log, D and dt_bias follow the heads; B and C are untouched.
+ * KVQ_ERR_ARG unless both are bijections and every head stays in its SSD
+ * group.  Float logits are unchanged up to f32 rounding.  The decoder's
+ * in_proj/out_proj become owned f32 copies. */
+KVQ_API kvq_err kvq_mamba2_reorder(kvq_decoder *d, int layer, const int *head_perm, const int *chan_perm);
 
 /* ======================================================================== */
 /*  Section: Quasicryth  (compress/quasicryth/, FORMAT.md §4)               */

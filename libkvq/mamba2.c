@@ -78,8 +78,6 @@ struct kvq_mamba2 {
     int pos;                   /* tokens consumed by the state                   */
     kvq_ctx *state_codec;      /* NULL: h stays f32                              */
     size_t h_cap;              /* payload bound of one layer's h                 */
-    void *act_buf;             /* payload scratch for the SSM hooks              */
-    size_t act_cap;
 };
 
 /* ---- binding ------------------------------------------------------------------ */
@@ -146,17 +144,22 @@ static kvq_err alloc_m2(kvq_decoder *d, kvq_mamba2 *mb)
     mb->cb = calloc(B * B, sizeof(float));
     KVQ_FAIL_IF(!mb->zxbcdt || !mb->xbc || !mb->y || !mb->dt || !mb->cum || !mb->cb, KVQ_ERR_NOMEM,
                 "decoder: out of memory for the Mamba-2 run state");
-    int64_t dims[2] = {1, mb->d_inner > mb->dim ? mb->d_inner : mb->dim};
-    kvq_shape s = kvq_shape_make(2, dims);
+    /* Payload scratch: the largest bound over the views the hooks pass. */
+    int64_t flat[2] = {1, mb->d_inner > mb->dim ? mb->d_inner : mb->dim};
+    int64_t xd[4] = {1, mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim};
+    int64_t bd[3] = {1, mb->n_groups, mb->d_state};
+    kvq_shape shapes[3] = {kvq_shape_make(2, flat), kvq_shape_make(4, xd), kvq_shape_make(3, bd)};
     for (int l = 0; l <= d->cfg.n_layers; l++)
         for (int i = 0; i < KVQ_LIN__COUNT; i++) {
             kvq_ctx *ctx = kvq_dec_act_ctx(d, l, i);
-            size_t b = ctx ? kvq_ctx_payload_bound(ctx, &s) : 0;
-            if (b > mb->act_cap) mb->act_cap = b;
+            for (int k = 0; ctx && k < 3; k++) {
+                size_t b = kvq_ctx_payload_bound(ctx, &shapes[k]);
+                if (b > d->act_cap) d->act_cap = b;
+            }
         }
-    if (mb->act_cap) {
-        mb->act_buf = malloc(mb->act_cap);
-        KVQ_FAIL_IF(!mb->act_buf, KVQ_ERR_NOMEM, "decoder: out of memory for activation codec scratch");
+    if (d->act_cap) {
+        d->act_buf = malloc(d->act_cap);
+        KVQ_FAIL_IF(!d->act_buf, KVQ_ERR_NOMEM, "decoder: out of memory for activation codec scratch");
     }
     return KVQ_OK;
 }
@@ -225,7 +228,6 @@ void kvq_mamba2_free(kvq_decoder *d)
     free(mb->layer);
     float *bufs[] = {mb->zxbcdt, mb->xbc, mb->y, mb->dt, mb->cum, mb->cb};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
-    free(mb->act_buf);
     kvq_ctx_free(mb->state_codec);
     free(mb);
     d->mamba = NULL;
@@ -293,6 +295,36 @@ static void conv_silu(kvq_mamba2 *mb, m2_layer *L, int nb)
             memcpy(L->conv_state + (size_t)(K - 2) * (size_t)cd, in, (size_t)cd * sizeof(float));
         }
     }
+}
+
+/* Capture + codec for one shaped SSM input per token (x, B or C). */
+static kvq_err ssm_hook(kvq_decoder *d, int l, kvq_linear which, float *base, int nb, int off, int ndim,
+                        const int64_t *dims)
+{
+    kvq_mamba2 *mb = d->mamba;
+    kvq_ctx *ctx = kvq_dec_act_ctx(d, l, which);
+    int n = (int)(dims[ndim - 1] * dims[ndim - 2] * (ndim > 3 ? dims[1] : 1));
+    for (int t = 0; t < nb; t++) {
+        float *row = base + (size_t)t * (size_t)mb->conv_dim + (size_t)off;
+        if (d->opts.capture) d->opts.capture(d->opts.capture_user, l, which, row, n);
+        if (!ctx) continue;
+        kvq_tensor view = kvq_tensor_view(KVQ_DTYPE_F32, row, ndim, dims);
+        size_t used;
+        KVQ_TRY(kvq_ctx_encode_payload(ctx, &view, d->act_buf, d->act_cap, &used));
+        KVQ_TRY(kvq_ctx_decode_payload(ctx, d->act_buf, used, &view));
+    }
+    return KVQ_OK;
+}
+
+static kvq_err ssm_hooks(kvq_decoder *d, int l, int nb)
+{
+    kvq_mamba2 *mb = d->mamba;
+    int64_t xd[4] = {1, mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim};
+    int64_t bd[3] = {1, mb->n_groups, mb->d_state};
+    int gs = mb->n_groups * mb->d_state;
+    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_X, mb->xbc, nb, 0, 4, xd));
+    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_B, mb->xbc, nb, mb->d_inner, 3, bd));
+    return ssm_hook(d, l, KVQ_LIN_SSM_C, mb->xbc, nb, mb->d_inner + gs, 3, bd);
 }
 
 /* One head of the SSD scan over nb tokens: the recurrence for nb == 1,
@@ -399,6 +431,7 @@ static kvq_err mixer(kvq_decoder *d, int l, int nb)
     KVQ_TRY(kvq_dec_act_hook(d, l, KVQ_LIN_QKV, d->xb, W, nb, mb->dim));
     KVQ_TRY(kvq_dec_matmul(d, d->xb, W, nb, &L->in_proj, mb->zxbcdt, (size_t)mb->d_in_proj));
     conv_silu(mb, L, nb);
+    KVQ_TRY(ssm_hooks(d, l, nb));
     for (int t = 0; t < nb; t++)
         for (size_t h = 0; h < H; h++) {
             float raw = mb->zxbcdt[(size_t)t * (size_t)mb->d_in_proj + (size_t)(mb->d_inner + mb->conv_dim) + h];
@@ -430,4 +463,69 @@ kvq_err kvq_mamba2_forward(kvq_decoder *d, const int *tokens, int nb, int pos0, 
     for (int t = 0; t < nb; t++) kvq_dec_rmsnorm(d->x + t * dim, d->x + t * dim, d->final_norm, mb->dim, d->cfg.norm_eps);
     KVQ_TRY(kvq_dec_act_hook(d, d->cfg.n_layers, KVQ_LIN_CLS, d->x, dim, nb, mb->dim));
     return kvq_dec_matmul(d, d->x, dim, nb, &d->cls, d->logits, (size_t)d->cfg.vocab_size);
+}
+
+/* ---- offline rearrangement (Quamba2 §4.4) ------------------------------------------ */
+static void permute_f(float *v, const int *src, int n, size_t stride, float *tmp)
+{
+    for (int i = 0; i < n; i++) memcpy(tmp + (size_t)i * stride, v + (size_t)src[i] * stride, stride * sizeof *tmp);
+    memcpy(v, tmp, (size_t)n * stride * sizeof *v);
+}
+
+static kvq_err check_perms(const kvq_mamba2 *mb, const int *head_perm, const int *chan_perm, int *src)
+{
+    int H = mb->n_heads, P = mb->head_dim, per = H / mb->n_groups;
+    char *seen = calloc((size_t)(H > P ? H : P), 1);
+    KVQ_FAIL_IF(!seen, KVQ_ERR_NOMEM, "reorder: out of memory");
+    kvq_err e = KVQ_OK;
+    for (int k = 0; !e && k < H; k++) {
+        int h = head_perm[k];
+        if (h < 0 || h >= H || seen[h] || h / per != k / per)
+            e = KVQ_ERROR(KVQ_ERR_ARG, "reorder: head slot %d takes head %d (not a bijection inside SSD groups)", k, h);
+        else seen[h] = 1;
+    }
+    for (int h = 0; !e && h < H; h++) {
+        memset(seen, 0, (size_t)P);
+        for (int j = 0; !e && j < P; j++) {
+            int c = chan_perm[h * P + j];
+            if (c < 0 || c >= P || seen[c]) e = KVQ_ERROR(KVQ_ERR_ARG, "reorder: head %d channel slot %d takes %d", h, j, c);
+            else seen[c] = 1;
+        }
+    }
+    for (int k = 0; !e && k < H; k++)
+        for (int j = 0; j < P; j++) src[k * P + j] = head_perm[k] * P + chan_perm[head_perm[k] * P + j];
+    free(seen);
+    return e;
+}
+
+kvq_err kvq_mamba2_reorder(kvq_decoder *d, int layer, const int *head_perm, const int *chan_perm)
+{
+    KVQ_FAIL_IF(!d || !d->mamba || !head_perm || !chan_perm, KVQ_ERR_ARG, "reorder: not a Mamba-2 decoder");
+    kvq_mamba2 *mb = d->mamba;
+    KVQ_FAIL_IF(layer < 0 || layer >= d->cfg.n_layers, KVQ_ERR_ARG, "reorder: layer %d", layer);
+    KVQ_FAIL_IF(mb->pos != 0, KVQ_ERR_ARG, "reorder: the state holds %d tokens (reset first)", mb->pos);
+    m2_layer *L = &mb->layer[layer];
+    int E = mb->d_inner, H = mb->n_heads, K = mb->kernel, dim = mb->dim;
+    int *src = malloc((size_t)E * sizeof *src);
+    float *tmp = malloc((size_t)E * (size_t)(dim > K ? dim : K) * sizeof *tmp);
+    kvq_err e = !src || !tmp ? KVQ_ERROR(KVQ_ERR_NOMEM, "reorder: out of memory") : KVQ_OK;
+    if (!e) e = check_perms(mb, head_perm, chan_perm, src);
+    if (!e) e = kvq_dec_mat_own(&L->in_proj);
+    if (!e) e = kvq_dec_mat_own(&L->out_proj);
+    if (!e) {
+        float *w = L->in_proj.owned;
+        permute_f(w, src, E, (size_t)dim, tmp);                         /* z rows   */
+        permute_f(w + (size_t)E * (size_t)dim, src, E, (size_t)dim, tmp); /* x rows */
+        permute_f(w + (size_t)(E + mb->conv_dim) * (size_t)dim, head_perm, H, (size_t)dim, tmp); /* dt */
+        permute_f(L->conv_w, src, E, (size_t)K, tmp);
+        permute_f(L->conv_b, src, E, 1, tmp);
+        permute_f(L->gnorm, src, E, 1, tmp);
+        float *hv[3] = {L->A, L->D, L->dt_bias};
+        for (int i = 0; i < 3; i++) permute_f(hv[i], head_perm, H, 1, tmp);
+        float *o = L->out_proj.owned; /* (dim, E): columns follow the channels */
+        for (int r = 0; r < dim; r++) permute_f(o + (size_t)r * (size_t)E, src, E, 1, tmp);
+    }
+    free(src);
+    free(tmp);
+    return e;
 }

@@ -24,6 +24,7 @@ static const kvq_codec *const codecs[] = {
     &kvq_codec_gear,
     &kvq_codec_plt,
     &kvq_codec_pltq,
+    &kvq_codec_quamba2,
     &kvq_codec_gptq,
 };
 

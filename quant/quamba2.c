@@ -1,0 +1,509 @@
+/*
+ * quamba2.c — Quamba2's activation and state quantizers for Mamba-2
+ * (Chiang et al., ICML 2025; quant-methods.md §4.2–4.6; code
+ * enyac-group/Quamba quamba/reorder_utils.py, qMamba2.py):
+ *
+ *  - codec `quamba2` (id 70): static symmetric int8 (b-bit) activations
+ *    with scales max|x|/qmax from calibration (clip ratio 1.0).  What it
+ *    scales by follows the shape it is handed (libkvq/mamba2.c passes
+ *    each SSM input with its structure):
+ *      2-D [tokens][n]      one scale per tensor (in_proj / out_proj /
+ *                           classifier inputs); had=1 rotates each row by
+ *                           the Walsh–Hadamard matrix first and back after
+ *                           decoding (the online Hadamard fused with the
+ *                           int8 quantization, §4.2);
+ *      3-D [t][G][N]        one scale per SSD group (B and C);
+ *      4-D [t][G][Hg][P]    x after the conv: sort-and-cluster (cluster=1:
+ *                           `hg` head clusters × `cg` channel groups per
+ *                           SSD group, so hg·cg scales per group, §4.3) or
+ *                           one scale per tensor (cluster=0).
+ *    Calibration keeps per channel max|x| and s_c = max over calibration
+ *    samples of mean over tokens |x_c|; the clusters are computed from s
+ *    the first time a 4-D tensor is encoded (its shape gives G, Hg, P).
+ *  - codec `quamba2_state` (id 72): the SSM state [heads][headdim][d_state]
+ *    in int8 with one f16 scale per (head, state column) — [ours]: the
+ *    paper keeps static scales per (group, head group, channel group,
+ *    d_state); a per-(head, n) dynamic scale needs no calibration and is
+ *    at least as fine.
+ *  - kvq_quamba2_cluster(): the sort-and-cluster plan itself (per-head
+ *    channel sort, Ward clustering of unit-normalised sorted heads inside
+ *    each SSD group, 1-D k-means of sorted channel positions with fixed
+ *    initial centres at positions i·P/cg), used by the codec and by the
+ *    offline rearrangement (kvq_mamba2_reorder, libkvq/mamba2.c).
+ *
+ * [ours] where the code is silent: Ward by naive O(n³) merging (ties: the
+ * lowest pair); head clusters are ordered by their lowest head; k-means
+ * runs at most QB_KMEANS_ITERS iterations and, should its labels not be
+ * monotone in position (the code asserts they are), the channel groups
+ * fall back to equal contiguous splits.  Payload of `quamba2`: u16 scale
+ * count S, S f32 scales, then (S > 1) a u16 group per channel, then one
+ * signed byte per value; the channel of flat value i is i mod C (C =
+ * values per token), so decode_rows reads any range.
+ */
+#include "kvq_internal.h"
+#include "quant/codecs.h"
+#include "quant/quant_common.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define QB_KMEANS_ITERS 100   /* §4.6: 1-D k-means iteration cap            */
+#define QB_MAX_GROUPS   65535 /* scales per tensor (u16 count and ids)      */
+#define QB_MAX_CHANNELS (1 << 20)
+
+static const kvq_param qb_params[] = {
+    {"bits", 4, 8, 8, 1, NULL, "code width (int8: 8)"},
+    {"cluster", 0, 1, 1, 1, NULL, "4-D SSM input x: 1 sort-and-cluster scales, 0 one scale"},
+    {"hg", 1, 16, 4, 1, NULL, "head clusters per SSD group (sort-and-cluster)"},
+    {"cg", 1, 16, 4, 1, NULL, "channel groups per head cluster (sort-and-cluster)"},
+    {"had", 0, 1, 0, 1, NULL, "2-D inputs: Walsh-Hadamard rotation before quantization (2^k wide)"},
+};
+
+typedef struct {
+    unsigned bits;
+    int cluster, hg, cg, had;
+    int64_t n;              /* calibrated channels (0: none yet)            */
+    float *amax;            /* (n) max |x_c|                                */
+    float *smean;           /* (n) max over samples of mean |x_c|           */
+    float amax_rot;         /* max |H·x| over calibration rows (had)        */
+    int64_t plan_dims[3];   /* G, Hg, P the cached groups were made for     */
+    uint16_t *group_of;     /* (n) sort-and-cluster group of each channel   */
+    float *gscale;          /* group scales                                 */
+    int n_groups;
+} qb_state;
+
+/* ---- the sort-and-cluster plan ---------------------------------------------------- */
+static int cmp_chan(const void *a, const void *b, const float *s)
+{
+    int i = *(const int *)a, j = *(const int *)b;
+    return s[i] < s[j] ? -1 : s[i] > s[j] ? 1 : i - j;
+}
+
+/* Insertion sort of head channels by s (P is small; stable, no globals). */
+static void sort_head(int *idx, int P, const float *s)
+{
+    for (int i = 0; i < P; i++) idx[i] = i;
+    for (int i = 1; i < P; i++)
+        for (int j = i; j > 0 && cmp_chan(&idx[j - 1], &idx[j], s) > 0; j--) {
+            int t = idx[j];
+            idx[j] = idx[j - 1];
+            idx[j - 1] = t;
+        }
+}
+
+/* Ward clustering of m unit vectors v[m][P] into k clusters: label[m]
+ * numbered by each cluster's lowest member. */
+static kvq_err ward(const double *v, int m, int P, int k, int *label)
+{
+    double *cen = malloc((size_t)m * (size_t)P * sizeof *cen);
+    int *size = malloc((size_t)m * sizeof *size), *root = malloc((size_t)m * sizeof *root);
+    KVQ_FAIL_IF(!cen || !size || !root, KVQ_ERR_NOMEM, "quamba2: out of memory for clustering");
+    memcpy(cen, v, (size_t)m * (size_t)P * sizeof *cen);
+    for (int i = 0; i < m; i++) size[i] = 1, root[i] = i;
+    for (int live = m; live > k; live--) {
+        int ba = -1, bb = -1;
+        double best = INFINITY;
+        for (int a = 0; a < m; a++)
+            for (int b = a + 1; b < m && size[a]; b++) {
+                if (!size[b]) continue;
+                double d = 0;
+                for (int p = 0; p < P; p++) d += (cen[a * P + p] - cen[b * P + p]) * (cen[a * P + p] - cen[b * P + p]);
+                d *= (double)size[a] * size[b] / (size[a] + size[b]);
+                if (d < best) best = d, ba = a, bb = b;
+            }
+        for (int p = 0; p < P; p++)
+            cen[ba * P + p] = (cen[ba * P + p] * size[ba] + cen[bb * P + p] * size[bb]) / (size[ba] + size[bb]);
+        size[ba] += size[bb];
+        size[bb] = 0;
+        for (int i = 0; i < m; i++)
+            if (root[i] == bb) root[i] = ba;
+    }
+    int next = 0;
+    for (int i = 0; i < m; i++) label[i] = -1;
+    for (int i = 0; i < m; i++) {
+        if (label[i] >= 0) continue;
+        for (int j = i; j < m; j++)
+            if (root[j] == root[i]) label[j] = next;
+        next++;
+    }
+    free(cen);
+    free(size);
+    free(root);
+    return KVQ_OK;
+}
+
+/* 1-D k-means of P positions with features f[P][d] into k contiguous
+ * groups; sizes[k].  Fixed initial centres at positions i·P/k. */
+static kvq_err kmeans_positions(const double *f, int P, int dm, int k, int *sizes)
+{
+    double *cen = malloc((size_t)k * (size_t)dm * sizeof *cen), *acc = malloc((size_t)k * (size_t)dm * sizeof *acc);
+    int *lab = malloc((size_t)P * sizeof *lab), *cnt = malloc((size_t)k * sizeof *cnt);
+    KVQ_FAIL_IF(!cen || !acc || !lab || !cnt, KVQ_ERR_NOMEM, "quamba2: out of memory for k-means");
+    for (int c = 0; c < k; c++) memcpy(cen + c * dm, f + (size_t)(c * P / k) * (size_t)dm, (size_t)dm * sizeof *cen);
+    for (int it = 0; it < QB_KMEANS_ITERS; it++) {
+        int moved = 0;
+        for (int p = 0; p < P; p++) {
+            int bc = 0;
+            double bd = INFINITY;
+            for (int c = 0; c < k; c++) {
+                double d = 0;
+                for (int j = 0; j < dm; j++) d += (f[p * dm + j] - cen[c * dm + j]) * (f[p * dm + j] - cen[c * dm + j]);
+                if (d < bd) bd = d, bc = c;
+            }
+            moved += it == 0 || lab[p] != bc;
+            lab[p] = bc;
+        }
+        if (!moved) break;
+        memset(acc, 0, (size_t)k * (size_t)dm * sizeof *acc);
+        memset(cnt, 0, (size_t)k * sizeof *cnt);
+        for (int p = 0; p < P; p++) {
+            cnt[lab[p]]++;
+            for (int j = 0; j < dm; j++) acc[lab[p] * dm + j] += f[p * dm + j];
+        }
+        for (int c = 0; c < k; c++)
+            for (int j = 0; cnt[c] && j < dm; j++) cen[c * dm + j] = acc[c * dm + j] / cnt[c];
+    }
+    int mono = 1;
+    for (int p = 1; p < P; p++) mono &= lab[p] >= lab[p - 1];
+    for (int c = 0; c < k; c++) sizes[c] = 0;
+    for (int p = 0; p < P; p++) sizes[mono ? lab[p] : p * k / P]++;
+    free(cen);
+    free(acc);
+    free(lab);
+    free(cnt);
+    return KVQ_OK;
+}
+
+void kvq_quamba2_plan_free(kvq_quamba2_plan *p)
+{
+    if (!p) return;
+    free(p->chan_perm);
+    free(p->head_perm);
+    free(p->head_group_size);
+    free(p->chan_group_size);
+    free(p->group_of);
+    free(p);
+}
+
+static kvq_err plan_alloc(kvq_quamba2_plan *p)
+{
+    int H = p->n_groups * p->heads_per_group, C = H * p->head_dim;
+    p->chan_perm = malloc((size_t)C * sizeof *p->chan_perm);
+    p->head_perm = malloc((size_t)H * sizeof *p->head_perm);
+    p->head_group_size = calloc((size_t)(p->n_groups * p->hg), sizeof *p->head_group_size);
+    p->chan_group_size = calloc((size_t)(p->n_groups * p->hg * p->cg), sizeof *p->chan_group_size);
+    p->group_of = malloc((size_t)C * sizeof *p->group_of);
+    KVQ_FAIL_IF(!p->chan_perm || !p->head_perm || !p->head_group_size || !p->chan_group_size || !p->group_of,
+                KVQ_ERR_NOMEM, "quamba2: out of memory for a plan");
+    return KVQ_OK;
+}
+
+/* One SSD group: heads [g·Hg, (g+1)·Hg) (their channels already sorted
+ * in chan_perm); v scratch [Hg][P]; fills head_perm, sizes and group_of. */
+static kvq_err plan_group(kvq_quamba2_plan *p, const float *s, int g, double *v, double *feat, int *label)
+{
+    int Hg = p->heads_per_group, P = p->head_dim, h0 = g * Hg;
+    for (int k = 0; k < Hg; k++) {
+        double nrm = 0;
+        for (int j = 0; j < P; j++) {
+            double x = s[(size_t)(h0 + k) * (size_t)P + (size_t)p->chan_perm[(h0 + k) * P + j]];
+            v[k * P + j] = x;
+            nrm += x * x;
+        }
+        nrm = nrm > 0 ? sqrt(nrm) : 1;
+        for (int j = 0; j < P; j++) v[k * P + j] /= nrm;
+    }
+    KVQ_TRY(ward(v, Hg, P, p->hg, label));
+    int slot = h0;
+    for (int c = 0; c < p->hg; c++) {
+        int m = 0;
+        for (int k = 0; k < Hg; k++)
+            if (label[k] == c) p->head_perm[slot++] = h0 + k, m++;
+        p->head_group_size[g * p->hg + c] = m;
+        for (int j = 0; j < P; j++) /* features: the cluster's sorted values at position j */
+            for (int k = 0, q = 0; k < Hg; k++)
+                if (label[k] == c) feat[j * m + q++] = v[k * P + j];
+        int *cs = p->chan_group_size + (g * p->hg + c) * p->cg;
+        KVQ_TRY(kmeans_positions(feat, P, m, p->cg, cs));
+        for (int k = 0; k < Hg; k++) {
+            if (label[k] != c) continue;
+            for (int cgi = 0, pos = 0; cgi < p->cg; cgi++)
+                for (int q = 0; q < cs[cgi]; q++, pos++)
+                    p->group_of[(h0 + k) * P + p->chan_perm[(h0 + k) * P + pos]] =
+                        (uint16_t)((g * p->hg + c) * p->cg + cgi);
+        }
+    }
+    return KVQ_OK;
+}
+
+kvq_err kvq_quamba2_cluster(const float *s, int n_groups, int heads_per_group, int head_dim, int hg, int cg,
+                            kvq_quamba2_plan **out)
+{
+    KVQ_FAIL_IF(!s || !out, KVQ_ERR_ARG, "kvq_quamba2_cluster: NULL argument");
+    *out = NULL;
+    KVQ_FAIL_IF(n_groups < 1 || heads_per_group < 1 || head_dim < 1 || hg < 1 || cg < 1 ||
+                    (int64_t)n_groups * heads_per_group * head_dim > QB_MAX_CHANNELS ||
+                    (int64_t)n_groups * hg * cg > QB_MAX_GROUPS,
+                KVQ_ERR_SHAPE, "quamba2: cluster plan for %d groups x %d heads x %d channels, %d x %d groups",
+                n_groups, heads_per_group, head_dim, hg, cg);
+    kvq_quamba2_plan *p = calloc(1, sizeof *p);
+    KVQ_FAIL_IF(!p, KVQ_ERR_NOMEM, "quamba2: out of memory");
+    *p = (kvq_quamba2_plan){n_groups, heads_per_group, head_dim, hg < heads_per_group ? hg : heads_per_group,
+                            cg < head_dim ? cg : head_dim, NULL, NULL, NULL, NULL, NULL};
+    int H = n_groups * heads_per_group, P = head_dim;
+    double *v = malloc((size_t)heads_per_group * (size_t)P * sizeof *v);
+    double *feat = malloc((size_t)heads_per_group * (size_t)P * sizeof *feat);
+    int *label = malloc((size_t)heads_per_group * sizeof *label);
+    kvq_err e = !v || !feat || !label ? KVQ_ERROR(KVQ_ERR_NOMEM, "quamba2: out of memory") : plan_alloc(p);
+    for (int h = 0; !e && h < H; h++) sort_head(p->chan_perm + h * P, P, s + (size_t)h * (size_t)P);
+    for (int g = 0; !e && g < n_groups; g++) e = plan_group(p, s, g, v, feat, label);
+    free(v);
+    free(feat);
+    free(label);
+    if (e) {
+        kvq_quamba2_plan_free(p);
+        return e;
+    }
+    *out = p;
+    return KVQ_OK;
+}
+
+/* ---- codec `quamba2` ---------------------------------------------------------------- */
+static kvq_err qb_init(void *p, const kvq_params *prm)
+{
+    qb_state *st = p;
+    st->bits = (unsigned)prm->v[0];
+    st->cluster = (int)prm->v[1];
+    st->hg = (int)prm->v[2];
+    st->cg = (int)prm->v[3];
+    st->had = (int)prm->v[4];
+    return KVQ_OK;
+}
+
+static void qb_fini(void *p)
+{
+    qb_state *st = p;
+    free(st->amax);
+    free(st->smean);
+    free(st->group_of);
+    free(st->gscale);
+    memset(st, 0, sizeof *st);
+}
+
+static kvq_err qb_calibrate(void *p, const kvq_tensor *x)
+{
+    qb_state *st = p;
+    int64_t rows = kvq_shape_rows(&x->shape), n = kvq_shape_cols(&x->shape);
+    KVQ_FAIL_IF(n < 1 || n > QB_MAX_CHANNELS || rows < 1, KVQ_ERR_SHAPE, "quamba2: calibration sample of %lld x %lld",
+                (long long)rows, (long long)n);
+    KVQ_FAIL_IF(st->n && st->n != n, KVQ_ERR_SHAPE, "quamba2: calibration width %lld after %lld", (long long)n,
+                (long long)st->n);
+    if (!st->n) {
+        st->amax = calloc((size_t)n, sizeof *st->amax);
+        st->smean = calloc((size_t)n, sizeof *st->smean);
+        KVQ_FAIL_IF(!st->amax || !st->smean, KVQ_ERR_NOMEM, "quamba2: out of memory");
+        st->n = n;
+    }
+    float *rot = st->had && kvq_is_pow2(n) ? malloc((size_t)n * sizeof *rot) : NULL;
+    KVQ_FAIL_IF(st->had && kvq_is_pow2(n) && !rot, KVQ_ERR_NOMEM, "quamba2: out of memory");
+    const float *src = x->data;
+    for (int64_t c = 0; c < n; c++) {
+        double sum = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            float a = fabsf(src[r * n + c]);
+            sum += a;
+            st->amax[c] = fmaxf(st->amax[c], a);
+        }
+        st->smean[c] = fmaxf(st->smean[c], (float)(sum / (double)rows));
+    }
+    for (int64_t r = 0; rot && r < rows; r++) {
+        memcpy(rot, src + r * n, (size_t)n * sizeof *rot);
+        kvq_fwht(rot, n);
+        st->amax_rot = fmaxf(st->amax_rot, kvq_absmax(rot, (size_t)n));
+    }
+    free(rot);
+    free(st->group_of); /* new data: any cached plan is stale */
+    free(st->gscale);
+    st->group_of = NULL;
+    st->gscale = NULL;
+    return KVQ_OK;
+}
+
+/* Values per token C and the scale structure implied by the shape. */
+typedef enum { QB_TENSOR, QB_PER_DIM1, QB_CLUSTER } qb_kind;
+
+static qb_kind kind_of(const qb_state *st, const kvq_shape *s, int64_t *C)
+{
+    *C = s->ndim >= 3 ? kvq_shape_numel(s) / (s->dim[0] ? s->dim[0] : 1) : kvq_shape_cols(s);
+    if (s->ndim == 3) return QB_PER_DIM1;
+    if (s->ndim == 4 && st->cluster) return QB_CLUSTER;
+    return QB_TENSOR;
+}
+
+static float qmax_of(const qb_state *st) { return (float)((1 << (st->bits - 1)) - 1); }
+
+/* Scales for a tensor of shape s: *ns scales, group of each channel in
+ * *gid (NULL when one scale).  Pointers into st or into scale1. */
+static kvq_err scales_for(qb_state *st, const kvq_shape *s, float *scale1, const float **sc, const uint16_t **gid,
+                          int *ns)
+{
+    int64_t C;
+    qb_kind k = kind_of(st, s, &C);
+    KVQ_FAIL_IF(!st->n, KVQ_ERR_ARG, "quamba2: not calibrated (static scales come from calibration)");
+    *gid = NULL;
+    if (k == QB_TENSOR) {
+        float m = 0;
+        for (int64_t c = 0; c < st->n; c++) m = fmaxf(m, st->amax[c]);
+        if (st->had && s->ndim == 2 && kvq_is_pow2(C)) m = st->amax_rot;
+        *scale1 = m / qmax_of(st);
+        *sc = scale1;
+        *ns = 1;
+        return KVQ_OK;
+    }
+    KVQ_FAIL_IF(C != st->n, KVQ_ERR_SHAPE, "quamba2: %lld channels per token, calibrated on %lld", (long long)C,
+                (long long)st->n);
+    int64_t G = s->dim[1], Hg = k == QB_CLUSTER ? s->dim[2] : 1, P = s->dim[s->ndim - 1];
+    if (st->group_of && st->plan_dims[0] == G && st->plan_dims[1] == Hg && st->plan_dims[2] == P) {
+        *sc = st->gscale, *gid = st->group_of, *ns = st->n_groups;
+        return KVQ_OK;
+    }
+    free(st->group_of);
+    free(st->gscale);
+    st->group_of = NULL;
+    st->gscale = NULL;
+    kvq_quamba2_plan *plan = NULL;
+    if (k == QB_CLUSTER) KVQ_TRY(kvq_quamba2_cluster(st->smean, (int)G, (int)Hg, (int)P, st->hg, st->cg, &plan));
+    st->n_groups = plan ? (int)G * plan->hg * plan->cg : (int)G;
+    st->group_of = malloc((size_t)C * sizeof *st->group_of);
+    st->gscale = calloc((size_t)st->n_groups, sizeof *st->gscale);
+    if (!st->group_of || !st->gscale) {
+        kvq_quamba2_plan_free(plan);
+        return KVQ_ERROR(KVQ_ERR_NOMEM, "quamba2: out of memory");
+    }
+    for (int64_t c = 0; c < C; c++) st->group_of[c] = plan ? plan->group_of[c] : (uint16_t)(c / (C / G));
+    kvq_quamba2_plan_free(plan);
+    for (int64_t c = 0; c < C; c++)
+        st->gscale[st->group_of[c]] = fmaxf(st->gscale[st->group_of[c]], st->amax[c] / qmax_of(st));
+    st->plan_dims[0] = G, st->plan_dims[1] = Hg, st->plan_dims[2] = P;
+    *sc = st->gscale, *gid = st->group_of, *ns = st->n_groups;
+    return KVQ_OK;
+}
+
+static size_t qb_bound(const void *p, const kvq_shape *s)
+{
+    int64_t C;
+    qb_kind k = kind_of(p, s, &C);
+    /* a plan has at most one group per channel (hg <= heads, cg <= P) */
+    size_t groups = k == QB_TENSOR ? 1 : k == QB_PER_DIM1 ? (size_t)s->dim[1] : QB_MAX_GROUPS;
+    if (k == QB_CLUSTER && (size_t)C < groups) groups = (size_t)C;
+    return 2 + 4 * groups + (k == QB_TENSOR ? 0 : 2 * (size_t)C) + (size_t)kvq_shape_numel(s);
+}
+
+static kvq_err qb_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, size_t *n_out)
+{
+    qb_state *st = p;
+    const kvq_shape *s = &src->shape;
+    float one;
+    const float *sc;
+    const uint16_t *gid;
+    int ns;
+    KVQ_TRY(scales_for(st, s, &one, &sc, &gid, &ns));
+    int64_t C, nv = kvq_shape_numel(s);
+    kind_of(st, s, &C);
+    int rotate = st->had && s->ndim == 2 && kvq_is_pow2(C);
+    size_t need = 2 + 4 * (size_t)ns + (gid ? 2 * (size_t)C : 0) + (size_t)nv;
+    KVQ_FAIL_IF(cap < need, KVQ_ERR_DST_TOO_SMALL, "quamba2: %zu bytes needed, %zu given", need, cap);
+    uint8_t *o = dst;
+    kvq_wr16(o, (uint16_t)ns);
+    for (int i = 0; i < ns; i++) {
+        uint32_t b;
+        memcpy(&b, &sc[i], 4);
+        kvq_wr32(o + 2 + 4 * i, b);
+    }
+    o += 2 + 4 * (size_t)ns;
+    for (int64_t c = 0; gid && c < C; c++, o += 2) kvq_wr16(o, gid[c]);
+    float *row = rotate ? malloc((size_t)C * sizeof *row) : NULL;
+    KVQ_FAIL_IF(rotate && !row, KVQ_ERR_NOMEM, "quamba2: out of memory");
+    const float *x = src->data, qm = qmax_of(st);
+    for (int64_t t = 0; t < nv / C; t++) {
+        const float *xr = x + t * C;
+        if (rotate) {
+            memcpy(row, xr, (size_t)C * sizeof *row);
+            kvq_fwht(row, C);
+            xr = row;
+        }
+        for (int64_t c = 0; c < C; c++) {
+            float d = sc[gid ? gid[c] : 0];
+            float q = d > 0 ? (float)kvq_round_rne(xr[c] / d) : 0.0f;
+            q = q > qm ? qm : q < -qm ? -qm : q;
+            o[t * C + c] = (uint8_t)(int8_t)q;
+        }
+    }
+    free(row);
+    *n_out = need;
+    return KVQ_OK;
+}
+
+static kvq_err qb_decode_rows(void *p, const void *src, size_t n, const kvq_shape *s, int64_t r0, int64_t r1,
+                              float *out)
+{
+    qb_state *st = p;
+    int64_t C, cols = kvq_shape_cols(s), nv = kvq_shape_numel(s);
+    qb_kind k = kind_of(st, s, &C);
+    const uint8_t *b = src;
+    KVQ_FAIL_IF(n < 2, KVQ_ERR_CORRUPT, "quamba2: payload of %zu bytes", n);
+    int ns = kvq_rd16(b);
+    int has_gid = k != QB_TENSOR;
+    size_t need = 2 + 4 * (size_t)ns + (has_gid ? 2 * (size_t)C : 0) + (size_t)nv;
+    KVQ_FAIL_IF(ns < 1 || (!has_gid && ns != 1) || n != need, KVQ_ERR_CORRUPT,
+                "quamba2: payload of %zu bytes with %d scales, shape needs %zu", n, ns, need);
+    KVQ_FAIL_IF(r0 < 0 || r1 > kvq_shape_rows(s) || r0 > r1, KVQ_ERR_ARG, "quamba2: rows [%lld, %lld)",
+                (long long)r0, (long long)r1);
+    float sc1;
+    const uint8_t *gid = b + 2 + 4 * (size_t)ns, *codes = gid + (has_gid ? 2 * (size_t)C : 0);
+    for (int i = 0; i < ns; i++) {
+        uint32_t u = kvq_rd32(b + 2 + 4 * i);
+        memcpy(&sc1, &u, 4);
+        KVQ_FAIL_IF(!isfinite(sc1) || sc1 < 0, KVQ_ERR_CORRUPT, "quamba2: scale %d is %g", i, (double)sc1);
+    }
+    for (int64_t c = 0; has_gid && c < C; c++)
+        KVQ_FAIL_IF(kvq_rd16(gid + 2 * c) >= ns, KVQ_ERR_CORRUPT, "quamba2: channel %lld in group %u of %d",
+                    (long long)c, kvq_rd16(gid + 2 * c), ns);
+    for (int64_t i = r0 * cols; i < r1 * cols; i++) {
+        int64_t c = i % C;
+        uint32_t u = kvq_rd32(b + 2 + 4 * (has_gid ? kvq_rd16(gid + 2 * c) : 0));
+        memcpy(&sc1, &u, 4);
+        out[i - r0 * cols] = (float)(int8_t)codes[i] * sc1;
+    }
+    int rotate = st->had && s->ndim == 2 && kvq_is_pow2(C);
+    for (int64_t r = r0; rotate && r < r1; r++) kvq_fwht(out + (r - r0) * cols, cols);
+    return KVQ_OK;
+}
+
+static kvq_err qb_decode(void *p, const void *src, size_t n, kvq_tensor *dst)
+{
+    return qb_decode_rows(p, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
+}
+
+const kvq_codec kvq_codec_quamba2 = {
+    .abi = KVQ_CODEC_ABI,
+    .name = "quamba2",
+    .id = 70,
+    .domain = KVQ_DOMAIN_ACT | KVQ_DOMAIN_SSM,
+    .flags = KVQ_FLAG_NEEDS_CALIB,
+    .state_size = sizeof(qb_state),
+    .params = qb_params,
+    .n_params = sizeof qb_params / sizeof qb_params[0],
+    /* static scales clip what calibration never saw; clipping and rounding
+     * both keep |x̂ − x| <= |x| per value (same sign, |x̂| <= 2|x| or 0),
+     * so ‖x̂ − x‖ <= ‖x‖ always — the only bound a static scale allows */
+    .max_rel_err = 1.0,
+    .summary = "Quamba2 static int8 activations: per tensor, per SSD group, sort-and-cluster x; optional Hadamard",
+    .init = qb_init,
+    .calibrate = qb_calibrate,
+    .bound = qb_bound,
+    .encode = qb_encode,
+    .decode = qb_decode,
+    .fini = qb_fini,
+    .decode_rows = qb_decode_rows,
+};
