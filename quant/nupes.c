@@ -19,8 +19,9 @@
  * only when it lowers E; the new a is kept only when E is lower).
  *
  * Integer-only path (§2.4): decoding reads a level table L[k] =
- * (k/Qm)^(1/a), k = 0..Qm (kvq_nupes_lut exposes the 2^b-entry table and
- * its fixed-point form for tests).
+ * (k/Qm)^(1/a), k = 0..Qm (kvq_nupes_lut); kvq_nupes_lut_fixed gives the
+ * integer table round(k^(1/a)·2^F) an integer GEMM uses, with one rescale
+ * by M/(Qm^(1/a)·2^F) (nupes.h; tests/test_nupes.c checks both paths agree).
  *
  * Payload (little-endian, [ours]): f32 a, then per row: its groups' f16 M,
  * then `cols` codes of b bits (q + Qm), LSB first (quant_common.h).
@@ -64,6 +65,12 @@ void kvq_nupes_lut(unsigned bits, double a, float *lvl)
 {
     int32_t qm = nu_qm(bits);
     for (int32_t k = 0; k <= qm; k++) lvl[k] = (float)pow((double)k / qm, 1.0 / a);
+}
+
+void kvq_nupes_lut_fixed(unsigned bits, double a, int F, int32_t *lut)
+{
+    int32_t qm = nu_qm(bits);
+    for (int32_t k = 0; k <= qm; k++) lut[k] = (int32_t)llround(ldexp(pow((double)k, 1.0 / a), F));
 }
 
 int32_t kvq_nupes_code(unsigned bits, double a, float w, float M)

@@ -16,4 +16,12 @@ void kvq_nupes_lut(unsigned bits, double a, float *lvl);
  * M <= 0. */
 int32_t kvq_nupes_code(unsigned bits, double a, float w, float M);
 
+/* kvq_nupes_lut_fixed() : the integer-only path's table (§2.4):
+ * lut[k] = round(k^(1/a)·2^F), k = 0..Qm (F >= 0, k^(1/a)·2^F < 2^31); code q
+ * stands for sign(q)·lut[|q|]·R with R = M / (Qm^(1/a)·2^F), so an integer
+ * GEMM over LUT-expanded weights is rescaled once by R.  Each entry is
+ * within 2^−1 of k^(1/a)·2^F (R·2^−1 in value, i.e. M·2^−(F+1)/Qm^(1/a));
+ * exact when 1/a is an integer (lut[k] = k^(1/a)·2^F). */
+void kvq_nupes_lut_fixed(unsigned bits, double a, int F, int32_t *lut);
+
 #endif
