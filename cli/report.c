@@ -27,6 +27,9 @@ void report_config_init(report_config *c)
     memset(c, 0, sizeof *c);
     c->window = REPORT_DEFAULT_KV_WINDOW;
     c->page = REPORT_DEFAULT_KV_PAGE;
+    /* Decoded pages are deterministic, so keeping them changes no number,
+     * only stops every attend step from decoding all pages again. */
+    c->keep = 1;
 }
 
 void report_config_free(report_config *c)
