@@ -13,7 +13,7 @@
  * must lie wholly inside the file at an aligned offset, and its size must
  * be what its type and dimensions imply.  Dimensions are reversed into
  * row-major order (ne[0] is the contiguous axis).  f32/f16/bf16 tensors are
- * plain zero-copy views; q8_0/q4_0 tensors become weights encoded by the
+ * plain zero-copy views; q8_0/q4_0/mxfp4 tensors become weights encoded by the
  * codecs of those names, whose payload is exactly ggml's blocks.
  *
  * Scalar metadata is kept as text in the model's metadata (so `kvq
@@ -46,7 +46,7 @@ enum {
 static const kvq_ggml_type ggml_types[] = {
     {0, "f32", 1, 4, 1, KVQ_DTYPE_F32},   {1, "f16", 1, 2, 1, KVQ_DTYPE_F16},
     {30, "bf16", 1, 2, 1, KVQ_DTYPE_BF16}, {8, "q8_0", 32, 34, 0, KVQ_DTYPE_F32},
-    {2, "q4_0", 32, 18, 0, KVQ_DTYPE_F32},
+    {2, "q4_0", 32, 18, 0, KVQ_DTYPE_F32}, {39, "mxfp4", 32, 17, 0, KVQ_DTYPE_F32},
 };
 #define N_GGML_TYPES (sizeof ggml_types / sizeof ggml_types[0])
 
@@ -347,7 +347,7 @@ static kvq_err read_tinfo(gguf_rd *g, tinfo *ti)
 static kvq_err add_tensor(kvq_model *m, const kvq_src *s, size_t data0, size_t align, const tinfo *ti)
 {
     const kvq_ggml_type *gt = kvq_ggml_type_by_id(ti->type);
-    KVQ_FAIL_IF(!gt, KVQ_ERR_UNSUPPORTED, "%s: tensor %s has ggml type %u (kvq reads f32, f16, bf16, q8_0, q4_0)",
+    KVQ_FAIL_IF(!gt, KVQ_ERR_UNSUPPORTED, "%s: tensor %s has ggml type %u (kvq reads f32, f16, bf16, q8_0, q4_0, mxfp4)",
                 s->path, ti->name, ti->type);
     int64_t ne0 = kvq_shape_cols(&ti->shape), numel = kvq_shape_numel(&ti->shape);
     KVQ_FAIL_IF(ne0 % gt->block, KVQ_ERR_SHAPE, "%s: tensor %s: %s rows of %lld values are not whole blocks of %u",

@@ -3,7 +3,7 @@
  * §2.3, §4 "Rules for llama.cpp-usable output").
  *
  * Llama models only (§4).  Only standard ggml types are written: plain f32/f16/bf16 weights and the
- * q8_0/q4_0 codecs, whose payload is already ggml's block layout, so the
+ * q8_0/q4_0/mxfp4 codecs, whose payload is already ggml's block layout, so the
  * export copies bytes and never re-quantizes.  Any other codec is refused
  * with KVQ_ERR_UNSUPPORTED naming the tensor (use .kvq or safetensors).
  *
@@ -37,7 +37,7 @@
 /* llama_ftype of a model whose matrices are mostly of ggml type `id`. */
 static uint32_t file_type_of(uint32_t id)
 {
-    static const uint32_t map[][2] = {{0, 0}, {1, 1}, {2, 2}, {8, 7}, {30, 32}};
+    static const uint32_t map[][2] = {{0, 0}, {1, 1}, {2, 2}, {8, 7}, {30, 32}, {39, 38}}; /* 38: MXFP4_MOE */
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (map[i][0] == id) return map[i][1];
     return 0;
@@ -88,7 +88,7 @@ static kvq_err type_of(const kvq_weight *w, const kvq_ggml_type **gt)
     *gt = kvq_ggml_type_by_name(name);
     /* A float codec (f16, ...) stores exactly the plain layout: accepted. */
     KVQ_FAIL_IF(!*gt, KVQ_ERR_UNSUPPORTED,
-                "tensor %s is stored as %s, which has no standard ggml type (GGUF takes f32, f16, bf16, q8_0, q4_0; "
+                "tensor %s is stored as %s, which has no standard ggml type (GGUF takes f32, f16, bf16, q8_0, q4_0, mxfp4; "
                 "write .kvq or safetensors instead)", w->name, name);
     return KVQ_OK;
 }

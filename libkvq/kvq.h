@@ -460,7 +460,7 @@ KVQ_API kvq_err kvq_format_from_path(const char *path, kvq_format *f);
  * KVQ_ERR_ARG otherwise. */
 KVQ_API kvq_err kvq_format_from_name(const char *name, kvq_format *f);
 /* kvq_model_save() : write m as a .kvq container (FORMAT.md §2), GGUF v3
- * (plain f32/f16/bf16 and the q8_0/q4_0 codecs only; others give
+ * (plain f32/f16/bf16 and the q8_0/q4_0/mxfp4 codecs only; others give
  * KVQ_ERR_UNSUPPORTED naming the tensor) or safetensors (every weight
  * dequantized to f32, HF names, Q/K rows in HF "rotate_half" order).
  * Temp file + rename; an existing path is refused (KVQ_ERR_EXISTS) unless
