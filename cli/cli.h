@@ -26,6 +26,8 @@ int kvq_cmd_report(int argc, char **argv);
 int kvq_cmd_bench(int argc, char **argv);
 /* `kvq bench decode` (dispatched by cmd_bench.c's table) */
 int kvq_bench_decode(int argc, char **argv);
+/* `kvq plt lossless|prefix` (cli/cmd_plt.c) */
+int kvq_cmd_plt(int argc, char **argv);
 
 /* cli_error() : prints "kvq: <what>: <strerror>: <detail>" to stderr and
  * returns CLI_EXIT_FAIL.  `what` is usually a file name. */

@@ -25,6 +25,7 @@ static const subcommand commands[] = {
     {"eval", kvq_cmd_eval, "KL divergence / PPL of a candidate vs the f32 model (llama-perplexity)"},
     {"report", kvq_cmd_report, "evaluate a grid of specs: report.md, report.json, Pareto SVG"},
     {"bench", kvq_cmd_bench, "benchmarks: codecs (encode/decode GB/s), decode (tok/s)"},
+    {"plt", kvq_cmd_plt, "PLT KV coding: lossless ratio vs zstd/xz, prefix-sharing workload"},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
