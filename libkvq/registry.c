@@ -26,6 +26,7 @@ static const kvq_codec *const codecs[] = {
     &kvq_codec_pltq,
     &kvq_codec_quamba2,
     &kvq_codec_gptq,
+    &kvq_codec_quamba2_state,
 };
 
 #define N_CODECS (sizeof codecs / sizeof codecs[0])

@@ -33,6 +33,8 @@ extern const kvq_codec kvq_codec_pltq;
 
 /* quant/quamba2.c : Quamba2 static int8 activations (id 70) */
 extern const kvq_codec kvq_codec_quamba2;
+/* quant/quamba2.c : Quamba2 int8 SSM state (id 72) */
+extern const kvq_codec kvq_codec_quamba2_state;
 /* quant/gptq.c : GPTQ b-bit group weights (id 71) */
 extern const kvq_codec kvq_codec_gptq;
 

@@ -507,3 +507,99 @@ const kvq_codec kvq_codec_quamba2 = {
     .fini = qb_fini,
     .decode_rows = qb_decode_rows,
 };
+
+/* ---- codec `quamba2_state` ------------------------------------------------------------ */
+/* The SSM state seen as [A][P][N] (3-D as given; 2-D [rows][cols] as
+ * [1][rows][cols]): one f16 scale max_p |h[a][p][n]|/127 per (a, n), then
+ * int8 codes.  Payload: A·N f16 scales, then A·P·N signed bytes. */
+#define QS_QMAX 127.0f
+
+typedef struct {
+    int64_t A, P, N;
+} qs_dims;
+
+static qs_dims qs_dims_of(const kvq_shape *s)
+{
+    qs_dims d = {1, kvq_shape_rows(s), kvq_shape_cols(s)};
+    if (s->ndim == 3) d.A = s->dim[0], d.P = s->dim[1], d.N = s->dim[2];
+    return d;
+}
+
+static size_t qs_bound(const void *p, const kvq_shape *s)
+{
+    (void)p;
+    qs_dims d = qs_dims_of(s);
+    return (size_t)(d.A * d.N) * 2 + (size_t)kvq_shape_numel(s);
+}
+
+static kvq_err qs_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, size_t *n_out)
+{
+    qs_dims d = qs_dims_of(&src->shape);
+    size_t need = qs_bound(p, &src->shape);
+    KVQ_FAIL_IF(cap < need, KVQ_ERR_DST_TOO_SMALL, "quamba2_state: %zu bytes needed, %zu given", need, cap);
+    const float *x = src->data;
+    uint8_t *o = dst, *codes = o + 2 * (size_t)(d.A * d.N);
+    for (int64_t a = 0; a < d.A; a++)
+        for (int64_t n = 0; n < d.N; n++) {
+            float m = 0;
+            for (int64_t q = 0; q < d.P; q++) m = fmaxf(m, fabsf(x[(a * d.P + q) * d.N + n]));
+            uint16_t h = kvq_f32_to_f16(m / QS_QMAX);
+            float s = kvq_f16_to_f32(h);
+            KVQ_FAIL_IF(!isfinite(s), KVQ_ERR_PARAM_RANGE, "quamba2_state: scale %g does not fit f16",
+                        (double)(m / QS_QMAX));
+            kvq_wr16(o + 2 * (a * d.N + n), h);
+            for (int64_t q = 0; q < d.P; q++) {
+                int64_t i = (a * d.P + q) * d.N + n;
+                float c = s > 0 ? (float)kvq_round_rne(x[i] / s) : 0.0f;
+                codes[i] = (uint8_t)(int8_t)(c > QS_QMAX ? QS_QMAX : c < -QS_QMAX ? -QS_QMAX : c);
+            }
+        }
+    *n_out = need;
+    return KVQ_OK;
+}
+
+static kvq_err qs_decode_rows(void *p, const void *src, size_t n, const kvq_shape *s, int64_t r0, int64_t r1,
+                              float *out)
+{
+    qs_dims d = qs_dims_of(s);
+    int64_t cols = kvq_shape_cols(s);
+    KVQ_FAIL_IF(n != qs_bound(p, s), KVQ_ERR_CORRUPT, "quamba2_state: payload of %zu bytes, shape needs %zu", n,
+                qs_bound(p, s));
+    KVQ_FAIL_IF(r0 < 0 || r1 > kvq_shape_rows(s) || r0 > r1, KVQ_ERR_ARG, "quamba2_state: rows [%lld, %lld)",
+                (long long)r0, (long long)r1);
+    const uint8_t *b = src, *codes = b + 2 * (size_t)(d.A * d.N);
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t a = r / d.P;
+        for (int64_t c = 0; c < cols; c++) {
+            float sc = kvq_f16_to_f32(kvq_rd16(b + 2 * (a * d.N + c)));
+            KVQ_FAIL_IF(!isfinite(sc) || sc < 0, KVQ_ERR_CORRUPT, "quamba2_state: bad scale at (%lld, %lld)",
+                        (long long)a, (long long)c);
+            out[(r - r0) * cols + c] = (float)(int8_t)codes[r * cols + c] * sc;
+        }
+    }
+    return KVQ_OK;
+}
+
+static kvq_err qs_decode(void *p, const void *src, size_t n, kvq_tensor *dst)
+{
+    return qs_decode_rows(p, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
+}
+
+const kvq_codec kvq_codec_quamba2_state = {
+    .abi = KVQ_CODEC_ABI,
+    .name = "quamba2_state",
+    .id = 72,
+    .domain = KVQ_DOMAIN_SSM,
+    .flags = 0,
+    .state_size = 0,
+    .params = NULL,
+    .n_params = 0,
+    /* |h − ĥ| <= s/2 = max_p|h|/254 per value, so the relative norm is at
+     * most sqrt(P)/254 (P = 512 rows of the largest conformance sample) */
+    .max_rel_err = 0.1,
+    .summary = "Quamba2 SSM state cache: int8, one f16 scale per (head, state column)",
+    .bound = qs_bound,
+    .encode = qs_encode,
+    .decode = qs_decode,
+    .decode_rows = qs_decode_rows,
+};
