@@ -38,10 +38,31 @@ void report_eval_opts(const report_config *c, kvq_eval_opts *o)
     o->kv_keep_decoded = c->keep;
 }
 
+/* ksort= / wsort=: the base rearranged (libkvq/ksort.c), float-identical
+ * up to f32 rounding; quantization then runs on the rearranged weights. */
+static kvq_err rearranged(const kvq_model *base, const report_config *c, kvq_model **out)
+{
+    kvq_ksort_opts ks;
+    memset(&ks, 0, sizeof ks);
+    ks.qk = c->ksort != NULL;
+    ks.key = c->ksort && !strcmp(c->ksort, "calib") ? KVQ_KSORT_CALIB : KVQ_KSORT_WEIGHT;
+    ks.calib = c->cal;
+    ks.inputs = c->wsort;
+    return kvq_model_ksort(base, &ks, out);
+}
+
 kvq_err report_candidate(const kvq_model *base, const report_config *c, int threads, kvq_model **out)
 {
     *out = NULL;
-    if (!report_config_weights_changed(c)) return KVQ_OK;
+    kvq_model *sorted = NULL;
+    if (c->ksort || c->wsort) {
+        kvq_err e = rearranged(base, c, &sorted);
+        if (e) return e;
+    }
+    if (!report_config_weights_changed(c)) {
+        *out = sorted;
+        return KVQ_OK;
+    }
     kvq_quant_opts q;
     memset(&q, 0, sizeof q);
     q.spec = c->w ? c->w : "f32";
@@ -49,7 +70,9 @@ kvq_err report_candidate(const kvq_model *base, const report_config *c, int thre
     q.n_rules = (size_t)c->n_tensor;
     q.n_threads = threads;
     q.calib = c->cal;
-    return kvq_model_quantize(base, &q, out, NULL);
+    kvq_err e = kvq_model_quantize(sorted ? sorted : base, &q, out, NULL);
+    kvq_model_free(sorted);
+    return e;
 }
 
 /* ---- loading ------------------------------------------------------------------ */

@@ -40,6 +40,7 @@ void report_config_free(report_config *c)
     free(c->v);
     free(c->calib);
     free(c->depth);
+    free(c->ksort);
     for (int i = 0; i < c->n_tensor; i++) free(c->tensor[i]);
     report_config_init(c);
 }
@@ -87,6 +88,17 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
     char num[32];
     long n = 0;
     int bad = 0;
+    if (key_is(key, klen, "wsort")) {
+        if (vlen != 1 || (v[0] != '0' && v[0] != '1'))
+            return snprintf(err, cap, "wsort='%.*s' must be 0 or 1", (int)vlen, v), -1;
+        c->wsort = v[0] == '1';
+        return 0;
+    }
+    if (key_is(key, klen, "ksort")) {
+        if (!key_is(v, vlen, "weight") && !key_is(v, vlen, "calib"))
+            return snprintf(err, cap, "ksort='%.*s' must be weight or calib", (int)vlen, v), -1;
+        return set_str(&c->ksort, v, vlen) ? (snprintf(err, cap, "out of memory"), -1) : 0;
+    }
     if (key_is(key, klen, "keep")) {
         if (vlen != 1 || (v[0] != '0' && v[0] != '1'))
             return snprintf(err, cap, "keep='%.*s' must be 0 or 1", (int)vlen, v), -1;
@@ -120,7 +132,7 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
         bad = set_str(&c->tensor[c->n_tensor], v, vlen);
         if (!bad) c->n_tensor++;
     } else
-        return snprintf(err, cap, "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label, calib, calib_tokens, depth, keep)", (int)klen, key), -1;
+        return snprintf(err, cap, "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label, calib, calib_tokens, depth, keep, ksort, wsort)", (int)klen, key), -1;
     if (bad) return snprintf(err, cap, "out of memory"), -1;
     return 0;
 }
@@ -333,6 +345,8 @@ static void json_config(report_buf *b, const report_config *c)
     json_key_str(b, "calib", c->calib, 0);
     json_key_num(b, "calib_tokens", c->calib_tokens, 0);
     json_key_str(b, "depth", c->depth, 0);
+    json_key_str(b, "ksort", c->ksort, 0);
+    json_key_num(b, "wsort", c->wsort, 0);
     json_key_num(b, "keep_decoded", c->keep, 1);
     rb_printf(b, "}");
 }

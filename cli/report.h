@@ -23,7 +23,8 @@
  *   line  := item (WS item)*            items separated by spaces/tabs
  *   item  := w=SPEC | tensor=REGEX=SPEC | act=SPEC | kv=SPEC | k=SPEC |
  *            v=SPEC | window=N | page=N | label=TEXT | calib=FILE |
- *            calib_tokens=N | depth=NAME[:ARG] | keep=0|1
+ *            calib_tokens=N | depth=NAME[:ARG] | keep=0|1 |
+ *            ksort=weight|calib | wsort=0|1
  * kv=SPEC sets both k and v.  SPEC is a codec spec (NAME[:K=V,...]).
  * Missing parts stay f32 (the base model's weights, no activation codec,
  * an f32 cache).  The label defaults to the line itself. */
@@ -38,6 +39,9 @@ typedef struct report_config {
     int   calib_tokens;                   /* 0: KVQ_CALIB_TOKENS_DEFAULT   */
     char *depth;                          /* KV depth policy "NAME[:ARG]"  */
     int   keep;                           /* 1: cache keeps decoded pages  */
+    char *ksort;                          /* K-sort key "weight" / "calib" */
+    int   wsort;                          /* 1: FFN hidden + V channels sorted
+                                             for weight blocks (ksort.c)   */
     const kvq_calib *cal;                 /* runtime: data made from calib
                                              (not owned), used by
                                              report_candidate / eval_opts */

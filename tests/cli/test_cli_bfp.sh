@@ -39,7 +39,15 @@ if [ -f "$L/model.bin" ] && [ -f "$V" ]; then
     if "$KVQ" quantize "$L/model.bin" "$tmp/i.gguf" --codec q8_0 --sort-inputs >/dev/null 2>&1; then
         pass "input sorting exports to GGUF"
     else bad "input sorting exports to GGUF"; fi
+    # report: a K-sorted, input-sorted f32 model scores KL 0 (to 6 decimals) against the base
+    if "$KVQ" report "$L/model.bin" --text "$V" --ctx 64 --chunks 1 --out "$tmp/r" \
+        --specs 'ksort=weight wsort=1; ksort=calib k=bfp:mant=4,block=32 calib='"$V"' calib_tokens=64' >"$tmp/o" 2>&1 &&
+        grep -q "^ksort=weight wsort=1 .*mean KLD 0.000000 " "$tmp/o" && grep -q '"ksort": "calib"' "$tmp/r/report.json"; then
+        pass "report ksort= wsort= items"
+    else bad "report ksort= wsort= items"; tail -3 "$tmp/o"; fi
 else
     echo "skip: $L/model.bin or $V absent"
 fi
+if "$KVQ" report x.bin --text x.txt --specs 'ksort=norms' >/dev/null 2>"$tmp/e"; then bad "report bad ksort"
+elif grep -q "must be weight or calib" "$tmp/e"; then pass "report bad ksort"; else bad "report bad ksort message"; cat "$tmp/e"; fi
 exit $fail
