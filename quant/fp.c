@@ -1,17 +1,18 @@
 /*
- * fp.c — codec `fp` (id 30): LLM-FP4-family weights and dynamic
- * activations (quant-methods.md §1.1–1.4), and codec `fpa` (id 31): the
- * paper's static activation quantizer with the pre-shifted exponent bias
- * (§1.3).  The OCP/ggml presets mxfp4 and nvfp4 live in fp_mx.c.
+ * fp.c — codec `fp` (id 30): LLM-FP4-family weights and dynamic (per-row)
+ * activations (quant-methods.md §1.1–1.4).  The paper's static activation
+ * quantizer with the pre-shifted exponent bias is `fpa` (fp_act.c); the
+ * OCP/ggml presets mxfp4 and nvfp4 are in fp_mx.c; shared code in fp_impl.h.
  *
  * Quantizer.  An ExMy grid (quant_common.h) with a real-valued bias b̃,
  * held as the scale s = 2^(b0 − b̃) on the standard grid (§1.1 scale
  * identity): x̂ = s·Q_b0(x/s).  Codes are the sign bit above the magnitude
  * code, computed by threshold counting against x·(1/s) (the reciprocal is
- * the f32 one: [ours]).
+ * the f32 one: [ours]).  Formats use every exponent code (LLM-FP4's
+ * convention; E2M1 equals OCP E2M1).
  *
- * fp (weights): one bias per row (the paper) or per group of `group`
- * values.  search=paper scans the paper's grid b̃ = γ_i·b̃(max), γ_i = 0.01 +
+ * Search.  One bias per row (the paper) or per group of `group` values.
+ * search=paper scans the paper's grid b̃ = γ_i·b̃(max), γ_i = 0.01 +
  * i·1.19/100, i = 0..99; search=clip scans the scale-invariant clip grid
  * clip = r_i·max, r_i = 0.3 + i·0.7/99 ([ours], §1.4); search=none is
  * MinMax (γ = 1).  The objective is the layer-output error dᵀHd (H = XᵀX
@@ -21,26 +22,14 @@
  * the best FP_PREFILTER get the full dᵀHd.  fmt=auto4/auto8 searches the
  * formats of that width (§1.4 format search) per tensor by the same
  * objective.  The paper's three rounds alternate weight and activation
- * searches; kvq calibrates them separately (weights on f32 inputs, `fpa` on
- * its own inputs), so one round is all there is.
+ * searches; kvq calibrates them separately (weights on the f32 model's
+ * inputs, `fpa` on its own), so one round is all there is.
  *
- * fpa (activations, static, needs calibration): b_j = b̃(max_t |X[t,j]|),
- * ρ = min_j b_j, k_j = clamp(round(b_j) − round(ρ), 0, 2^e − 1) when
- * pershift=1 (0 otherwise: the FPQ baseline's one bias per tensor); ρ is
- * then searched on the paper's grid by the activation error over the
- * calibration rows ([ours]: the paper scores ρ by the layer output).
- * Decoding gives 2^−k_j·s·Q(2^k_j·x_j/s) = Q_(ρ+k_j)(x_j) — the same
- * number as folding 2^−k_j into the weight columns (§1.3 step 4; the
- * identity is tested bit-exact in tests/test_fp.c).
- *
- * Payload (little-endian, [ours]):
- *   fp : u8 format, then per row: scale(s) (f32 per row, or f16 per group,
- *        codes computed against the stored value), then the row's codes.
- *   fpa: u8 format, u8 pershift, f32 s, k_j as e-bit codes (pershift only),
- *        then every row's codes.
- *   codes: 4-bit formats in runs of 32 nibbles, split-half (ggml) or
- *        adjacent (ModelOpt) per `nib`, a shorter last run adjacent; 8-bit
- *        formats one byte each.
+ * Payload (little-endian, [ours]): u8 format index, then per row: scale(s)
+ * (f32 per row, or f16 per group, codes computed against the stored value),
+ * then the row's codes: 4-bit formats in runs of 32 nibbles, split-half
+ * (ggml) or adjacent (ModelOpt) per `nib`, a shorter last run adjacent;
+ * 8-bit formats one byte each.
  */
 #include "kvq_internal.h"
 #include "quant/codecs.h"
@@ -54,7 +43,6 @@
 #define FP_CLIP_LO    0.3
 #define FP_CLIP_HI    1.0
 #define FP_PREFILTER  12      /* candidates scored by the full dᵀHd         */
-#define FP_CAL_ROWS   512     /* calibration rows fpa keeps for its search    */
 
 typedef enum { SEARCH_NONE = 0, SEARCH_PAPER = 1, SEARCH_CLIP = 2 } fp_search;
 
