@@ -186,9 +186,14 @@ static int generate(gen_state *s, long steps)
     return CLI_EXIT_OK;
 }
 
-/* With KV codecs: what the cache holds, measured (stderr). */
+/* With KV codecs: what the cache (or a Mamba-2 state) holds, measured (stderr). */
 static void print_kv_stats(const gen_state *s)
 {
+    size_t ssm = kvq_decoder_ssm_state_bytes(s->dec);
+    if (ssm) { /* Mamba-2: a fixed-size recurrent state instead of K/V */
+        fprintf(stderr, "ssm state: %zu bytes (f32 conv windows + SSM states)\n", ssm);
+        return;
+    }
     kvq_cache_stats st;
     if (kvq_cache_stats_get(kvq_decoder_cache(s->dec), &st) != KVQ_OK) return;
     fprintf(stderr, "kv cache: %llu tokens x layers, %llu bytes (payload %llu, window %llu, meta %llu), "

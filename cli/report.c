@@ -151,7 +151,9 @@ static int check_spec(const char *what, const char *spec, unsigned domain, char 
 int report_config_check(const report_config *c, char *err, size_t cap)
 {
     if (check_spec("w", c->w, KVQ_DOMAIN_WEIGHT, err, cap) || check_spec("act", c->act, KVQ_DOMAIN_ACT, err, cap) ||
-        check_spec("k", c->k, KVQ_DOMAIN_KEY, err, cap) || check_spec("v", c->v, KVQ_DOMAIN_VALUE, err, cap))
+        /* k= of a Mamba-2 model names its SSM-state codec (libkvq/mamba2.c) */
+        check_spec("k", c->k, KVQ_DOMAIN_KEY | KVQ_DOMAIN_SSM, err, cap) ||
+        check_spec("v", c->v, KVQ_DOMAIN_VALUE, err, cap))
         return -1;
     for (int i = 0; i < c->n_tensor; i++)
         if (check_spec("tensor", strrchr(c->tensor[i], '=') + 1, KVQ_DOMAIN_WEIGHT, err, cap)) return -1;
