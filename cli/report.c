@@ -433,7 +433,7 @@ void report_json(report_buf *b, const report_meta *m, const report_row *rows, si
     json_key_str(b, "path", m->text_path, 0);
     json_key_num(b, "tokens", r0 ? (double)r0->n_text_tokens : 0, 1);
     rb_printf(b, "},\n  \"eval\": {");
-    json_key_str(b, "mode", "chunked; BOS starts each chunk; second half scored (llama-perplexity)", 0);
+    json_key_str(b, "mode", "chunked (llama-perplexity): BOS starts each chunk, tokens appended to the cache one at a time, second half scored", 0);
     json_key_str(b, "kl", "exact, full softmax, f32 base logits", 0);
     json_key_num(b, "ctx", r0 ? r0->ctx : 0, 0);
     json_key_num(b, "chunks", r0 ? r0->n_chunks : 0, 0);
