@@ -17,6 +17,11 @@
  *         chan : exponent difference against a per-channel reference
  *                exponent (the channel's most frequent one) stored in the
  *                page: a per-channel predictor fitted on the page [ours].
+ *       Before that, a token whose whole vector equals an earlier token's
+ *       in the page is coded as a back reference [ours]: layer-0 V is a
+ *       function of the token id alone, so repeated tokens repeat it
+ *       exactly.  When coding would not shrink the page the words are
+ *       stored raw, so a page never exceeds 2 bytes per value + header.
  *       The f32 values the cache holds are rounded to the word type first
  *       (RNE, as the f16/bf16 codecs do); from there on every bit,
  *       including NaN payloads and -0, is reproduced.
@@ -28,7 +33,8 @@
  *       quantizes r = x − p̂ with step Δ = max|r| / (2^(b−1) − 1) (stored as
  *       bf16 rounded up) and reconstructs x̂ = p̂ + qΔ exactly as the decoder
  *       will, so |x − x̂| <= Δ/2 at every position with no drift.  The
- *       zigzagged q are rANS coded with one table per page.
+ *       zigzagged q are rANS coded with one table per page (or packed in
+ *       b bits when that is smaller).
  *
  * The page's token axis is dim[0] of the tensor (the cache's pages are
  * [page][n_kv_heads][head_size]); channels = everything else.  P2 (previous
@@ -46,11 +52,13 @@
 #define PLT_VERSION      1u
 #define PLT_HDR_FIXED    4u        /* version, kind, backend, predictor       */
 #define PLT_LEB_MAX      10u
+#define PLT_LEB_U32      5u        /* LEB128 bytes of a 32-bit value          */
 #define PLT_ZSTD_DEFAULT 19        /* the §3.3 mandatory baseline level        */
 #define F16_MAX          65504.0f  /* largest finite binary16                 */
 #define F16_REL_ERR      (1.0 / 2048.0) /* RNE to an 11-bit significand       */
 
 #define PLTQ_VERSION     1u
+#define PLTQ_HDR         3u        /* version, bits, coding (0 rANS, 1 packed) */
 #define PLTQ_BLOCK       64        /* channels sharing one step Δ              */
 /* ‖x − x̂‖/‖x‖ <= sqrt(BLOCK)/(2L)·(1 + 2^-7) with L = 2^(b−1) − 1 (block
  * error <= BLOCK·Δ²/4, Δ <= max|x_block|/L since the zero prediction is
@@ -225,39 +233,88 @@ static kvq_err encode_mantissas(const words_job *j, kvq_buf *out)
     return e;
 }
 
+/* Rows equal to an earlier row of the page (a token whose vector repeats
+ * exactly: layer-0 V is a function of the token id alone): back[t] =
+ * t − t' for the nearest equal earlier row t', 0 for a new row, whose words
+ * go to `rows` in order.  Returns the number of new rows. */
+static int64_t find_repeats(const uint16_t *w, int64_t T, int64_t C, uint32_t *back, uint64_t *hash, uint16_t *rows)
+{
+    int64_t nn = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const uint16_t *r = w + t * C;
+        uint64_t h = 1469598103934665603ull; /* FNV-1a over the row's words */
+        for (int64_t c = 0; c < C; c++) h = (h ^ r[c]) * 1099511628211ull;
+        hash[t] = h;
+        back[t] = 0;
+        for (int64_t u = t - 1; u >= 0; u--)
+            if (hash[u] == h && !memcmp(w + u * C, r, (size_t)C * sizeof *r)) {
+                back[t] = (uint32_t)(t - u);
+                break;
+            }
+        if (!back[t]) memcpy(rows + nn++ * C, r, (size_t)C * sizeof *r);
+    }
+    return nn;
+}
+
+/* The coded body of the new rows: predictor choice, then rANS or zstd. */
+static kvq_err encode_body(words_job *j, plt_backend be, int level, kvq_buf *body)
+{
+    kvq_rans_table *tab = malloc(sizeof *tab);
+    uint32_t *counts = malloc(sizeof(uint32_t) << j->L.hbits);
+    uint8_t *ref = malloc((size_t)j->C);
+    j->ref = ref;
+    kvq_err e = KVQ_OK;
+    if (!tab || !counts || !ref) e = KVQ_ERROR(KVQ_ERR_NOMEM, "plt: out of memory for page tables");
+    if (!e) channel_refs(j->w, j->T, j->C, j->L, ref);
+    double best = 0;
+    for (int p = 0; p < HP__COUNT && !e; p++) { /* cheapest predictor, lowest on ties */
+        double cost;
+        e = h_cost(j->w, j->N, j->C, j->L, (hpred)p, ref, tab, counts, &cost);
+        if (!e && (p == 0 || cost < best)) best = cost, j->p = (hpred)p;
+    }
+    if (!e && j->p == HP_CHAN) e = kvq_buf_put(body, ref, (size_t)j->C);
+    if (!e && be == PLT_BACKEND_ZSTD) e = encode_zstd(j, level, body);
+    if (!e && be == PLT_BACKEND_RANS) {
+        e = h_cost(j->w, j->N, j->C, j->L, j->p, ref, tab, counts, &best); /* rebuild the chosen table */
+        if (!e) e = encode_rans(j, tab, body);
+        if (!e) e = encode_mantissas(j, body);
+    }
+    free(tab);
+    free(counts);
+    free(ref);
+    j->ref = NULL;
+    return e;
+}
+
 kvq_err kvq_plt_words_encode(const uint16_t *w, int64_t tokens, int64_t channels, plt_word kind, plt_backend be,
                              int level, kvq_buf *out)
 {
     KVQ_FAIL_IF(tokens < 1 || channels < 1 || tokens > KVQ_MAX_DIM || channels > KVQ_MAX_ELEMENTS / tokens,
                 KVQ_ERR_SHAPE, "plt: page of %lld tokens x %lld channels", (long long)tokens, (long long)channels);
-    words_job j = {.w = w, .N = (size_t)(tokens * channels), .T = tokens, .C = channels, .L = layout_of(kind)};
-    kvq_rans_table *tab = malloc(sizeof *tab);
-    uint32_t *counts = malloc(sizeof(uint32_t) << j.L.hbits);
-    uint8_t *ref = malloc((size_t)channels);
-    j.ref = ref;
-    kvq_err e = KVQ_OK;
-    if (!tab || !counts || !ref) e = KVQ_ERROR(KVQ_ERR_NOMEM, "plt: out of memory for page tables");
-    if (!e) channel_refs(w, tokens, channels, j.L, ref);
-    double best = 0;
-    for (int p = 0; p < HP__COUNT && !e; p++) { /* cheapest predictor, lowest on ties */
-        double cost;
-        e = h_cost(w, j.N, channels, j.L, (hpred)p, j.ref, tab, counts, &cost);
-        if (!e && (p == 0 || cost < best)) best = cost, j.p = (hpred)p;
+    size_t N = (size_t)(tokens * channels);
+    uint16_t *rows = malloc(N * sizeof *rows);
+    uint32_t *back = malloc((size_t)tokens * sizeof *back);
+    uint64_t *hash = malloc((size_t)tokens * sizeof *hash);
+    kvq_buf body = {0};
+    kvq_err e = rows && back && hash ? KVQ_OK : KVQ_ERROR(KVQ_ERR_NOMEM, "plt: out of memory for a page");
+    int64_t nn = e ? 0 : find_repeats(w, tokens, channels, back, hash, rows);
+    words_job j = {.w = rows, .N = (size_t)(nn * channels), .T = nn, .C = channels, .L = layout_of(kind)};
+    if (!e) e = encode_body(&j, be, level, &body);
+    if (!e && body.n >= 2 * j.N) { /* coding does not pay: store the words */
+        be = PLT_BACKEND_RAW, j.p = HP_RAW, body.n = 0;
+        e = kvq_buf_reserve(&body, 2 * j.N);
+        for (size_t i = 0; !e && i < j.N; i++) kvq_wr16(body.p + 2 * i, rows[i]);
+        body.n = 2 * j.N;
     }
     uint8_t hdr[PLT_HDR_FIXED] = {PLT_VERSION, (uint8_t)kind, (uint8_t)be, (uint8_t)j.p};
     if (!e) e = kvq_buf_put(out, hdr, sizeof hdr);
     if (!e) e = kvq_leb_put(out, (uint64_t)tokens);
     if (!e) e = kvq_leb_put(out, (uint64_t)channels);
-    if (!e && j.p == HP_CHAN) e = kvq_buf_put(out, j.ref, (size_t)channels);
-    if (!e && be == PLT_BACKEND_ZSTD) e = encode_zstd(&j, level, out);
-    if (!e && be == PLT_BACKEND_RANS) {
-        e = h_cost(w, j.N, channels, j.L, j.p, j.ref, tab, counts, &best); /* rebuild the chosen table */
-        if (!e) e = encode_rans(&j, tab, out);
-        if (!e) e = encode_mantissas(&j, out);
-    }
-    free(tab);
-    free(counts);
-    free(ref);
+    if (!e) e = kvq_buf_u8(out, nn < tokens);
+    for (int64_t t = 1; !e && nn < tokens && t < tokens; t++) e = kvq_leb_put(out, back[t]);
+    if (!e) e = kvq_buf_put(out, body.p, body.n);
+    kvq_buf_free(&body);
+    free(rows), free(back), free(hash);
     return e;
 }
 
@@ -311,33 +368,80 @@ static kvq_err decode_body(kvq_rd *r, const words_job *j, plt_backend be, uint16
     return KVQ_OK;
 }
 
+/* The repeat map: back[t] for t >= 1 (back[0] = 0); *nn = new rows. */
+static kvq_err read_repeats(kvq_rd *r, int64_t T, uint32_t *back, int64_t *nn)
+{
+    uint8_t flag;
+    KVQ_TRY(kvq_rd_u8(r, &flag));
+    KVQ_FAIL_IF(flag > 1, KVQ_ERR_CORRUPT, "plt page: repeat flag %u", flag);
+    *nn = 0;
+    for (int64_t t = 0; t < T; t++) {
+        uint64_t b = 0;
+        if (flag && t > 0) KVQ_TRY(kvq_leb_get(r, &b));
+        KVQ_FAIL_IF(b > (uint64_t)t, KVQ_ERR_CORRUPT, "plt page: token %lld repeats token %lld", (long long)t,
+                    (long long)t - (long long)b);
+        back[t] = (uint32_t)b;
+        *nn += b == 0;
+    }
+    return KVQ_OK;
+}
+
+static kvq_err decode_rows(kvq_rd *r, const uint8_t *h, words_job *j, uint16_t *rows)
+{
+    const uint8_t *ref = NULL;
+    if (h[2] == PLT_BACKEND_RAW) {
+        const uint8_t *p;
+        KVQ_FAIL_IF(r->n - r->off != 2 * j->N, KVQ_ERR_CORRUPT, "plt page: %zu stored bytes, expected %zu",
+                    r->n - r->off, 2 * j->N);
+        KVQ_TRY(kvq_rd_bytes(r, 2 * j->N, &p));
+        for (size_t i = 0; i < j->N; i++) rows[i] = kvq_rd16(p + 2 * i);
+        return KVQ_OK;
+    }
+    if (j->p == HP_CHAN) KVQ_TRY(kvq_rd_bytes(r, (size_t)j->C, &ref));
+    for (int64_t c = 0; ref && c < j->C; c++)
+        KVQ_FAIL_IF(ref[c] >> j->L.ebits, KVQ_ERR_CORRUPT, "plt page: reference exponent %u of channel %lld", ref[c],
+                    (long long)c);
+    j->ref = ref;
+    uint16_t *sym = malloc(j->N * sizeof *sym + 1), *m = malloc(j->N * sizeof *m + 1);
+    kvq_err e = (!sym || !m) ? KVQ_ERROR(KVQ_ERR_NOMEM, "plt: out of memory for %zu words", j->N)
+                             : decode_body(r, j, (plt_backend)h[2], sym, m, rows);
+    free(sym);
+    free(m);
+    return e;
+}
+
 kvq_err kvq_plt_words_decode(const uint8_t *src, size_t n, int64_t tokens, int64_t channels, uint16_t *w)
 {
     kvq_rd r = {.p = src, .n = n, .what = "plt page"};
     const uint8_t *h;
     KVQ_TRY(kvq_rd_bytes(&r, PLT_HDR_FIXED, &h));
     KVQ_FAIL_IF(h[0] != PLT_VERSION, KVQ_ERR_VERSION, "plt page: version %u, expected %u", h[0], PLT_VERSION);
-    KVQ_FAIL_IF(h[1] > PLT_WORD_BF16 || h[2] > PLT_BACKEND_ZSTD || h[3] >= HP__COUNT, KVQ_ERR_CORRUPT,
-                "plt page: kind %u, backend %u, predictor %u", h[1], h[2], h[3]);
+    KVQ_FAIL_IF(h[1] > PLT_WORD_BF16 || h[2] > PLT_BACKEND_RAW || h[3] >= HP__COUNT ||
+                    (h[2] == PLT_BACKEND_RAW && h[3] != HP_RAW),
+                KVQ_ERR_CORRUPT, "plt page: kind %u, backend %u, predictor %u", h[1], h[2], h[3]);
     uint64_t T, C;
     KVQ_TRY(kvq_leb_get(&r, &T));
     KVQ_TRY(kvq_leb_get(&r, &C));
     KVQ_FAIL_IF(T != (uint64_t)tokens || C != (uint64_t)channels, KVQ_ERR_SHAPE,
                 "plt page: %llu x %llu recorded, %lld x %lld expected", (unsigned long long)T, (unsigned long long)C,
                 (long long)tokens, (long long)channels);
-    words_job j = {.N = (size_t)(tokens * channels), .T = tokens, .C = channels, .L = layout_of((plt_word)h[1]),
+    uint32_t *back = malloc((size_t)tokens * sizeof *back);
+    KVQ_FAIL_IF(!back, KVQ_ERR_NOMEM, "plt: out of memory for a page");
+    int64_t nn = 0;
+    kvq_err e = read_repeats(&r, tokens, back, &nn);
+    words_job j = {.N = (size_t)(nn * channels), .T = nn, .C = channels, .L = layout_of((plt_word)h[1]),
                    .p = (hpred)h[3]};
-    const uint8_t *ref = NULL;
-    if (j.p == HP_CHAN) KVQ_TRY(kvq_rd_bytes(&r, (size_t)channels, &ref));
-    for (int64_t c = 0; ref && c < channels; c++)
-        KVQ_FAIL_IF(ref[c] >> j.L.ebits, KVQ_ERR_CORRUPT, "plt page: reference exponent %u of channel %lld", ref[c],
-                    (long long)c);
-    j.ref = ref;
-    uint16_t *sym = malloc(j.N * sizeof *sym), *m = malloc(j.N * sizeof *m);
-    kvq_err e = (!sym || !m) ? KVQ_ERROR(KVQ_ERR_NOMEM, "plt: out of memory for %zu words", j.N)
-                             : decode_body(&r, &j, (plt_backend)h[2], sym, m, w);
-    free(sym);
-    free(m);
+    if (!e) e = decode_rows(&r, h, &j, w); /* new rows first, packed at the front */
+    /* expand in place from the back: row t's source (new row k, or an
+     * earlier token) is never overwritten before it is read */
+    for (int64_t t = tokens - 1, k = nn - 1; !e && t >= 0; t--)
+        if (!back[t]) {
+            if (k != t) memmove(w + t * channels, w + k * channels, (size_t)channels * sizeof *w);
+            k--;
+        }
+    for (int64_t t = 0; !e && t < tokens; t++)
+        if (back[t]) memcpy(w + t * channels, w + (t - back[t]) * channels, (size_t)channels * sizeof *w);
+    free(back);
     return e;
 }
 
@@ -374,15 +478,15 @@ static void page_dims(const kvq_shape *s, int64_t *T, int64_t *C)
     *C = *T ? n / *T : 0;
 }
 
+/* Header, repeat map (LEB128 of a u32: <= 5 bytes per token) and at most
+ * the stored words (the encoder falls back to RAW when coding does not
+ * pay). */
 static size_t plt_bound(const void *st, const kvq_shape *s)
 {
     (void)st;
     int64_t T, C;
     page_dims(s, &T, &C);
-    size_t N = (size_t)(T * C);
-    size_t rans = 4 * KVQ_RANS_MAX_SYMS + PLT_LEB_MAX + kvq_rans_bound(N) + packed_bytes(N, 10);
-    size_t zstd = PLT_LEB_MAX + ZSTD_compressBound(2 * N + packed_bytes(N, 10));
-    return PLT_HDR_FIXED + 2 * PLT_LEB_MAX + (size_t)C + (rans > zstd ? rans : zstd);
+    return PLT_HDR_FIXED + 2 * PLT_LEB_MAX + 1 + (size_t)T * PLT_LEB_U32 + 2 * (size_t)(T * C);
 }
 
 static kvq_err plt_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
@@ -458,13 +562,14 @@ static kvq_err pltq_init(void *st, const kvq_params *p)
     return KVQ_OK;
 }
 
+/* Header, steps, prediction bits and at most the packed codes (the
+ * encoder stores them packed when rANS would not be smaller). */
 static size_t pltq_bound(const void *st, const kvq_shape *s)
 {
-    (void)st;
     int64_t T, C;
     page_dims(s, &T, &C);
     size_t N = (size_t)(T * C), nb = (size_t)T * (size_t)((C + PLTQ_BLOCK - 1) / PLTQ_BLOCK);
-    return 2 + 2 * PLT_LEB_MAX + 2 * nb + packed_bytes(nb, 1) + 4 * 256 + PLT_LEB_MAX + kvq_rans_bound(N);
+    return PLTQ_HDR + 2 * nb + packed_bytes(nb, 1) + packed_bytes(N, ((const pltq_state *)st)->bits);
 }
 
 /* bf16 step >= d (rounded up), so |r| / step <= L still holds. */
@@ -532,8 +637,18 @@ static kvq_err pltq_encode(void *st, const kvq_tensor *src, void *dst, size_t ca
         for (int64_t b = 0; b < g.nblk; b++)
             pltq_block(&g, src->data, xhat, t, b, &step[t * g.nblk + b], &up[t * g.nblk + b], zz);
     for (size_t i = 0; !e && i < N; i++) counts[zz[i]]++;
-    uint8_t hdr[2] = {PLTQ_VERSION, (uint8_t)s->bits};
-    if (!e) e = kvq_buf_put(&out, hdr, 2);
+    kvq_buf codes = {0};
+    if (!e && N) e = kvq_rans_table_build(tab, counts, (1u << s->bits) - 1);
+    if (!e && N) e = kvq_rans_table_write(tab, &codes);
+    if (!e && N) e = kvq_rans_encode(tab, zz, N, &codes);
+    int packed = !e && codes.n >= packed_bytes(N, s->bits); /* entropy coding does not pay */
+    if (packed) {
+        codes.n = 0;
+        e = kvq_buf_zeros(&codes, packed_bytes(N, s->bits));
+        if (!e) pack_bits(zz, N, s->bits, codes.p);
+    }
+    uint8_t hdr[PLTQ_HDR] = {PLTQ_VERSION, (uint8_t)s->bits, (uint8_t)packed};
+    if (!e) e = kvq_buf_put(&out, hdr, PLTQ_HDR);
     if (!e) e = kvq_buf_reserve(&out, 2 * nb + packed_bytes(nb, 1));
     if (!e) {
         for (size_t i = 0; i < nb; i++) kvq_wr16(out.p + out.n + 2 * i, step[i]);
@@ -542,9 +657,8 @@ static kvq_err pltq_encode(void *st, const kvq_tensor *src, void *dst, size_t ca
         for (size_t i = 0; i < nb; i++) out.p[out.n + i / 8] |= (uint8_t)(up[i] << (i % 8));
         out.n += packed_bytes(nb, 1);
     }
-    if (!e && N) e = kvq_rans_table_build(tab, counts, (1u << s->bits) - 1);
-    if (!e && N) e = kvq_rans_table_write(tab, &out);
-    if (!e && N) e = kvq_rans_encode(tab, zz, N, &out);
+    if (!e) e = kvq_buf_put(&out, codes.p, codes.n);
+    kvq_buf_free(&codes);
     if (!e && out.n > cap) e = KVQ_ERROR(KVQ_ERR_DST_TOO_SMALL, "pltq: page needs %zu bytes, %zu given", out.n, cap);
     if (!e) memcpy(dst, out.p, out.n), *n = out.n;
     kvq_buf_free(&out);
@@ -557,12 +671,23 @@ static kvq_err pltq_decode_codes(const pltq_state *s, kvq_rd *r, const pltq_geom
 {
     size_t N = (size_t)(g->T * g->C), nb = (size_t)(g->T * g->nblk);
     const uint8_t *h;
-    KVQ_TRY(kvq_rd_bytes(r, 2, &h));
+    KVQ_TRY(kvq_rd_bytes(r, PLTQ_HDR, &h));
     KVQ_FAIL_IF(h[0] != PLTQ_VERSION, KVQ_ERR_VERSION, "pltq: page version %u, expected %u", h[0], PLTQ_VERSION);
-    KVQ_FAIL_IF(h[1] != s->bits, KVQ_ERR_CORRUPT, "pltq: page coded with %u bits, codec set to %u", h[1], s->bits);
+    KVQ_FAIL_IF(h[1] != s->bits || h[2] > 1, KVQ_ERR_CORRUPT, "pltq: page coded with %u bits (codec: %u), coding %u",
+                h[1], s->bits, h[2]);
     KVQ_TRY(kvq_rd_bytes(r, 2 * nb, (const uint8_t **)step));
     KVQ_TRY(kvq_rd_bytes(r, packed_bytes(nb, 1), up));
     if (!N) return r->off == r->n ? KVQ_OK : KVQ_ERROR(KVQ_ERR_CORRUPT, "pltq: trailing bytes in an empty page");
+    if (h[2]) { /* packed codes */
+        const uint8_t *p;
+        KVQ_FAIL_IF(r->n - r->off != packed_bytes(N, s->bits), KVQ_ERR_CORRUPT, "pltq: %zu code bytes, expected %zu",
+                    r->n - r->off, packed_bytes(N, s->bits));
+        KVQ_TRY(kvq_rd_bytes(r, packed_bytes(N, s->bits), &p));
+        unpack_bits(p, N, s->bits, zz);
+        for (size_t i = 0; i < N; i++)
+            KVQ_FAIL_IF(zz[i] >= (1u << s->bits) - 1, KVQ_ERR_CORRUPT, "pltq: code %u at %zu", zz[i], i);
+        return KVQ_OK;
+    }
     kvq_rans_table *tab = malloc(sizeof *tab);
     KVQ_FAIL_IF(!tab, KVQ_ERR_NOMEM, "pltq: out of memory for a table");
     kvq_err e = kvq_rans_table_read(tab, (1u << s->bits) - 1, r);

@@ -56,7 +56,10 @@ kvq_err kvq_leb_get(kvq_rd *r, uint64_t *v);
  * measurement command can feed raw bit patterns (NaN payloads, -0,
  * subnormals) without an f32 round trip. */
 typedef enum plt_word { PLT_WORD_F16 = 0, PLT_WORD_BF16 = 1 } plt_word;
-typedef enum plt_backend { PLT_BACKEND_RANS = 0, PLT_BACKEND_ZSTD = 1 } plt_backend;
+/* RAW: the words stored as they are, chosen by the encoder whenever coding
+ * would not make the page smaller (so a page never exceeds 2 bytes per
+ * value plus its header). */
+typedef enum plt_backend { PLT_BACKEND_RANS = 0, PLT_BACKEND_ZSTD = 1, PLT_BACKEND_RAW = 2 } plt_backend;
 
 /* kvq_plt_words_encode() : appends the coded page to out.  level = zstd
  * level for the zstd backend (ignored by rANS). */

@@ -107,6 +107,31 @@ static void test_words_structured(void **state)
     kvq_buf_free(&b);
 }
 
+/* Repeated token vectors are coded once; incompressible words are stored
+ * raw (never more than 2 bytes per value plus the header). */
+static void test_words_repeats_and_raw(void **state)
+{
+    (void)state;
+    enum { T = 32, C = 64 };
+    uint16_t w[T * C], w2[T * C];
+    for (int i = 0; i < T * C; i++) w[i] = kvq_f32_to_f16(rnd_normal());
+    memcpy(w2, w, sizeof w);
+    for (int t = 16; t < T; t++) memcpy(w + t * C, w + (t % 5) * C, C * sizeof *w); /* rows repeat */
+    size_t n_rep, n_new;
+    words_roundtrip(w, T, C, PLT_WORD_F16, PLT_BACKEND_RANS, &n_rep);
+    words_roundtrip(w2, T, C, PLT_WORD_F16, PLT_BACKEND_RANS, &n_new);
+    assert_true(n_rep < n_new * 6 / 10); /* 16 of 32 rows are copies */
+    for (int i = 0; i < T * C; i++) w[i] = (uint16_t)rnd(); /* uniform bit patterns */
+    for (int be = 0; be < 2; be++) {
+        kvq_buf b = {0};
+        assert_int_equal(kvq_plt_words_encode(w, T, C, PLT_WORD_F16, (plt_backend)be, ZSTD_REF, &b), KVQ_OK);
+        assert_int_equal(b.p[2], PLT_BACKEND_RAW);
+        assert_int_equal(b.n, 4 + 1 + 1 + 1 + 2 * T * C); /* header, LEB T, LEB C, repeat flag, words */
+        kvq_buf_free(&b);
+        words_roundtrip(w, T, C, PLT_WORD_F16, (plt_backend)be, NULL);
+    }
+}
+
 /* ---- real K/V pages ----------------------------------------------------------- */
 typedef struct {
     kvq_model *m;
@@ -476,6 +501,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_words_every_pattern), cmocka_unit_test(test_words_structured),
+        cmocka_unit_test(test_words_repeats_and_raw),
         cmocka_unit_test(test_real_pages),          cmocka_unit_test(test_pltq_bounded),
         cmocka_unit_test(test_trie_shared_prefix),  cmocka_unit_test(test_trie_evict_locked),
         cmocka_unit_test(test_trie_fuzz),           cmocka_unit_test(test_decoder_prefix_skip),
