@@ -361,10 +361,21 @@ static kvq_err apply_sparse(const gear_geom *g, const gear_state *s, const uint8
     return KVQ_OK;
 }
 
-/* y[t][h][c] += Σ_j A[j][t]·s_j·B̃[j][c], one rank component at a time. */
+/* n stored factor values from p into out (f16 widened, f32 copied); 0
+ * when all are finite, else the index of the first that is not, plus 1. */
+static int64_t get_values(const uint8_t *p, int64_t n, gear_fbits fb, float *out)
+{
+    for (int64_t i = 0; i < n; i++) out[i] = get_value(p + (size_t)i * (fb == FB_F16 ? 2 : 4), fb);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(out[i])) return i + 1;
+    return 0;
+}
+
+/* y[t][h][c] += Σ_j A[j][t]·s_j·B̃[j][c], one rank component at a time;
+ * damaged (non-finite) factors are refused, so nothing non-finite leaks. */
 static kvq_err apply_lowrank(const gear_geom *g, const gear_state *s, const uint8_t *src, float *y)
 {
-    float bj[DEC_CHUNK];
+    float bj[DEC_CHUNK], aj[DEC_CHUNK];
     for (int64_t h = 0; h < g->H; h++) {
         const uint8_t *a = src + g->lr_off + (size_t)h * g->head_lr, *b = a + (size_t)(g->r * g->T) * g->fb;
         const uint8_t *sc = b + (size_t)(g->r * g->d) * g->fb;
@@ -374,11 +385,17 @@ static kvq_err apply_lowrank(const gear_geom *g, const gear_state *s, const uint
                         (long long)h, (long long)j, (double)scale);
             for (int64_t c0 = 0; c0 < g->d; c0 += DEC_CHUNK) {
                 int64_t n = g->d - c0 < DEC_CHUNK ? g->d - c0 : DEC_CHUNK;
-                for (int64_t c = 0; c < n; c++) bj[c] = scale * get_value(b + (size_t)(j * g->d + c0 + c) * g->fb, s->fbits);
-                for (int64_t t = 0; t < g->T; t++) {
-                    float at = get_value(a + (size_t)(j * g->T + t) * g->fb, s->fbits);
-                    float *yt = y + t * g->kd + h * g->d + c0;
-                    for (int64_t c = 0; c < n; c++) yt[c] += at * bj[c];
+                KVQ_FAIL_IF(get_values(b + (size_t)(j * g->d + c0) * g->fb, n, s->fbits, bj), KVQ_ERR_CORRUPT,
+                            "gear: head %lld: factor B %lld holds a non-finite value", (long long)h, (long long)j);
+                for (int64_t c = 0; c < n; c++) bj[c] *= scale;
+                for (int64_t t0 = 0; t0 < g->T; t0 += DEC_CHUNK) {
+                    int64_t m = g->T - t0 < DEC_CHUNK ? g->T - t0 : DEC_CHUNK;
+                    KVQ_FAIL_IF(get_values(a + (size_t)(j * g->T + t0) * g->fb, m, s->fbits, aj), KVQ_ERR_CORRUPT,
+                                "gear: head %lld: factor A %lld holds a non-finite value", (long long)h, (long long)j);
+                    for (int64_t t = 0; t < m; t++) {
+                        float *yt = y + (t0 + t) * g->kd + h * g->d + c0, at = aj[t];
+                        for (int64_t c = 0; c < n; c++) yt[c] += at * bj[c];
+                    }
                 }
             }
         }
@@ -396,10 +413,7 @@ static kvq_err gear_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
     float *y = dst->data;
     KVQ_TRY(kvq_kivi_decode(&g.kv, src, y));
     KVQ_TRY(apply_sparse(&g, s, src, y));
-    KVQ_TRY(apply_lowrank(&g, s, src, y));
-    for (int64_t i = 0; i < g.T * g.kd; i++) /* damaged factors must not leak Inf/NaN */
-        KVQ_FAIL_IF(!isfinite(y[i]), KVQ_ERR_CORRUPT, "gear: value %lld decodes to %g", (long long)i, (double)y[i]);
-    return KVQ_OK;
+    return apply_lowrank(&g, s, src, y);
 }
 
 static kvq_err gear_parts(void *st, const void *src, size_t n, const kvq_shape *sh, kvq_codec_parts *out)
