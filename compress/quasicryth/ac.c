@@ -281,11 +281,10 @@ kvq_err qcx_big_decode(qcx_big *m, qcx_dec *d, uint32_t *s)
 }
 
 /* ---- PPM context lists ---------------------------------------------------
- * A context codes a symbol it has seen with its count, anything else with
- * an escape whose frequency is esc_mult × (distinct symbols), which
- * the encoder and decoder compute identically from the list.  After an
- * escape from the order-2 context, the symbols it listed are excluded from
- * the order-1 one (they cannot be the answer): "exclusion" in PPM terms. */
+ * A context first codes "escape or not" with a learned binary model (see
+ * see_index), then a listed symbol with its count.  After an escape from
+ * the order-2 context, the symbols it listed are excluded from the order-1
+ * one (they cannot be the answer): "exclusion" in PPM terms. */
 kvq_err qcx_excl_init(qcx_excl *x, const uint32_t n[QCX_NLEV])
 {
     memset(x, 0, sizeof *x);
