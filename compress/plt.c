@@ -34,7 +34,11 @@
  *       bf16 rounded up) and reconstructs x̂ = p̂ + qΔ exactly as the decoder
  *       will, so |x − x̂| <= Δ/2 at every position with no drift.  The
  *       zigzagged q are rANS coded with one table per page (or packed in
- *       b bits when that is smaller).
+ *       b bits when that is smaller).  axis=channel [ours] instead keeps one
+ *       step and one prediction choice per channel for the whole page
+ *       (per-channel outliers of K, as KIVI groups keys), sized before the
+ *       loop so that closed-loop residuals never clip (see
+ *       choose_channel_steps); the same |x − x̂| <= Δ/2 holds.
  *
  * The page's token axis is dim[0] of the tensor (the cache's pages are
  * [page][n_kv_heads][head_size]); channels = everything else.  P2 (previous
@@ -58,7 +62,7 @@
 #define F16_REL_ERR      (1.0 / 2048.0) /* RNE to an 11-bit significand       */
 
 #define PLTQ_VERSION     1u
-#define PLTQ_HDR         3u        /* version, bits, coding (0 rANS, 1 packed) */
+#define PLTQ_HDR         4u        /* version, bits, coding (0 rANS, 1 packed), axis */
 #define PLTQ_BLOCK       64        /* channels sharing one step Δ              */
 /* ‖x − x̂‖/‖x‖ <= sqrt(BLOCK)/(2L)·(1 + 2^-7) with L = 2^(b−1) − 1 (block
  * error <= BLOCK·Δ²/4, Δ <= max|x_block|/L since the zero prediction is
@@ -548,28 +552,57 @@ const kvq_codec kvq_codec_plt = {
 };
 
 /* ---- codec glue: pltq (closed-loop DPCM) ------------------------------------------ */
+typedef enum { AXIS_TOKEN = 0, AXIS_CHANNEL = 1 } pltq_axis;
+static const char *const axis_names[] = {"token", "channel", NULL};
+
 static const kvq_param pltq_params[] = {
     {"bits", 2, 8, 4, 1, NULL, "residual code width: q in [-(2^(b-1)-1), 2^(b-1)-1]"},
+    {"axis", 0, 1, AXIS_TOKEN, 0, axis_names,
+     "one step per (token, 64 channels) from the closed-loop residual, or per channel over the page"},
 };
 
 typedef struct {
-    unsigned bits;
+    unsigned  bits;
+    pltq_axis axis;
 } pltq_state;
 
 static kvq_err pltq_init(void *st, const kvq_params *p)
 {
     ((pltq_state *)st)->bits = (unsigned)p->v[0];
+    ((pltq_state *)st)->axis = (pltq_axis)p->v[1];
     return KVQ_OK;
+}
+
+typedef struct {
+    int64_t   T, C, nblk;
+    int       L;        /* 2^(bits-1) - 1 */
+    pltq_axis axis;
+    size_t    ngroups;  /* (step, prediction) pairs stored */
+} pltq_geom;
+
+static pltq_geom pltq_geometry(const pltq_state *s, const kvq_shape *sh)
+{
+    pltq_geom g;
+    page_dims(sh, &g.T, &g.C);
+    g.nblk = (g.C + PLTQ_BLOCK - 1) / PLTQ_BLOCK;
+    g.L = (1 << (s->bits - 1)) - 1;
+    g.axis = s->axis;
+    g.ngroups = g.axis == AXIS_TOKEN ? (size_t)(g.T * g.nblk) : (size_t)g.C;
+    return g;
+}
+
+static size_t group_of(const pltq_geom *g, int64_t t, int64_t c)
+{
+    return g->axis == AXIS_TOKEN ? (size_t)(t * g->nblk + c / PLTQ_BLOCK) : (size_t)c;
 }
 
 /* Header, steps, prediction bits and at most the packed codes (the
  * encoder stores them packed when rANS would not be smaller). */
 static size_t pltq_bound(const void *st, const kvq_shape *s)
 {
-    int64_t T, C;
-    page_dims(s, &T, &C);
-    size_t N = (size_t)(T * C), nb = (size_t)T * (size_t)((C + PLTQ_BLOCK - 1) / PLTQ_BLOCK);
-    return PLTQ_HDR + 2 * nb + packed_bytes(nb, 1) + packed_bytes(N, ((const pltq_state *)st)->bits);
+    pltq_geom g = pltq_geometry(st, s);
+    size_t N = (size_t)(g.T * g.C);
+    return PLTQ_HDR + 2 * g.ngroups + packed_bytes(g.ngroups, 1) + packed_bytes(N, ((const pltq_state *)st)->bits);
 }
 
 /* bf16 step >= d (rounded up), so |r| / step <= L still holds. */
@@ -583,15 +616,23 @@ static uint16_t step_up(float d)
 /* The one reconstruction both sides compute (closed loop: same bits). */
 static float recon(float p, int q, float d) { return p + (float)q * d; }
 
-typedef struct {
-    int64_t T, C, nblk;
-    int     L;          /* 2^(bits-1) - 1 */
-} pltq_geom;
+/* Quantize x against prediction p with step d; returns x̂, sets the code. */
+static float quant_cell(float x, float p, float d, int L, uint16_t *zz)
+{
+    int q = 0;
+    if (d > 0) {
+        float r = rintf((x - p) / d);
+        q = r > (float)L ? L : r < -(float)L ? -L : (int)r;
+    }
+    *zz = (uint16_t)(q >= 0 ? 2 * q : -2 * q - 1);
+    return recon(p, q, d);
+}
 
-/* One (token, block): choose the prediction, quantize in closed loop.
- * xhat holds the reconstruction (previous token's row on entry at t-1). */
-static void pltq_block(const pltq_geom *g, const float *x, float *xhat, int64_t t, int64_t b, uint16_t *step,
-                       uint8_t *use_prev, uint16_t *zz)
+/* axis=token: the step of (t, block b) from the closed-loop residual
+ * against the previous token's reconstruction or against zero, whichever
+ * range is smaller. */
+static void choose_token_step(const pltq_geom *g, const float *x, const float *xhat, int64_t t, int64_t b,
+                              uint16_t *step, uint8_t *use_prev)
 {
     int64_t c0 = b * PLTQ_BLOCK, c1 = c0 + PLTQ_BLOCK < g->C ? c0 + PLTQ_BLOCK : g->C;
     const float *xr = x + t * g->C, *prev = t ? xhat + (t - 1) * g->C : NULL;
@@ -600,54 +641,76 @@ static void pltq_block(const pltq_geom *g, const float *x, float *xhat, int64_t 
         m0 = fmaxf(m0, fabsf(xr[c]));
         if (prev) m1 = fmaxf(m1, fabsf(xr[c] - prev[c]));
     }
-    int up = prev && m1 < m0;
-    float m = up ? m1 : m0;
-    uint16_t h = step_up(m / (float)g->L);
-    float d = kvq_bf16_to_f32(h);
-    *step = h;
-    *use_prev = (uint8_t)up;
-    for (int64_t c = c0; c < c1; c++) {
-        float p = up ? prev[c] : 0.0f;
-        int q = 0;
-        if (d > 0) {
-            float r = rintf((xr[c] - p) / d);
-            q = r > (float)g->L ? g->L : r < -(float)g->L ? -g->L : (int)r;
+    *use_prev = (uint8_t)(prev && m1 < m0);
+    *step = step_up((*use_prev ? m1 : m0) / (float)g->L);
+}
+
+/* axis=channel: one step per channel for the whole page, chosen before the
+ * loop.  With prediction, r_t = (x_t − x_{t−1}) + (x_{t−1} − x̂_{t−1}), so
+ * |r_t| <= D + Δ/2 (D = max |x_t − x_{t−1}|) and Δ = max(|x_0|/L,
+ * D/(L − 1/2)) keeps every residual within L·Δ: no clamping, no drift. */
+static void choose_channel_steps(const pltq_geom *g, const float *x, uint16_t *step, uint8_t *use_prev)
+{
+    for (int64_t c = 0; c < g->C; c++) {
+        float m0 = 0, dmax = 0;
+        for (int64_t t = 0; t < g->T; t++) {
+            m0 = fmaxf(m0, fabsf(x[t * g->C + c]));
+            if (t) dmax = fmaxf(dmax, fabsf(x[t * g->C + c] - x[(t - 1) * g->C + c]));
         }
-        xhat[t * g->C + c] = recon(p, q, d);
-        zz[t * g->C + c] = (uint16_t)(q >= 0 ? 2 * q : -2 * q - 1);
+        float d0 = m0 / (float)g->L, d1 = fmaxf(fabsf(x[c]) / (float)g->L, dmax / ((float)g->L - 0.5f));
+        use_prev[c] = (uint8_t)(d1 < d0);
+        step[c] = step_up(use_prev[c] ? d1 : d0);
     }
+}
+
+/* Closed loop over the page in token order; fills zz and the groups. */
+static void pltq_quantize(const pltq_geom *g, const float *x, float *xhat, uint16_t *step, uint8_t *up, uint16_t *zz)
+{
+    if (g->axis == AXIS_CHANNEL) choose_channel_steps(g, x, step, up);
+    for (int64_t t = 0; t < g->T; t++)
+        for (int64_t c = 0; c < g->C; c++) {
+            size_t k = group_of(g, t, c);
+            if (g->axis == AXIS_TOKEN && c % PLTQ_BLOCK == 0)
+                choose_token_step(g, x, xhat, t, c / PLTQ_BLOCK, &step[k], &up[k]);
+            float p = up[k] && t ? xhat[(t - 1) * g->C + c] : 0.0f;
+            xhat[t * g->C + c] = quant_cell(x[t * g->C + c], p, kvq_bf16_to_f32(step[k]), g->L, &zz[t * g->C + c]);
+        }
+}
+
+/* The codes: rANS with one table, or packed in b bits when not larger. */
+static kvq_err pltq_codes(const uint16_t *zz, size_t N, unsigned bits, kvq_buf *codes, int *packed)
+{
+    uint32_t counts[256] = {0};
+    for (size_t i = 0; i < N; i++) counts[zz[i]]++;
+    kvq_rans_table *tab = malloc(sizeof *tab);
+    KVQ_FAIL_IF(!tab, KVQ_ERR_NOMEM, "pltq: out of memory for a table");
+    kvq_err e = N ? kvq_rans_table_build(tab, counts, (1u << bits) - 1) : KVQ_OK;
+    if (!e && N) e = kvq_rans_table_write(tab, codes);
+    if (!e && N) e = kvq_rans_encode(tab, zz, N, codes);
+    free(tab);
+    *packed = !e && codes->n >= packed_bytes(N, bits);
+    if (*packed) {
+        codes->n = 0;
+        e = kvq_buf_zeros(codes, packed_bytes(N, bits));
+        if (!e) pack_bits(zz, N, bits, codes->p);
+    }
+    return e;
 }
 
 static kvq_err pltq_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
 {
     const pltq_state *s = st;
-    pltq_geom g;
-    page_dims(&src->shape, &g.T, &g.C);
-    g.nblk = (g.C + PLTQ_BLOCK - 1) / PLTQ_BLOCK;
-    g.L = (1 << (s->bits - 1)) - 1;
-    size_t N = (size_t)(g.T * g.C), nb = (size_t)(g.T * g.nblk);
+    pltq_geom g = pltq_geometry(s, &src->shape);
+    size_t N = (size_t)(g.T * g.C), nb = g.ngroups;
     float *xhat = malloc(N * sizeof *xhat + 1);
     uint16_t *zz = malloc(N * sizeof *zz + 1), *step = malloc(nb * sizeof *step + 1);
-    uint8_t *up = malloc(nb + 1);
-    kvq_rans_table *tab = malloc(sizeof *tab);
-    uint32_t counts[256] = {0};
-    kvq_buf out = {0};
-    kvq_err e = (!xhat || !zz || !step || !up || !tab) ? KVQ_ERROR(KVQ_ERR_NOMEM, "pltq: out of memory") : KVQ_OK;
-    for (int64_t t = 0; !e && t < g.T; t++)
-        for (int64_t b = 0; b < g.nblk; b++)
-            pltq_block(&g, src->data, xhat, t, b, &step[t * g.nblk + b], &up[t * g.nblk + b], zz);
-    for (size_t i = 0; !e && i < N; i++) counts[zz[i]]++;
-    kvq_buf codes = {0};
-    if (!e && N) e = kvq_rans_table_build(tab, counts, (1u << s->bits) - 1);
-    if (!e && N) e = kvq_rans_table_write(tab, &codes);
-    if (!e && N) e = kvq_rans_encode(tab, zz, N, &codes);
-    int packed = !e && codes.n >= packed_bytes(N, s->bits); /* entropy coding does not pay */
-    if (packed) {
-        codes.n = 0;
-        e = kvq_buf_zeros(&codes, packed_bytes(N, s->bits));
-        if (!e) pack_bits(zz, N, s->bits, codes.p);
-    }
-    uint8_t hdr[PLTQ_HDR] = {PLTQ_VERSION, (uint8_t)s->bits, (uint8_t)packed};
+    uint8_t *up = calloc(nb + 1, 1);
+    kvq_buf out = {0}, codes = {0};
+    int packed = 0;
+    kvq_err e = (!xhat || !zz || !step || !up) ? KVQ_ERROR(KVQ_ERR_NOMEM, "pltq: out of memory") : KVQ_OK;
+    if (!e) pltq_quantize(&g, src->data, xhat, step, up, zz);
+    if (!e) e = pltq_codes(zz, N, s->bits, &codes, &packed);
+    uint8_t hdr[PLTQ_HDR] = {PLTQ_VERSION, (uint8_t)s->bits, (uint8_t)packed, (uint8_t)s->axis};
     if (!e) e = kvq_buf_put(&out, hdr, PLTQ_HDR);
     if (!e) e = kvq_buf_reserve(&out, 2 * nb + packed_bytes(nb, 1));
     if (!e) {
@@ -658,24 +721,28 @@ static kvq_err pltq_encode(void *st, const kvq_tensor *src, void *dst, size_t ca
         out.n += packed_bytes(nb, 1);
     }
     if (!e) e = kvq_buf_put(&out, codes.p, codes.n);
-    kvq_buf_free(&codes);
     if (!e && out.n > cap) e = KVQ_ERROR(KVQ_ERR_DST_TOO_SMALL, "pltq: page needs %zu bytes, %zu given", out.n, cap);
     if (!e) memcpy(dst, out.p, out.n), *n = out.n;
-    kvq_buf_free(&out);
-    free(xhat), free(zz), free(step), free(up), free(tab);
+    kvq_buf_free(&out), kvq_buf_free(&codes);
+    free(xhat), free(zz), free(step), free(up);
     return e;
 }
 
-static kvq_err pltq_decode_codes(const pltq_state *s, kvq_rd *r, const pltq_geom *g, const uint16_t **step,
+static kvq_err pltq_decode_codes(const pltq_state *s, kvq_rd *r, const pltq_geom *g, const uint8_t **step,
                                  const uint8_t **up, uint16_t *zz)
 {
-    size_t N = (size_t)(g->T * g->C), nb = (size_t)(g->T * g->nblk);
+    size_t N = (size_t)(g->T * g->C), nb = g->ngroups;
     const uint8_t *h;
     KVQ_TRY(kvq_rd_bytes(r, PLTQ_HDR, &h));
     KVQ_FAIL_IF(h[0] != PLTQ_VERSION, KVQ_ERR_VERSION, "pltq: page version %u, expected %u", h[0], PLTQ_VERSION);
-    KVQ_FAIL_IF(h[1] != s->bits || h[2] > 1, KVQ_ERR_CORRUPT, "pltq: page coded with %u bits (codec: %u), coding %u",
-                h[1], s->bits, h[2]);
-    KVQ_TRY(kvq_rd_bytes(r, 2 * nb, (const uint8_t **)step));
+    KVQ_FAIL_IF(h[1] != s->bits || h[2] > 1 || h[3] != (uint8_t)s->axis, KVQ_ERR_CORRUPT,
+                "pltq: page coded with %u bits, axis %u (codec: %u, %u), coding %u", h[1], h[3], s->bits, s->axis,
+                h[2]);
+    KVQ_TRY(kvq_rd_bytes(r, 2 * nb, step));
+    for (size_t k = 0; k < nb; k++) {
+        float d = kvq_bf16_to_f32(kvq_rd16(*step + 2 * k));
+        KVQ_FAIL_IF(!(d >= 0 && isfinite(d)), KVQ_ERR_CORRUPT, "pltq: step %zu is %g", k, (double)d);
+    }
     KVQ_TRY(kvq_rd_bytes(r, packed_bytes(nb, 1), up));
     if (!N) return r->off == r->n ? KVQ_OK : KVQ_ERROR(KVQ_ERR_CORRUPT, "pltq: trailing bytes in an empty page");
     if (h[2]) { /* packed codes */
@@ -699,34 +766,21 @@ static kvq_err pltq_decode_codes(const pltq_state *s, kvq_rd *r, const pltq_geom
 static kvq_err pltq_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
 {
     const pltq_state *s = st;
-    pltq_geom g;
-    page_dims(&dst->shape, &g.T, &g.C);
-    g.nblk = (g.C + PLTQ_BLOCK - 1) / PLTQ_BLOCK;
-    g.L = (1 << (s->bits - 1)) - 1;
+    pltq_geom g = pltq_geometry(s, &dst->shape);
     size_t N = (size_t)(g.T * g.C);
     kvq_rd r = {.p = src, .n = n, .what = "pltq page"};
-    const uint16_t *step_raw;
-    const uint8_t *up;
+    const uint8_t *step, *up;
     uint16_t *zz = malloc(N * sizeof *zz + 1);
     KVQ_FAIL_IF(!zz, KVQ_ERR_NOMEM, "pltq: out of memory for %zu codes", N);
-    kvq_err e = pltq_decode_codes(s, &r, &g, &step_raw, &up, zz);
+    kvq_err e = pltq_decode_codes(s, &r, &g, &step, &up, zz);
     float *y = dst->data;
     for (int64_t t = 0; !e && t < g.T; t++)
-        for (int64_t b = 0; !e && b < g.nblk; b++) {
-            size_t k = (size_t)(t * g.nblk + b);
-            float d = kvq_bf16_to_f32(kvq_rd16((const uint8_t *)step_raw + 2 * k));
-            int use_prev = (up[k / 8] >> (k % 8)) & 1;
-            if (!(d >= 0 && isfinite(d)) || (use_prev && t == 0)) {
-                e = KVQ_ERROR(KVQ_ERR_CORRUPT, "pltq: token %lld block %lld has step %g / prediction %d",
-                              (long long)t, (long long)b, (double)d, use_prev);
-                break;
-            }
-            int64_t c0 = b * PLTQ_BLOCK, c1 = c0 + PLTQ_BLOCK < g.C ? c0 + PLTQ_BLOCK : g.C;
-            for (int64_t c = c0; c < c1; c++) {
-                unsigned z = zz[t * g.C + c];
-                int q = (z & 1) ? -(int)((z + 1) / 2) : (int)(z / 2);
-                y[t * g.C + c] = recon(use_prev ? y[(t - 1) * g.C + c] : 0.0f, q, d);
-            }
+        for (int64_t c = 0; c < g.C; c++) {
+            size_t k = group_of(&g, t, c);
+            unsigned z = zz[t * g.C + c];
+            int q = (z & 1) ? -(int)((z + 1) / 2) : (int)(z / 2);
+            float p = ((up[k / 8] >> (k % 8)) & 1) && t ? y[(t - 1) * g.C + c] : 0.0f;
+            y[t * g.C + c] = recon(p, q, kvq_bf16_to_f32(kvq_rd16(step + 2 * k)));
         }
     free(zz);
     return e;
