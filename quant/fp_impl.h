@@ -33,19 +33,61 @@ static const kvq_fp_id fp_fmt_ids[8] = {KVQ_FP_E2M1, KVQ_FP_E3M0, KVQ_FP_E1M2, K
 
 static inline unsigned fp_mag_bits(const kvq_fpfmt *f) { return (unsigned)f->e + f->m; }
 
-/* x[len] at scale sc → codes (may be NULL) and dequantised values q (may be
- * NULL).  The 4-bit case has a constant-trip threshold loop (vectorises). */
-static inline void fp_quant_span(const kvq_fp_lut *l, const float *restrict x, int64_t len, float sc,
-                                 uint8_t *restrict codes, float *restrict q)
+#define FP_CHUNK 256 /* values per pass when the caller wants values only */
+
+/* Codes of n values (n a compile-time constant where it matters) at
+ * reciprocal scale inv, 4-bit signed formats, thresholds t[7]: a > t[i]
+ * counts code > i, ties included (kvq_fp_lut.thr). */
+static inline void fp_codes4_run(const float *t, const float *restrict x, int64_t n, float inv,
+                                 uint8_t *restrict codes)
 {
-    float inv = 1.0f / sc;
-    unsigned sb = fp_mag_bits(l->f), small = l->n <= 8;
-    for (int64_t j = 0; j < len; j++) {
+    const float t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3], t4 = t[4], t5 = t[5], t6 = t[6];
+    for (int64_t j = 0; j < n; j++) {
         float a = fabsf(x[j]) * inv;
-        unsigned c = small ? kvq_fp_lut_code8(l, a) : kvq_fp_lut_code(l, a);
+        int32_t c = (a > t0) + (a > t1) + (a > t2) + (a > t3) + (a > t4) + (a > t5) + (a > t6);
+        int32_t neg = (x[j] < 0.0f) & (c != 0);
+        codes[j] = (uint8_t)(c | neg << 3);
+    }
+}
+
+/* Whole runs of FP_RUN with a constant trip count (gcc -O2 vectorises
+ * those: its cheap cost model wants no epilogue), then the tail. */
+static inline void fp_codes4(const kvq_fp_lut *l, const float *x, int64_t len, float inv, uint8_t *codes)
+{
+    int64_t full = len - len % FP_RUN;
+    for (int64_t j = 0; j < full; j += FP_RUN) fp_codes4_run(l->thr, x + j, FP_RUN, inv, codes + j);
+    fp_codes4_run(l->thr, x + full, len - full, inv, codes + full);
+}
+
+/* The same for any format (up to 255 thresholds). */
+static inline void fp_codes_any(const kvq_fp_lut *l, const float *restrict x, int64_t len, float inv,
+                                uint8_t *restrict codes)
+{
+    unsigned sb = (unsigned)l->f->e + l->f->m;
+    for (int64_t j = 0; j < len; j++) {
+        unsigned c = kvq_fp_lut_code(l, fabsf(x[j]) * inv);
         unsigned neg = (x[j] < 0.0f) & (c != 0);
-        if (codes) codes[j] = (uint8_t)(c | neg << sb);
-        if (q) q[j] = (neg ? -l->mag[c] : l->mag[c]) * sc;
+        codes[j] = (uint8_t)(c | neg << sb);
+    }
+}
+
+/* x[len] at scale sc → codes (may be NULL) and dequantised values q (may be
+ * NULL). */
+static inline void fp_quant_span(const kvq_fp_lut *l, const float *x, int64_t len, float sc, uint8_t *codes,
+                                 float *q)
+{
+    uint8_t tmp[FP_CHUNK];
+    float inv = 1.0f / sc;
+    unsigned sb = (unsigned)l->f->e + l->f->m, mask = (1u << sb) - 1;
+    for (int64_t c0 = 0; c0 < len; c0 += FP_CHUNK) {
+        int64_t k = len - c0 < FP_CHUNK ? len - c0 : FP_CHUNK;
+        uint8_t *cd = codes ? codes + c0 : tmp;
+        if (l->n <= 8) fp_codes4(l, x + c0, k, inv, cd);
+        else fp_codes_any(l, x + c0, k, inv, cd);
+        for (int64_t j = 0; q && j < k; j++) {
+            float v = l->mag[cd[j] & mask] * sc;
+            q[c0 + j] = cd[j] >> sb ? -v : v;
+        }
     }
 }
 

@@ -38,6 +38,17 @@
 #define NV_E2M1_MAX  6.0f
 #define NV_E4M3_MAX  448.0f
 
+#define MX_E_BITS_MAX 253   /* 2^(127−e) is a normal float for e <= 253      */
+
+/* 2^k for a normal result (−126 <= k <= 127), built from its bits. */
+static inline float pow2f(int k)
+{
+    uint32_t b = (uint32_t)(k + 127) << 23;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
 /* E2M1 values doubled, ggml's kvalues_mxfp4 (index 8 is −0). */
 static const float kv_fp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
@@ -67,7 +78,7 @@ static void mx_encode_block(const float *restrict x, uint8_t *restrict out)
 {
     int32_t c[MX_BLOCK];
     uint8_t e = mx_exponent(kvq_absmax(x, MX_BLOCK));
-    const float inv = ldexpf(1.0f, 127 - (int)e); /* exact: 1/2^(e−127) */
+    const float inv = e <= MX_E_BITS_MAX ? pow2f(127 - (int)e) : ldexpf(1.0f, 127 - (int)e); /* 1/2^(e−127) */
     out[0] = e;
     for (int j = 0; j < MX_BLOCK; j++) {
         float a = fabsf(x[j]) * inv;
@@ -100,7 +111,7 @@ static kvq_err mx_decode_rows(void *st, const void *src, size_t n, const kvq_sha
     for (int64_t b = 0; b < (r1 - r0) * bpr; b++, p += MX_BYTES, out += MX_BLOCK) {
         uint8_t codes[MX_BLOCK];
         kvq_nibbles_unpack(p + 1, MX_BLOCK, KVQ_NIB_SPLIT_HALF, codes);
-        float d = ldexpf(1.0f, (int)p[0] - 128); /* ggml_e8m0_to_fp32_half */
+        float d = p[0] >= 2 ? pow2f((int)p[0] - 128) : ldexpf(1.0f, (int)p[0] - 128); /* e8m0_to_fp32_half */
         for (int j = 0; j < MX_BLOCK; j++) out[j] = kv_fp4[codes[j]] * d;
     }
     return KVQ_OK;

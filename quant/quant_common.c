@@ -137,8 +137,9 @@ void kvq_fp_lut_init(kvq_fp_lut *l, const kvq_fpfmt *f, kvq_tie t)
     for (unsigned i = 0; i + 1 < l->n; i++) {
         l->mid[i] = (l->mag[i] + l->mag[i + 1]) * 0.5f; /* exact: few significant bits */
         l->up_at_tie[i] = round_code_d(f, (double)l->mid[i], t) == i + 1;
+        l->thr[i] = l->up_at_tie[i] ? nextafterf(l->mid[i], 0.0f) : l->mid[i];
     }
-    for (unsigned i = l->n ? l->n - 1 : 0; i < KVQ_FP_MAX_LEVELS; i++) l->mid[i] = INFINITY;
+    for (unsigned i = l->n ? l->n - 1 : 0; i < KVQ_FP_MAX_LEVELS; i++) l->mid[i] = l->thr[i] = INFINITY;
 }
 
 /* ---- scale formats ------------------------------------------------------------- */

@@ -293,6 +293,8 @@ typedef struct kvq_fp_lut {
     float    mag[KVQ_FP_MAX_LEVELS];     /* value of each magnitude code    */
     float    mid[KVQ_FP_MAX_LEVELS];     /* mid[i] between mag[i], mag[i+1] */
     uint8_t  up_at_tie[KVQ_FP_MAX_LEVELS]; /* 1: a tie at mid[i] rounds up  */
+    float    thr[KVQ_FP_MAX_LEVELS];     /* a > thr[i] ⟺ code > i: mid[i], or
+                                            the float below it when ties go up */
 } kvq_fp_lut;
 
 void kvq_fp_lut_init(kvq_fp_lut *l, const kvq_fpfmt *f, kvq_tie t);
@@ -301,7 +303,7 @@ void kvq_fp_lut_init(kvq_fp_lut *l, const kvq_fpfmt *f, kvq_tie t);
 static inline unsigned kvq_fp_lut_code(const kvq_fp_lut *l, float a)
 {
     unsigned c = 0;
-    for (unsigned i = 0; i + 1 < l->n; i++) c += (a > l->mid[i]) | ((a == l->mid[i]) & l->up_at_tie[i]);
+    for (unsigned i = 0; i + 1 < l->n; i++) c += a > l->thr[i];
     return c;
 }
 
@@ -310,7 +312,7 @@ static inline unsigned kvq_fp_lut_code(const kvq_fp_lut *l, float a)
 static inline unsigned kvq_fp_lut_code8(const kvq_fp_lut *l, float a)
 {
     unsigned c = 0;
-    for (unsigned i = 0; i < 7; i++) c += (a > l->mid[i]) | ((a == l->mid[i]) & l->up_at_tie[i]);
+    for (unsigned i = 0; i < 7; i++) c += a > l->thr[i];
     return c;
 }
 
