@@ -180,6 +180,47 @@ static double seconds_since(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
 }
 
+#define KSTAT_BLOCK 32    /* channels per block in the printed outlier counts */
+#define KSTAT_OUTLIER 2.0 /* a pair counts as an outlier above this × the head's median key */
+#define KSTAT_MAX_BLOCKS 64
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One line per layer and KV head: the pair keys K-sort orders by and
+ * where their outliers sit among the 32-channel blocks before sorting. */
+static void print_key_stats(const kvq_model *m, const kvq_ksort_opts *ks)
+{
+    const kvq_model_config *c = kvq_model_config_get(m);
+    int half = c->head_size / 2, nblk = (c->head_size + KSTAT_BLOCK - 1) / KSTAT_BLOCK;
+    double *k = malloc(sizeof(double) * (size_t)(c->n_kv_heads * half)), *srt = malloc(sizeof(double) * (size_t)half);
+    for (int l = 0; k && srt && nblk <= KSTAT_MAX_BLOCKS && l < c->n_layers; l++) {
+        if (kvq_ksort_pair_keys(m, l, ks->key, ks->calib, k)) break;
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            const double *kg = k + g * half;
+            memcpy(srt, kg, sizeof(double) * (size_t)half);
+            qsort(srt, (size_t)half, sizeof *srt, cmp_double);
+            double med = srt[half / 2];
+            int cnt[KSTAT_MAX_BLOCKS] = {0}, n_out = 0;
+            for (int j = 0; j < half; j++)
+                if (kg[j] > KSTAT_OUTLIER * med) {
+                    n_out++;
+                    cnt[(c->rope == KVQ_ROPE_ADJACENT ? 2 * j : j) / KSTAT_BLOCK]++;
+                }
+            printf("layer %d head %d: pair |K| max %.3f median %.3f min %.3f (max/median %.2f); %d pairs > %gx median,"
+                   " per %d-channel block:", l, g, srt[half - 1], med, srt[0], med > 0 ? srt[half - 1] / med : 0.0,
+                   n_out, KSTAT_OUTLIER, KSTAT_BLOCK);
+            for (int b = 0; b < nblk; b++) printf(" %d", cnt[b]);
+            printf("\n");
+        }
+    }
+    free(k);
+    free(srt);
+}
+
 /* Replaces *m by its rearranged copy; calibration inputs are captured
  * again on it, since reordered FFN/V channels reorder O and DOWN inputs. */
 static int rearrange(args *a, kvq_model **m, kvq_calib **cal)
@@ -188,6 +229,7 @@ static int rearrange(args *a, kvq_model **m, kvq_calib **cal)
     kvq_model *s = NULL;
     kvq_err e = kvq_model_ksort(*m, &a->ks, &s);
     if (e) return cli_error("quantize", e);
+    if (a->ks.qk) print_key_stats(*m, &a->ks);
     printf("rearranged channels:%s%s%s\n", a->ks.qk ? " K-sort by " : "",
            a->ks.qk ? (a->ks.key == KVQ_KSORT_CALIB ? "calibration K" : "W_k row norms") : "",
            a->ks.inputs ? " + FFN hidden and V channels" : "");
