@@ -96,14 +96,18 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBKVQ)
 # Tests run from the project root so ../shared/data resolves; KVQ_BIN/QCX_BIN
 # point the CLI tests at this build's binaries.
 test: all $(TEST_BIN)
-	$(Q)fail=0; \
+	$(Q)pass=0; fail=0; failed=; \
 	for t in $(TEST_BIN); do \
-	  echo "== $$t"; $$t || fail=1; \
+	  echo "== $$t"; if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$t"; fi; \
 	done; \
 	for s in $(sort $(wildcard tests/cli/*.sh)); do \
-	  echo "== $$s"; KVQ_BIN=$(abspath $(KVQ)) QCX_BIN=$(abspath $(QCX)) bash $$s || fail=1; \
+	  echo "== $$s"; \
+	  if KVQ_BIN=$(abspath $(KVQ)) QCX_BIN=$(abspath $(QCX)) bash $$s; then pass=$$((pass+1)); \
+	  else fail=$$((fail+1)); failed="$$failed $$s"; fi; \
 	done; \
-	if [ $$fail -ne 0 ]; then echo "make test: FAILED"; exit 1; fi; echo "make test: all passed"
+	[ $$fail -eq 0 ] || echo "failed suites:$$failed"; \
+	echo "suites: $$pass passed, $$fail failed"; \
+	[ $$fail -eq 0 ]
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \
