@@ -352,14 +352,15 @@ static unsigned see_index(uint32_t n, uint32_t sum)
     return nb * QCX_SEE_SB + sb;
 }
 
-void qcx_ctx_encode_escape(const qcx_ctx *c, qcx_small *const *see, qcx_enc *e)
+void qcx_ctx_encode_escape(qcx_ctx *c, qcx_small *const *see, qcx_enc *e)
 {
     if (c->n) qcx_small_encode(see[see_index(c->n, c->sum)], e, 1);
+    c->hint = QCX_CTX_ABSENT;
 }
 
-int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e,
-                   uint32_t s)
+int qcx_ctx_encode(qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e, uint32_t s)
 {
+    c->hint = QCX_CTX_ABSENT;
     if (c->n == 0) return 0;
     /* the escape decision first, from the list's raw shape (O(1)); the
      * excluded totals are needed only when the symbol is in the list */
@@ -370,6 +371,7 @@ int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, q
         qcx_small_encode(m, e, 1);
         return 0;
     }
+    c->hint = i;
     qcx_small_encode(m, e, 0);
     uint32_t sum, n, cum = 0;
     ctx_totals(c, x, &sum, &n);
@@ -379,9 +381,9 @@ int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, q
     return 1;
 }
 
-int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d,
-                   uint32_t *s)
+int qcx_ctx_decode(qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d, uint32_t *s)
 {
+    c->hint = QCX_CTX_ABSENT;
     if (c->n == 0) return 0;
     unsigned esc;
     qcx_small_decode(see[see_index(c->n, c->sum)], d, &esc);
@@ -395,6 +397,7 @@ int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, q
         if (cum + c->cnt[i] > t) {
             qcx_dec_code(d, cum, c->cnt[i], sum);
             *s = c->key[i];
+            c->hint = i;
             return 1;
         }
         cum += c->cnt[i];
@@ -404,8 +407,16 @@ int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, q
 
 kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s)
 {
-    uint32_t i = 0;
-    while (i < c->n && c->key[i] != s) i++;
+    /* the coder's hint saves the search: the position it coded s at, or
+     * "absent" after an escape; anything else is searched */
+    uint32_t i = c->hint;
+    c->hint = QCX_CTX_UNKNOWN;
+    if (i == QCX_CTX_ABSENT) {
+        i = c->n;
+    } else if (i >= c->n || c->key[i] != s) {
+        i = 0;
+        while (i < c->n && c->key[i] != s) i++;
+    }
     if (i == c->n) {
         if (c->n == CTX_MAX_SYMS) return KVQ_OK; /* full: stays an escape */
         if (c->n == c->cap) {

@@ -91,7 +91,10 @@ typedef struct qcx_ctx {
     uint32_t *key;
     uint16_t *cnt;
     uint32_t n, cap, sum;
+    uint32_t hint;            /* set by encode/decode for the next update */
 } qcx_ctx;
+#define QCX_CTX_ABSENT  0xFFFFFFFFu /* hint: the symbol is not in the list */
+#define QCX_CTX_UNKNOWN 0xFFFFFFFEu /* hint: search                        */
 /* Exclusion set: the symbols of the contexts that escaped, as stamps in an
  * array indexed by a dense symbol id (level base + index). */
 typedef struct qcx_excl {
@@ -110,14 +113,12 @@ void qcx_excl_add(qcx_excl *x, const qcx_ctx *c);
 #define QCX_SEE_N  (QCX_SEE_NB * QCX_SEE_SB)
 /* Codes s in c, skipping symbols in x (x may be NULL); returns 1 if coded,
  * 0 if an escape was coded (or nothing was left to code). */
-int qcx_ctx_encode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e,
-                   uint32_t s);
+int qcx_ctx_encode(qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e, uint32_t s);
 /* Codes an escape from c for a symbol known to be absent (no list scan). */
-void qcx_ctx_encode_escape(const qcx_ctx *c, qcx_small *const *see, qcx_enc *e);
+void qcx_ctx_encode_escape(qcx_ctx *c, qcx_small *const *see, qcx_enc *e);
 /* Decodes: returns 1 and *s, 0 for an escape, -1 for an impossible
  * "hit" (every listed symbol excluded: corrupt input). */
-int qcx_ctx_decode(const qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d,
-                   uint32_t *s);
+int qcx_ctx_decode(qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d, uint32_t *s);
 kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s);
 void qcx_ctx_free(qcx_ctx *c);
 
