@@ -98,11 +98,12 @@ static double cand_scale(fp_search s, const kvq_fpfmt *f, double M, int i)
     return exp2((double)f->bias - b);
 }
 
-/* The stored form of a scale: f32 per row, f16 per group (finite, > 0). */
-static float store_scale(double s, int as_f16)
+/* The stored form of a scale: f32 per row, f16 per group; kept in
+ * [FLT_MIN, FLT_MAX/maxval] so 1/s and maxval·s stay finite. */
+static float store_scale(double s, int as_f16, float maxval)
 {
-    float f = (float)s;
-    if (!(f > 0.0f) || !isfinite(f)) f = f > 0.0f ? FLT_MAX : FLT_MIN;
+    float f = (float)s, hi = FLT_MAX / maxval;
+    f = !(f >= FLT_MIN) ? FLT_MIN : !(f <= hi) ? hi : f;
     if (as_f16) {
         f = kvq_f16_to_f32(kvq_f32_to_f16(f));
         if (!(f > 0.0f)) f = kvq_f16_to_f32(1); /* smallest f16 subnormal */
@@ -119,7 +120,7 @@ static float search_span(const fp_state *st, const kvq_fp_lut *l, const fp_obj *
     double diag[FP_GAMMA_N];
     float sc[FP_GAMMA_N];
     for (int i = 0; i < n; i++) {
-        sc[i] = store_scale(cand_scale(st->search, l->f, M, i), f16);
+        sc[i] = store_scale(cand_scale(st->search, l->f, M, i), f16, l->mag[l->n - 1]);
         fp_quant_span(l, x, len, sc[i], NULL, d);
         for (int64_t j = 0; j < len; j++) d[j] = x[j] - d[j];
         diag[i] = obj_diag(o, d, len);
@@ -237,7 +238,8 @@ static double fp_encode_fmt(const fp_state *s, const kvq_fpfmt *f, const float *
             int64_t len = L->cols - c0 < L->span ? L->cols - c0 : L->span;
             fp_obj o = {have_h ? s->H : NULL, L->cols, c0, have_h && !s->gran_group};
             double M = (double)kvq_absmax(xr + c0, (size_t)len), e = 0.0;
-            float sc = M > 0 ? search_span(s, &lut, &o, xr + c0, len, M, d, &e) : store_scale(1.0, s->gran_group);
+            float sc = M > 0 ? search_span(s, &lut, &o, xr + c0, len, M, d, &e)
+                             : store_scale(1.0, s->gran_group, lut.mag[lut.n - 1]);
             total += e;
             fp_quant_span(&lut, xr + c0, len, sc, codes + c0, q);
             if (!row) continue;

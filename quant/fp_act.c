@@ -153,7 +153,7 @@ static kvq_err finalize(fpa_state *s)
     for (int i = 0; i < FPA_GAMMA_N; i++) {
         double rho = (FPA_GAMMA_LO + FPA_GAMMA_SPAN * i / FPA_GAMMA_N) * rho0;
         float sc = (float)exp2((double)f->bias - rho);
-        if (!(sc > 0.0f) || !isfinite(sc)) continue;
+        if (!(sc >= FLT_MIN) || !(sc <= FLT_MAX / kvq_fp_maxval(f))) continue; /* 1/s, maxval·s finite */
         double e = act_err(s, &l, sc, tmp, tmp + s->n);
         if (e < best) best = e, s->s = sc;
     }

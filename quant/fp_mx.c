@@ -182,7 +182,8 @@ static kvq_err nv_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     size_t nb = (need - NV_HDR) / NV_BYTES;
     float amax = kvq_absmax(x, nb * NV_BLOCK);
     float g = s->tscale && amax > 0.0f ? amax / (NV_E4M3_MAX * NV_E2M1_MAX) : 1.0f;
-    if (!(g > 0.0f)) g = 1.0f; /* amax so small that g underflows: keep one level */
+    if (!(g >= FLT_MIN)) g = 1.0f; /* amax so small that g underflows: ggml's blocks alone */
+    while (!isfinite(g * NV_E4M3_MAX * NV_E2M1_MAX)) g = nextafterf(g, 0.0f); /* decode stays finite */
     uint8_t *out = dst;
     memcpy(out, &g, 4);
     for (size_t b = 0; b < nb; b++) nv_encode_block(x + b * NV_BLOCK, 1.0f / g, out + NV_HDR + b * NV_BYTES);
