@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench_qcx.sh — qcx against xz -9e, zstd -19, brotli -q 11 and bzip2 -9 (issue 8).
 #
-#   scripts/bench_qcx.sh [-j N] [-o REPORT.md] [--no-fetch] [--modes]
+#   scripts/bench_qcx.sh [-j N] [-o REPORT.md] [--no-fetch] [--modes] [--report-only]
 #
 # Inputs: every file of ../shared/data/corpus/ (or $KVQ_DATA/corpus) and
 # ≥ 10 MB of English text from Debian packages (dict-gcide's dictionary,
@@ -12,6 +12,7 @@
 # comparison of the round trip (any mismatch is reported and fails the run).
 # --modes adds qcx's tiling A/B (fib, p5, none, allpos) on the text files.
 # -j N runs N files at once (each measurement stays single-threaded).
+# --report-only rewrites the report from the rows of the last run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ JOBS=1
 REPORT=docs/results/quasicryth.md
 FETCH=1
 MODES=0
+REPORT_ONLY=0
 CMDLINE="scripts/bench_qcx.sh $*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -26,7 +28,8 @@ while [ $# -gt 0 ]; do
     -o) REPORT=$2; shift 2 ;;
     --no-fetch) FETCH=0; shift ;;
     --modes) MODES=1; shift ;;
-    *) echo "usage: $0 [-j N] [-o REPORT.md] [--no-fetch] [--modes]" >&2; exit 2 ;;
+    --report-only) REPORT_ONLY=1; FETCH=0; shift ;;
+    *) echo "usage: $0 [-j N] [-o REPORT.md] [--no-fetch] [--modes] [--report-only]" >&2; exit 2 ;;
     esac
 done
 
@@ -96,7 +99,9 @@ export -f measure bench_file now
 export QCX BENCH_DIR MODES
 
 ROWS=$BENCH_DIR/rows.tsv
-printf '%s\n' "${FILES[@]}" | xargs -P "$JOBS" -I{} bash -c 'bench_file "$1"' _ {} > "$ROWS"
+if [ $REPORT_ONLY -eq 0 ]; then
+    printf '%s\n' "${FILES[@]}" | xargs -P "$JOBS" -I{} bash -c 'bench_file "$1"' _ {} > "$ROWS"
+fi
 
 # ---- report -------------------------------------------------------------------------
 {
