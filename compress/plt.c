@@ -192,24 +192,22 @@ static kvq_err encode_rans(const words_job *j, kvq_rans_table *tab, kvq_buf *out
     return e;
 }
 
-/* zstd backend: H symbols as bytes (f16) or u16 LE (bf16), then the
- * packed mantissas, compressed as one frame. */
+/* zstd backend: the H symbols as one byte plane (f16) or two (bf16: low
+ * bytes, then high bytes) in one frame; the packed mantissas follow as in the rANS backend (in the same
+ * frame they would share zstd's literal table and hide H's skew). */
 static kvq_err encode_zstd(const words_job *j, int level, kvq_buf *out)
 {
-    size_t hb = j->L.hbits > 8 ? 2 : 1, raw = j->N * hb + packed_bytes(j->N, j->L.mbits);
+    size_t hb = j->L.hbits > 8 ? 2 : 1, raw = j->N * hb;
     size_t cap = ZSTD_compressBound(raw);
     uint8_t *plane = malloc(raw + 1), *z = malloc(cap);
-    uint16_t *m = malloc(j->N * sizeof *m + 1);
     kvq_err e = KVQ_OK;
-    if (!plane || !z || !m) e = KVQ_ERROR(KVQ_ERR_NOMEM, "plt: out of memory for a %zu-byte zstd plane", raw);
+    if (!plane || !z) e = KVQ_ERROR(KVQ_ERR_NOMEM, "plt: out of memory for a %zu-byte zstd plane", raw);
     if (!e) {
         for (size_t i = 0; i < j->N; i++) {
             uint16_t s = h_symbol(j->w, i, j->C, j->L, j->p, j->ref);
-            if (hb == 2) kvq_wr16(plane + 2 * i, s);
-            else plane[i] = (uint8_t)s;
-            m[i] = (uint16_t)(j->w[i] & ((1u << j->L.mbits) - 1));
+            plane[i] = (uint8_t)s; /* bf16: low bytes, then the sign bits as a second byte plane */
+            if (hb == 2) plane[j->N + i] = (uint8_t)(s >> 8);
         }
-        pack_bits(m, j->N, j->L.mbits, plane + j->N * hb);
         size_t zn = ZSTD_compress(z, cap, plane, raw, level);
         if (ZSTD_isError(zn)) e = KVQ_ERROR(KVQ_ERR_IO, "plt: zstd: %s", ZSTD_getErrorName(zn));
         if (!e) e = kvq_leb_put(out, zn);
@@ -217,7 +215,6 @@ static kvq_err encode_zstd(const words_job *j, int level, kvq_buf *out)
     }
     free(plane);
     free(z);
-    free(m);
     return e;
 }
 
@@ -281,8 +278,8 @@ static kvq_err encode_body(words_job *j, plt_backend be, int level, kvq_buf *bod
     if (!e && be == PLT_BACKEND_RANS) {
         e = h_cost(j->w, j->N, j->C, j->L, j->p, ref, tab, counts, &best); /* rebuild the chosen table */
         if (!e) e = encode_rans(j, tab, body);
-        if (!e) e = encode_mantissas(j, body);
     }
+    if (!e) e = encode_mantissas(j, body);
     free(tab);
     free(counts);
     free(ref);
@@ -331,40 +328,35 @@ static void words_from_fields(const words_job *j, const uint16_t *sym, const uin
 
 static kvq_err decode_body(kvq_rd *r, const words_job *j, plt_backend be, uint16_t *sym, uint16_t *m, uint16_t *w)
 {
-    size_t mb = packed_bytes(j->N, j->L.mbits);
+    size_t mb = packed_bytes(j->N, j->L.mbits), hb = j->L.hbits > 8 ? 2 : 1;
     uint64_t len;
+    const uint8_t *s = NULL, *mp = NULL;
     if (be == PLT_BACKEND_RANS) {
         kvq_rans_table *tab = malloc(sizeof *tab);
         KVQ_FAIL_IF(!tab, KVQ_ERR_NOMEM, "plt: out of memory for a table");
-        const uint8_t *s = NULL, *mp = NULL;
         kvq_err e = kvq_rans_table_read(tab, 1u << j->L.hbits, r);
         if (!e) e = kvq_leb_get(r, &len);
         if (!e) e = kvq_rd_bytes(r, (size_t)len, &s);
         if (!e) e = kvq_rans_decode(tab, s, (size_t)len, sym, j->N);
         free(tab);
         KVQ_TRY(e);
-        KVQ_FAIL_IF(r->n - r->off != mb, KVQ_ERR_CORRUPT, "plt: %zu mantissa bytes, expected %zu", r->n - r->off, mb);
-        KVQ_TRY(kvq_rd_bytes(r, mb, &mp));
-        unpack_bits(mp, j->N, j->L.mbits, m);
     } else {
-        size_t hb = j->L.hbits > 8 ? 2 : 1, raw = j->N * hb + mb;
-        const uint8_t *z;
         KVQ_TRY(kvq_leb_get(r, &len));
-        KVQ_FAIL_IF(len != r->n - r->off, KVQ_ERR_CORRUPT, "plt: zstd frame of %llu bytes, %zu remain",
-                    (unsigned long long)len, r->n - r->off);
-        KVQ_TRY(kvq_rd_bytes(r, (size_t)len, &z));
-        uint8_t *plane = malloc(raw + 1);
-        KVQ_FAIL_IF(!plane, KVQ_ERR_NOMEM, "plt: out of memory for a %zu-byte plane", raw);
-        size_t got = ZSTD_decompress(plane, raw + 1, z, (size_t)len);
-        if (ZSTD_isError(got) || got != raw) {
+        KVQ_TRY(kvq_rd_bytes(r, (size_t)len, &s));
+        uint8_t *plane = malloc(j->N * hb + 1);
+        KVQ_FAIL_IF(!plane, KVQ_ERR_NOMEM, "plt: out of memory for a %zu-byte plane", j->N * hb);
+        size_t got = ZSTD_decompress(plane, j->N * hb + 1, s, (size_t)len);
+        if (ZSTD_isError(got) || got != j->N * hb) {
             free(plane);
             return KVQ_ERROR(KVQ_ERR_CORRUPT, "plt: zstd frame decodes to %s, expected %zu bytes",
-                             ZSTD_isError(got) ? ZSTD_getErrorName(got) : "a different size", raw);
+                             ZSTD_isError(got) ? ZSTD_getErrorName(got) : "a different size", j->N * hb);
         }
-        for (size_t i = 0; i < j->N; i++) sym[i] = hb == 2 ? kvq_rd16(plane + 2 * i) : plane[i];
-        unpack_bits(plane + j->N * hb, j->N, j->L.mbits, m);
+        for (size_t i = 0; i < j->N; i++) sym[i] = (uint16_t)(plane[i] | (hb == 2 ? plane[j->N + i] << 8 : 0));
         free(plane);
     }
+    KVQ_FAIL_IF(r->n - r->off != mb, KVQ_ERR_CORRUPT, "plt: %zu mantissa bytes, expected %zu", r->n - r->off, mb);
+    KVQ_TRY(kvq_rd_bytes(r, mb, &mp));
+    unpack_bits(mp, j->N, j->L.mbits, m);
     for (size_t i = 0; i < j->N; i++)
         KVQ_FAIL_IF(sym[i] >> j->L.hbits, KVQ_ERR_CORRUPT, "plt: H symbol %u at %zu outside %u bits", sym[i], i,
                     j->L.hbits);
