@@ -2,7 +2,8 @@
  * test_calib.c — calibration plumbing (libkvq/calib.c): the captured rows
  * are exactly the decoder's linear inputs (same bytes as a capture hook
  * sees), pieces restart at position 0 with BOS, the token cap holds,
- * weight names map onto the right inputs, and bad calls are errors.
+ * weight names map onto the right inputs, bad calls are errors, and the
+ * quantize driver hands the rows to codecs that learn from them.
  * Uses the random fixture model of decoder_fixture.h (no data needed).
  */
 #include <setjmp.h>
@@ -152,12 +153,50 @@ static void test_errors(void **state)
     fx_free(&fx);
 }
 
+/* The quantize driver feeds calibration to codecs with calibrate(): the
+ * layer-output search of fp picks other scales than its weight-error
+ * search, and a codec that needs calibration fails without it. */
+static void test_quantize_with_calib(void **state)
+{
+    (void)state;
+    fx_model fx;
+    assert_int_equal(fx_make(&fx, 0, 21), KVQ_OK);
+    int tok[N_TOK];
+    make_tokens(tok);
+    kvq_calib *c = NULL;
+    assert_int_equal(kvq_calib_create(fx.model, tok, N_TOK, 0, 1, &c), KVQ_OK);
+    kvq_quant_opts o;
+    memset(&o, 0, sizeof o);
+    o.spec = "fp";
+    kvq_model *plain = NULL, *cal = NULL;
+    assert_int_equal(kvq_model_quantize(fx.model, &o, &plain, NULL), KVQ_OK);
+    o.calib = c;
+    assert_int_equal(kvq_model_quantize(fx.model, &o, &cal, NULL), KVQ_OK);
+    const kvq_weight *a = kvq_model_weight(plain, "blk.0.ffn_down.weight"), *b = kvq_model_weight(cal, "blk.0.ffn_down.weight");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(a->size, b->size);
+    assert_memory_not_equal(a->data, b->data, a->size);
+    kvq_model_free(plain);
+    kvq_model_free(cal);
+    kvq_model *q = NULL;
+    kvq_quant_stat *st = NULL;
+    o.spec = "fpa";
+    o.calib = NULL;
+    assert_int_equal(kvq_model_quantize(fx.model, &o, &q, &st), KVQ_ERR_ARG);
+    assert_non_null(strstr(kvq_last_error_detail(), "needs calibration"));
+    assert_null(q);
+    kvq_calib_free(c);
+    fx_free(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows_equal_capture),
         cmocka_unit_test(test_weight_slots),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_quantize_with_calib),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -172,6 +172,15 @@ static void test_datafree_search(void **state)
             if (e < best) best = e, ba = 0.2 + i * 0.001;
         }
         print_message("[  INFO    ] %s: a* = %.4f (golden), %.4f (dense grid)\n", dist ? "laplace" : "gauss", a, ba);
+        /* unimodal on [0.2, 1]: on a 0.05 grid the error falls, then rises */
+        int turns = 0;
+        double prev = dense_err(x, R * C, 0.2), slope = -1;
+        for (double g = 0.25; g <= 1.0001; g += 0.05) {
+            double e = dense_err(x, R * C, g), sl = e < prev ? -1 : 1;
+            turns += sl != slope;
+            slope = sl, prev = e;
+        }
+        assert_true(turns <= 1);
         assert_true(a < 1.0);
         assert_true(dense_err(x, R * C, a) <= best * (1 + 1e-3));
         assert_true(dense_err(x, R * C, a) < dense_err(x, R * C, 1.0));
