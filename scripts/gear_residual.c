@@ -100,7 +100,7 @@ int main(int argc, char **argv)
             }
         }
         double values = (double)c->n_layers * CTX * dims[1] * dims[2];
-        printf("%s pages (%d layers x %d pages of [%d][%d][%d]):\n", side ? "V" : "K", c->n_layers, CTX / PAGE, PAGE,
+        printf("%s pages (%d layers x %d pages of [%d][%d][%d]):\n\n", side ? "V" : "K", c->n_layers, CTX / PAGE, PAGE,
                (int)dims[1], (int)dims[2]);
         printf("| codec | rel. error | residual energy removed | isotropic r/min(T,d) | payload bits/value |\n");
         printf("|---|---:|---:|---:|---:|\n");
