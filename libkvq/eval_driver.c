@@ -100,8 +100,8 @@ static kvq_err plan_chunks(kvq_eval_base *b, const kvq_model_config *c, size_t n
     KVQ_FAIL_IF(ctx < MIN_CTX || ctx > c->seq_len, KVQ_ERR_ARG,
                 "eval: context %d outside [%d, %d] (the model's seq_len)", ctx, MIN_CTX, c->seq_len);
     size_t chunks = n / (size_t)ctx;
-    KVQ_FAIL_IF(chunks == 0, KVQ_ERR_ARG, "eval: the text gives %zu tokens, which do not fill one chunk of %d (use a smaller ctx)",
-                n, ctx);
+    KVQ_FAIL_IF(chunks == 0, KVQ_ERR_ARG,
+                "eval: the text gives %zu tokens, which do not fill one chunk of %d (use a smaller ctx)", n, ctx);
     if (o->max_chunks > 0 && chunks > (size_t)o->max_chunks) chunks = (size_t)o->max_chunks;
     KVQ_FAIL_IF(chunks > INT32_MAX / (size_t)ctx, KVQ_ERR_ARG, "eval: %zu chunks is too many", chunks);
     b->ctx = ctx;
