@@ -127,12 +127,17 @@ static int parse_item(report_config *c, const char *key, size_t klen, const char
     else if (key_is(key, klen, "depth")) bad = set_str(&c->depth, v, vlen);
     else if (key_is(key, klen, "label")) snprintf(c->label, sizeof c->label, "%.*s", (int)vlen, v);
     else if (key_is(key, klen, "tensor")) {
-        if (c->n_tensor == REPORT_MAX_RULES) return snprintf(err, cap, "more than %d tensor rules", REPORT_MAX_RULES), -1;
+        if (c->n_tensor == REPORT_MAX_RULES)
+            return snprintf(err, cap, "more than %d tensor rules", REPORT_MAX_RULES), -1;
         if (!memchr(v, '=', vlen)) return snprintf(err, cap, "tensor rule '%.*s' is not REGEX=SPEC", (int)vlen, v), -1;
         bad = set_str(&c->tensor[c->n_tensor], v, vlen);
         if (!bad) c->n_tensor++;
     } else
-        return snprintf(err, cap, "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label, calib, calib_tokens, depth, keep, ksort, wsort)", (int)klen, key), -1;
+        return snprintf(err, cap,
+                        "unknown key '%.*s' (w, tensor, act, kv, k, v, window, page, label, calib, "
+                        "calib_tokens, depth, keep, ksort, wsort)",
+                        (int)klen, key),
+               -1;
     if (bad) return snprintf(err, cap, "out of memory"), -1;
     return 0;
 }
@@ -144,7 +149,8 @@ static int check_spec(const char *what, const char *spec, unsigned domain, char 
     if (!spec) return 0;
     kvq_err e = kvq_spec_parse(spec, &codec, &params);
     if (e) return snprintf(err, cap, "%s '%s': %s: %s", what, spec, kvq_strerror(e), kvq_last_error_detail()), -1;
-    if (!(codec->domain & domain)) return snprintf(err, cap, "%s '%s': codec %s does not serve this domain", what, spec, codec->name), -1;
+    if (!(codec->domain & domain))
+        return snprintf(err, cap, "%s '%s': codec %s does not serve this domain", what, spec, codec->name), -1;
     return 0;
 }
 
@@ -433,7 +439,10 @@ void report_json(report_buf *b, const report_meta *m, const report_row *rows, si
     json_key_str(b, "path", m->text_path, 0);
     json_key_num(b, "tokens", r0 ? (double)r0->n_text_tokens : 0, 1);
     rb_printf(b, "},\n  \"eval\": {");
-    json_key_str(b, "mode", "chunked (llama-perplexity): BOS starts each chunk, tokens appended to the cache one at a time, second half scored", 0);
+    json_key_str(b, "mode",
+                 "chunked (llama-perplexity): BOS starts each chunk, tokens appended to the cache one at a time, "
+                 "second half scored",
+                 0);
     json_key_str(b, "kl", "exact, full softmax, f32 base logits", 0);
     json_key_num(b, "ctx", r0 ? r0->ctx : 0, 0);
     json_key_num(b, "chunks", r0 ? r0->n_chunks : 0, 0);
@@ -473,15 +482,18 @@ void report_markdown(report_buf *b, const report_meta *m, const report_row *rows
     rb_printf(b, "- every run is teacher-forced on the same tokens as the f32 model; KL divergence is exact\n"
                  "  (full softmax, f32 base logits); chunks start empty with BOS, second half scored\n"
                  "  (llama-perplexity); sizes are measured bytes\n\n");
-    rb_printf(b, "| config | bits/weight | KV bits/value | KV vs f16 | act bits/value | PPL | ln(PPL(Q)/PPL(base)) | mean KLD | "
+    rb_printf(b, "| config | bits/weight | KV bits/value | KV vs f16 | act bits/value | PPL | ln(PPL(Q)/PPL(base)) | "
+                 "mean KLD | "
                  "median KLD | 99%% KLD | max KLD | same top | RMS Δp | Pareto |\n");
     rb_printf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n");
     for (size_t i = 0; i < n; i++) {
         const kvq_eval_result *r = &rows[i].res;
         const kvq_eval_summary *s = &r->s;
-        rb_printf(b, "| `%s` | %.3f | %.3f | %.2fx | %.3f | %.4f ± %.4f | %.5f ± %.5f | %.6f ± %.6f | %.6f | %.6f | %.6f "
+        rb_printf(b, "| `%s` | %.3f | %.3f | %.2fx | %.3f | %.4f ± %.4f | %.5f ± %.5f | %.6f ± %.6f | %.6f | %.6f "
+                     "| %.6f "
                      "| %.2f%% | %.3f%% | %s |\n",
-                  rows[i].cfg.label, r->bpw_q, r->kv_bits_per_value, r->kv_ratio_f16, r->act_bits_per_value, s->ppl_q, s->ppl_q_unc,
+                  rows[i].cfg.label, r->bpw_q, r->kv_bits_per_value, r->kv_ratio_f16, r->act_bits_per_value, s->ppl_q,
+                  s->ppl_q_unc,
                   s->ln_ratio, s->ln_ratio_unc, s->kld_mean, s->kld_unc, s->kld_pct[5], s->kld_pct[2], s->kld_pct[0],
                   100.0 * s->same_top, 100.0 * s->dp_rms, rows[i].pareto ? "yes" : "");
     }
@@ -704,7 +716,8 @@ void report_svg(report_buf *b, const report_meta *m, const report_row *rows, siz
     svg_text(b, SVG_W / 2, 44, "middle", 11,
              "frontiers: red = weights (x = bits/weight), green = KV cache (x = KV bits/value), "
              "purple = activations (x = codec bits/value)");
-    svg_text(b, SVG_W / 2, 57, "middle", 11, "blue: dominated; white: KL = 0, drawn at the axis floor; bars: ± 1 s.e.");
+    svg_text(b, SVG_W / 2, 57, "middle", 11,
+             "blue: dominated; white: KL = 0, drawn at the axis floor; bars: ± 1 s.e.");
     svg_axes(b, &p);
     svg_points(b, &p, rows, n);
     rb_printf(b, "</svg>\n");
