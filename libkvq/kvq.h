@@ -688,12 +688,13 @@ KVQ_API kvq_err kvq_transform_hadamard(kvq_decoder *d);
  *
  * Mapping onto Hugging Face transformers (Cache.update):
  *     def update(self, key_states, value_states, layer_idx, cache_kwargs):
- *         # key_states: [batch=1, H_kv, q_len, d]  ->  transpose to
- *         # [q_len, H_kv, d] (contiguous f32), then
- *         kvq_cache_append(c, layer_idx, k, v, q_len)
+ *         # key_states: [batch=1, H_kv, q_len, d] (post-RoPE)
+ *         k = key_states[0].permute(1, 0, 2).contiguous().float()
+ *         v = value_states[0].permute(1, 0, 2).contiguous().float()
+ *         kvq_cache_append(c, layer_idx, k, v, q_len)     # [q_len, H_kv, d]
  *         n = kvq_cache_len(c, layer_idx)
  *         kvq_cache_read(c, layer_idx, 0, n, k_all, v_all)  # [n, H_kv, d]
- *         return k_all.T(1,0,2)[None], v_all.T(1,0,2)[None]  # full K, V
+ *         return k_all.permute(1, 0, 2)[None], v_all.permute(1, 0, 2)[None]
  *     get_seq_length(layer_idx) -> kvq_cache_len(c, layer_idx)
  *     crop(max_len)             -> kvq_cache_truncate(c, l, max_len) per layer
  *     reset()                   -> kvq_cache_clear(c)
