@@ -26,12 +26,13 @@
  * authors computed with the plain recurrence).
  *
  * State: per layer a conv window of the last K−1 xBC inputs and the SSM
- * state h [nheads][headdim][d_state], both f32 while a chunk runs.  When
- * the cache configuration names an SSM-state codec (cache_cfg->k_spec
- * naming a codec that serves KVQ_DOMAIN_SSM), h is stored encoded by it
- * between chunks (encoded after each chunk, decoded before the next): the
- * stored bytes are what kvq_decoder_ssm_state_bytes() reports, and the
- * arithmetic sees the codec's error, as Quamba2's int8 state cache does.
+ * state h [nheads][headdim][d_state].  When the cache configuration names
+ * an SSM-state codec (cache_cfg->k_spec naming a codec that serves
+ * KVQ_DOMAIN_SSM), h is held encoded by it: every token takes the
+ * recurrence and the state is encoded and decoded back after each one
+ * (as a decoder keeping an int8 state cache does, even inside a
+ * teacher-forced chunk); the stored bytes are what
+ * kvq_decoder_ssm_state_bytes() reports.
  *
  * Activation hooks: in_proj input = KVQ_LIN_QKV, out_proj input =
  * KVQ_LIN_O, classifier input = KVQ_LIN_CLS (flat rows); the SSM input x
@@ -62,7 +63,7 @@ typedef struct m2_layer {
     dec_mat out_proj;          /* (dim, d_inner)                                 */
     float *conv_state;         /* (K−1, conv_dim) last xBC inputs, oldest first  */
     float *h;                  /* (nheads, headdim, d_state) SSM state           */
-    void *h_enc;               /* encoded h between chunks (state codec)         */
+    void *h_enc;               /* encoded h (state codec), h_enc_n bytes         */
     size_t h_enc_n;
 } m2_layer;
 
@@ -327,6 +328,27 @@ static kvq_err ssm_hooks(kvq_decoder *d, int l, int nb)
     return ssm_hook(d, l, KVQ_LIN_SSM_C, mb->xbc, nb, mb->d_inner + gs, 3, bd);
 }
 
+/* The recurrence for head h at token t of the chunk (rows t of xbc, dt, y). */
+static void ssd_step(kvq_mamba2 *mb, m2_layer *L, int h, int t)
+{
+    int P = mb->head_dim, N = mb->d_state, H = mb->n_heads;
+    int g = h / (H / mb->n_groups);
+    const float *row = mb->xbc + (size_t)t * (size_t)mb->conv_dim;
+    const float *x = row + (size_t)h * (size_t)P, *B = row + mb->d_inner + (size_t)g * (size_t)N;
+    const float *C = row + mb->d_inner + (size_t)(mb->n_groups + g) * (size_t)N;
+    float *hs = L->h + (size_t)h * (size_t)P * (size_t)N, D = L->D[h];
+    float dt = mb->dt[(size_t)t * (size_t)H + (size_t)h], dA = expf(dt * L->A[h]);
+    float *y = mb->y + (size_t)t * (size_t)mb->d_inner + (size_t)h * (size_t)P;
+    for (int p = 0; p < P; p++) {
+        float *hp = hs + (size_t)p * (size_t)N, acc = 0.0f, dx = dt * x[p];
+        for (int n = 0; n < N; n++) {
+            hp[n] = hp[n] * dA + dx * B[n];
+            acc += hp[n] * C[n];
+        }
+        y[p] = acc + D * x[p];
+    }
+}
+
 /* One head of the SSD scan over nb tokens: the recurrence for nb == 1,
  * the quadratic form inside the chunk otherwise (see the file comment). */
 static void ssd_head(kvq_mamba2 *mb, m2_layer *L, int h, int nb)
@@ -337,17 +359,7 @@ static void ssd_head(kvq_mamba2 *mb, m2_layer *L, int h, int nb)
     size_t coff = (size_t)mb->d_inner + (size_t)mb->n_groups * (size_t)N + (size_t)g * (size_t)N;
     float *hs = L->h + (size_t)h * (size_t)P * (size_t)N, A = L->A[h], D = L->D[h];
     if (nb == 1) {
-        const float *x = mb->xbc + (size_t)h * (size_t)P, *B = mb->xbc + boff, *C = mb->xbc + coff;
-        float dt = mb->dt[h], dA = expf(dt * A);
-        float *y = mb->y + (size_t)h * (size_t)P;
-        for (int p = 0; p < P; p++) {
-            float *hp = hs + (size_t)p * (size_t)N, acc = 0.0f, dx = dt * x[p];
-            for (int n = 0; n < N; n++) {
-                hp[n] = hp[n] * dA + dx * B[n];
-                acc += hp[n] * C[n];
-            }
-            y[p] = acc + D * x[p];
-        }
+        ssd_step(mb, L, h, 0);
         return;
     }
     float run = 0.0f;
@@ -438,8 +450,17 @@ static kvq_err mixer(kvq_decoder *d, int l, int nb)
             mb->dt[(size_t)t * H + h] = softplus(raw + L->dt_bias[h]);
         }
     KVQ_TRY(state_load(mb, L));
-    for (int h = 0; h < mb->n_heads; h++) ssd_head(mb, L, h, nb);
-    KVQ_TRY(state_store(mb, L));
+    if (mb->state_codec) {
+        /* An encoded state is stored after every token, as decoding keeps
+         * it, so a teacher-forced run sees the error generation sees. */
+        for (int t = 0; t < nb; t++) {
+            for (int h = 0; h < mb->n_heads; h++) ssd_step(mb, L, h, t);
+            KVQ_TRY(state_store(mb, L));
+            KVQ_TRY(state_load(mb, L));
+        }
+    } else {
+        for (int h = 0; h < mb->n_heads; h++) ssd_head(mb, L, h, nb);
+    }
     gated_norm(mb, L, nb);
     KVQ_TRY(kvq_dec_act_hook(d, l, KVQ_LIN_O, mb->y, (size_t)mb->d_inner, nb, mb->d_inner));
     KVQ_TRY(kvq_dec_matmul(d, mb->y, (size_t)mb->d_inner, nb, &L->out_proj, d->xb2, W));

@@ -430,12 +430,21 @@ static void test_state_codec(void **state)
     assert_int_equal(kvq_decoder_create(m, &o, &dq), KVQ_OK);
     assert_int_equal(kvq_decoder_create(m, NULL, &df), KVQ_OK);
     double md = 0;
+    float *seq = malloc(sizeof(float) * N_TOK * VOCAB);
     for (int t = 0; t < N_TOK; t++) {
         float *lq, *lf;
         assert_int_equal(kvq_decoder_forward(dq, tok[t], t, &lq), KVQ_OK);
         assert_int_equal(kvq_decoder_forward(df, tok[t], t, &lf), KVQ_OK);
+        memcpy(seq + (size_t)t * VOCAB, lq, sizeof(float) * VOCAB);
         for (int i = 0; i < VOCAB; i++) md = fmax(md, fabs((double)lq[i] - lf[i]));
     }
+    /* a teacher-forced chunk stores the state after every token: the same
+     * logits as decoding one token at a time, bit for bit */
+    float *pre = malloc(sizeof(float) * N_TOK * VOCAB);
+    assert_int_equal(kvq_decoder_forward_seq(dq, tok, N_TOK, 0, pre), KVQ_OK);
+    assert_memory_equal(pre, seq, sizeof(float) * N_TOK * VOCAB);
+    free(pre);
+    free(seq);
     size_t conv = (size_t)(c->conv_kernel - 1) * (size_t)(c->hidden_dim + 2 * c->ssm_groups * c->ssm_state) * 4;
     size_t h8 = (size_t)c->n_heads * (size_t)c->ssm_state * 2 + (size_t)c->hidden_dim * (size_t)c->ssm_state;
     printf("    int8 SSM state: %zu bytes (f32 %zu), max |Δlogit| %.3g over %d decode steps\n",
