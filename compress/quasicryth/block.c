@@ -24,6 +24,7 @@
 #define M_STORED       0
 #define M_AC           1
 #define M_LZMA         2
+#define M_PPM          3            /* order-2 PPM bytes (bytes.c)           */
 #define CB_RAW_FACTOR  16u          /* codebook raw_len ≤ 16 × block + slack */
 #define CB_RAW_SLACK   (1u << 20)
 #define LZ_MIN_LEN     4u           /* shortest LZ77 match the encoder takes */
@@ -81,16 +82,20 @@ static kvq_err put_section(kvq_buf *out, unsigned id, unsigned method, const kvq
     return kvq_buf_put(out, data, n);
 }
 
-/* Section through xz, or stored when xz does not shrink it. */
+/* A spelling section (codebook, escapes) as the smallest of LZMA2, PPM
+ * bytes and stored. */
 static kvq_err put_xz_section(kvq_buf *out, unsigned id, const kvq_buf *raw, int level)
 {
-    kvq_buf z = {0};
+    kvq_buf z = {0}, q = {0};
     kvq_err e = raw->n ? xz_encode(raw->p, raw->n, lzma_preset_for(level), &z) : KVQ_OK;
+    if (e == KVQ_OK && raw->n) e = qcx_bytes_encode(raw->p, raw->n, &q);
     if (e == KVQ_OK) {
-        if (z.n < raw->n) e = put_section(out, id, M_LZMA, raw, z.p, z.n);
+        if (raw->n && q.n < z.n && q.n < raw->n) e = put_section(out, id, M_PPM, raw, q.p, q.n);
+        else if (z.n < raw->n) e = put_section(out, id, M_LZMA, raw, z.p, z.n);
         else e = put_section(out, id, M_STORED, raw, raw->p, raw->n);
     }
     kvq_buf_free(&z);
+    kvq_buf_free(&q);
     return e;
 }
 
@@ -174,7 +179,8 @@ static kvq_err get_section(kvq_rd *r, unsigned id, section *s)
                 id, sid, at);
     KVQ_TRY(kvq_rd_u8(r, &method));
     int ok = id == SEC_EVENTS || id == SEC_CASE ? method == M_AC
-                                                : method == M_LZMA || method == M_STORED;
+                                                : method == M_LZMA || method == M_STORED ||
+                                                      method == M_PPM;
     KVQ_FAIL_IF(!ok, KVQ_ERR_CORRUPT, "block: section %u has method %u", id, method);
     KVQ_TRY(qcx_get_leb(r, &s->raw));
     KVQ_TRY(qcx_get_leb(r, &comp));
@@ -182,7 +188,7 @@ static kvq_err get_section(kvq_rd *r, unsigned id, section *s)
     KVQ_FAIL_IF(comp > r->n - r->off, KVQ_ERR_TRUNCATED,
                 "block: section %u length %llu beyond the block (offset %zu)", id,
                 (unsigned long long)comp, r->off);
-    KVQ_FAIL_IF(method != M_LZMA && s->raw != comp, KVQ_ERR_CORRUPT,
+    KVQ_FAIL_IF((method == M_STORED || method == M_AC) && s->raw != comp, KVQ_ERR_CORRUPT,
                 "block: section %u raw length %llu differs from its %llu bytes", id,
                 (unsigned long long)s->raw, (unsigned long long)comp);
     KVQ_TRY(kvq_rd_bytes(r, (size_t)comp, &s->data));
@@ -204,6 +210,7 @@ static kvq_err section_raw(const section *s, uint64_t limit, const char *what, u
         memcpy(*buf, s->data, s->n);
         return KVQ_OK;
     }
+    if (s->method == M_PPM) return qcx_bytes_decode(s->data, s->n, *buf, (size_t)s->raw);
     return xz_decode(s->data, s->n, *buf, (size_t)s->raw, what);
 }
 

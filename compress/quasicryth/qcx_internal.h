@@ -10,6 +10,7 @@
  *   cb.c     unigram / bigram / n-gram codebooks and their serialisation (§5)
  *   parse.c  deepest-first parse and word-level LZ77 (§8-9)
  *   events.c context modelling of events and case flags (§10, [ours] PPM)
+ *   bytes.c  order-2 PPM byte coder for the spelling sections [ours]
  *   block.c  one block: sections, liblzma back end, stored fallback (§11, §13)
  *   qcx.c    container, streams, threads over blocks, public API
  */
@@ -251,6 +252,10 @@ kvq_err qcx_block_encode(const uint8_t *src, size_t n, int level, int tiling, kv
                          unsigned *kind, qcx_bstats *st);
 /* Decodes a block payload of kind into dst[raw_len] exactly. */
 kvq_err qcx_block_decode(unsigned kind, const uint8_t *p, size_t n, uint8_t *dst, size_t raw_len);
+
+/* ---- order-2 PPM byte coder (bytes.c) ----------------------------------- */
+kvq_err qcx_bytes_encode(const uint8_t *p, size_t n, kvq_buf *out);   /* appends */
+kvq_err qcx_bytes_decode(const uint8_t *ac, size_t n, uint8_t *dst, size_t raw);
 
 /* ---- LEB128 ------------------------------------------------------------- */
 kvq_err qcx_put_leb(kvq_buf *b, uint64_t v);
