@@ -1270,7 +1270,22 @@ KVQ_API int kvq_model_has_rope_pairs(const kvq_model *m);
  * starts with a stored prefix gets those pages from kvq_cache_prefix_load()
  * and skips their prefill; only identical page-aligned token prefixes ever
  * match.  One store serves one namespace: one model, one RoPE setting, one
- * page geometry (checked on every call).  Not thread-safe. */
+ * page geometry (checked on every call).  Not thread-safe.
+ *
+ * A decoder starts from a matched prefix with no extra API (the cache
+ * fills itself, the decoder continues at the position the cache holds):
+ *     cc.page = P; cc.k_spec = cc.v_spec = "f16";
+ *     cc.prefix = kvq_plt_store_iface(); cc.prefix_store = store;
+ *     o.cache_cfg = &cc;  kvq_decoder_create(model, &o, &d);
+ *     for each sequence tokens[n]:
+ *         kvq_decoder_reset(d);
+ *         kvq_cache_prefix_load(kvq_decoder_cache(d), tokens, n, &m);
+ *         kvq_decoder_forward_seq(d, tokens + m, n - m, m, logits);
+ *         (generation: kvq_cache_set_tokens(cache, pos, &tok, 1) before
+ *          each kvq_decoder_forward(d, tok, pos, ...) so its pages publish)
+ * Pages sealed while the rest runs are published to the store, so the
+ * next sequence with the same start skips them (tests/test_plt.c checks
+ * the logits equal a full prefill bit for bit). */
 typedef struct kvq_plt_store kvq_plt_store;
 
 typedef struct kvq_plt_store_config {
