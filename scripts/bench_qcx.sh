@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench_qcx.sh — qcx against xz -9e, zstd -19, brotli -q 11 and bzip2 -9 (issue 8).
 #
-#   scripts/bench_qcx.sh [-j N] [-o REPORT.md] [--no-fetch] [--modes] [--report-only]
+#   scripts/bench_qcx.sh [-j N] [-o REPORT.md] [--no-fetch] [--modes] [--qcx-only] [--report-only]
 #
 # Inputs: every file of ../shared/data/corpus/ (or $KVQ_DATA/corpus) and
 # ≥ 10 MB of English text from Debian packages (dict-gcide's dictionary,
@@ -12,7 +12,9 @@
 # comparison of the round trip (any mismatch is reported and fails the run).
 # --modes adds qcx's tiling A/B (fib, p5, none, allpos) on the text files.
 # -j N runs N files at once (each measurement stays single-threaded).
-# --report-only rewrites the report from the rows of the last run.
+# --modes runs on files under 10 MB only.  --qcx-only re-measures qcx and
+# keeps the other tools' rows of the last run; --report-only rewrites the
+# report from the rows of the last run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,7 @@ REPORT=docs/results/quasicryth.md
 FETCH=1
 MODES=0
 REPORT_ONLY=0
+QCX_ONLY=0
 CMDLINE="scripts/bench_qcx.sh $*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,7 +32,8 @@ while [ $# -gt 0 ]; do
     --no-fetch) FETCH=0; shift ;;
     --modes) MODES=1; shift ;;
     --report-only) REPORT_ONLY=1; FETCH=0; shift ;;
-    *) echo "usage: $0 [-j N] [-o REPORT.md] [--no-fetch] [--modes] [--report-only]" >&2; exit 2 ;;
+    --qcx-only) QCX_ONLY=1; shift ;;
+    *) echo "usage: $0 [-j N] [-o REPORT.md] [--no-fetch] [--modes] [--qcx-only] [--report-only]" >&2; exit 2 ;;
     esac
 done
 
@@ -85,21 +89,28 @@ measure() {
 bench_file() {
     local f=$1
     measure "qcx -6" "$f" "$QCX -c -6 -T1" "$QCX -dc -T1"
-    measure "xz -9e" "$f" "xz -9e -T1 -c" "xz -dc"
-    measure "zstd -19" "$f" "zstd -19 -q -c" "zstd -dq -c"
-    measure "brotli -q 11" "$f" "brotli -q 11 -c" "brotli -dc"
-    measure "bzip2 -9" "$f" "bzip2 -9 -c" "bzip2 -dc"
-    if [ $MODES -eq 1 ] && [ "$(head -c 8192 "$f" | tr -d '\000' | wc -c)" -eq "$(head -c 8192 "$f" | wc -c)" ]; then
+    if [ "$QCX_ONLY" -eq 0 ]; then
+        measure "xz -9e" "$f" "xz -9e -T1 -c" "xz -dc"
+        measure "zstd -19" "$f" "zstd -19 -q -c" "zstd -dq -c"
+        measure "brotli -q 11" "$f" "brotli -q 11 -c" "brotli -dc"
+        measure "bzip2 -9" "$f" "bzip2 -9 -c" "bzip2 -dc"
+    fi
+    if [ $MODES -eq 1 ] && [ "$(stat -c %s "$f")" -lt 10000000 ] &&
+        [ "$(head -c 8192 "$f" | tr -d '\000' | wc -c)" -eq "$(head -c 8192 "$f" | wc -c)" ]; then
         for m in fib p5 none allpos; do
             measure "qcx --tiling=$m" "$f" "$QCX -c -6 -T1 --tiling=$m" "$QCX -dc -T1"
         done
     fi
 }
 export -f measure bench_file now
-export QCX BENCH_DIR MODES
+export QCX BENCH_DIR MODES QCX_ONLY
 
 ROWS=$BENCH_DIR/rows.tsv
-if [ $REPORT_ONLY -eq 0 ]; then
+if [ $QCX_ONLY -eq 1 ]; then
+    printf '%s\n' "${FILES[@]}" | xargs -P "$JOBS" -I{} bash -c 'bench_file "$1"' _ {} > "$ROWS.qcx"
+    { grep -v "$(printf '\tqcx ')" "$ROWS" || true; cat "$ROWS.qcx"; } > "$ROWS.new"
+    mv "$ROWS.new" "$ROWS"
+elif [ $REPORT_ONLY -eq 0 ]; then
     printf '%s\n' "${FILES[@]}" | xargs -P "$JOBS" -I{} bash -c 'bench_file "$1"' _ {} > "$ROWS"
 fi
 
@@ -117,6 +128,10 @@ fi
     echo "\`jargon.txt\`, fetched by the script with \`apt-get download\` + \`dpkg -x\`."
     echo
     awk -F'\t' -v modes=$MODES -f - "$ROWS" <<'AWK'
+    BEGIN {   # the five tools of the comparison first, in this order
+        nt = split("qcx -6|xz -9e|zstd -19|brotli -q 11|bzip2 -9", tools, "|")
+        for (i = 1; i <= nt; i++) tseen[tools[i]] = 1
+    }
     {
         key = $1; tool = $3
         if (!(key in seen)) { seen[key] = 1; order[++nf] = key; orig[key] = $2 }
