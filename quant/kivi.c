@@ -59,6 +59,56 @@ kvq_err kvq_kivi_geom_make(const kvq_shape *s, unsigned bits, kvq_kivi_axis axis
     return KVQ_OK;
 }
 
+/* ---- hot loops: constant trip counts and code widths ------------------------------ */
+/* gcc -O2's vectoriser takes loops of known length only (as quant/rtn.c
+ * does with its 32-value runs), and kvq_bits_unpack's runtime width costs
+ * more than the dequantisation; so 2- and 4-bit codes are unpacked in
+ * fixed runs, other widths by kvq_bits_unpack, and values dequantised in
+ * runs of KIVI_VEC. */
+#define KIVI_VEC  32
+
+/* KIVI_VEC codes of 2 or 4 bits, LSB first as kvq_bits_pack writes them;
+ * written out per byte so gcc's straight-line vectoriser takes them. */
+static inline void unpack_run4(const uint8_t *restrict src, uint8_t *restrict codes)
+{
+    for (unsigned j = 0; j < KIVI_VEC / 2; j++) {
+        codes[2 * j] = src[j] & 0x0F;
+        codes[2 * j + 1] = src[j] >> 4;
+    }
+}
+
+static inline void unpack_run2(const uint8_t *restrict src, uint8_t *restrict codes)
+{
+    for (unsigned j = 0; j < KIVI_VEC / 4; j++) {
+        codes[4 * j] = src[j] & 3;
+        codes[4 * j + 1] = (src[j] >> 2) & 3;
+        codes[4 * j + 2] = (src[j] >> 4) & 3;
+        codes[4 * j + 3] = src[j] >> 6;
+    }
+}
+
+static void unpack_codes(const uint8_t *src, size_t n, unsigned bits, uint8_t *codes)
+{
+    size_t full = n - n % KIVI_VEC, i = 0;
+    if (bits == 2)
+        for (; i < full; i += KIVI_VEC) unpack_run2(src + i * 2 / 8, codes + i);
+    else if (bits == 4)
+        for (; i < full; i += KIVI_VEC) unpack_run4(src + i * 4 / 8, codes + i);
+    if (i < n) kvq_bits_unpack(src + i * bits / 8, n - i, bits, codes + i); /* i·bits is whole bytes */
+}
+
+/* y = z + Δ·q over n values with per-value (channel) or one (token) grid. */
+static inline void dequant_vec(const uint8_t *restrict q, const float *restrict z, const float *restrict d,
+                               float *restrict y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = z[i] + d[i] * (float)q[i];
+}
+
+static inline void dequant_one(const uint8_t *restrict q, float z, float d, float *restrict y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = z + d * (float)q[i];
+}
+
 /* ---- one group's grid --------------------------------------------------------- */
 
 typedef struct {
@@ -147,10 +197,12 @@ static kvq_err decode_channel_block(const kvq_kivi_geom *g, const uint8_t *src, 
         d[j] = gr.d;
     }
     const uint8_t *rows = src + g->entries_bytes;
+    const int64_t full = n - n % KIVI_VEC;
     for (int64_t t = t0; t < t1; t++) {
-        kvq_bits_unpack(rows + (size_t)t * g->row_bytes + (size_t)c0 * g->bits / 8, (size_t)n, g->bits, codes);
+        unpack_codes(rows + (size_t)t * g->row_bytes + (size_t)c0 * g->bits / 8, (size_t)n, g->bits, codes);
         float *yr = y + t * kd + c0;
-        for (int64_t j = 0; j < n; j++) yr[j] = z[j] + d[j] * (float)codes[j];
+        for (int64_t j = 0; j < full; j += KIVI_VEC) dequant_vec(codes + j, z + j, d + j, yr + j, KIVI_VEC);
+        dequant_vec(codes + full, z + full, d + full, yr + full, (size_t)(n - full));
     }
     return KVQ_OK;
 }
@@ -208,14 +260,15 @@ static kvq_err decode_token_row(const kvq_kivi_geom *g, const uint8_t *src, int6
     float *yr = y + t * kd;
     for (int64_t c0 = 0; c0 < kd; c0 += KIVI_CHUNK) {
         int64_t stop = kd - c0 < KIVI_CHUNK ? kd : c0 + KIVI_CHUNK;
-        kvq_bits_unpack(row + (size_t)c0 * g->bits / 8, (size_t)(stop - c0), g->bits, codes);
+        unpack_codes(row + (size_t)c0 * g->bits / 8, (size_t)(stop - c0), g->bits, codes);
         for (int64_t j = c0; j < stop;) {
             int64_t end = segment_end(g, j, stop), e = token_entry(g, t, j);
             kivi_grid gr;
             KVQ_TRY(read_grid(src + (size_t)e * KVQ_KIVI_ENTRY_BYTES, &gr, e));
             const uint8_t *q = codes + (j - c0);
             float *o = yr + j;
-            for (int64_t i = 0; i < end - j; i++) o[i] = gr.z + gr.d * (float)q[i];
+            if (end - j == KIVI_VEC) dequant_one(q, gr.z, gr.d, o, KIVI_VEC);
+            else dequant_one(q, gr.z, gr.d, o, (size_t)(end - j));
             j = end;
         }
     }

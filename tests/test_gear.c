@@ -127,28 +127,44 @@ static void test_rank0_is_kivi(void **st)
             }
 }
 
-/* KIVI: every value within Δ/2 of its group (+ f16 rounding of Δ and z). */
+/* KIVI: every value within Δ/2 of its group (+ f16 rounding of Δ and z),
+ * for the fixed-run 2/4-bit unpackers and the generic 3-bit one, keys
+ * (groups of 32 tokens of a channel) and values (32 channels of a row). */
+static void check_half_step(const float *x, const float *y, int bits, int token_axis)
+{
+    const float levels = (float)((1 << bits) - 1);
+    for (int a = 0; a < (token_axis ? T * H : H * D); a++)
+        for (int g0 = 0; g0 < (token_axis ? D : T); g0 += 32) {
+            /* element i of group (a, g0): channel axis walks tokens, token axis channels */
+            int at0 = token_axis ? a * D + g0 : g0 * H * D + a, step_i = token_axis ? 1 : H * D;
+            float lo = x[at0], hi = lo;
+            for (int i = 0; i < 32; i++) {
+                float v = x[at0 + i * step_i];
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
+            float step = (hi - lo) / levels, slack = 0x1p-10f * (hi - lo) + 0x1p-10f * fabsf(lo);
+            for (int i = 0; i < 32; i++)
+                assert_true(fabsf(y[at0 + i * step_i] - x[at0 + i * step_i]) <= step / 2 + slack);
+        }
+}
+
 static void test_kivi_half_step(void **st)
 {
     (void)st;
     static float x[N], y[N];
     fill_page(x);
-    size_t n;
-    uint8_t *p = roundtrip("kivi:bits=3,axis=channel,group=32", x, y, &n);
-    for (int j = 0; j < H * D; j++)
-        for (int g0 = 0; g0 < T; g0 += 32) {
-            float lo = x[g0 * H * D + j], hi = lo;
-            for (int t = g0; t < g0 + 32; t++) {
-                float v = x[t * H * D + j];
-                lo = v < lo ? v : lo;
-                hi = v > hi ? v : hi;
-            }
-            float step = (hi - lo) / 7.0f, slack = 0x1p-10f * (hi - lo) + 0x1p-10f * fabsf(lo);
-            for (int t = g0; t < g0 + 32; t++)
-                assert_true(fabsf(y[t * H * D + j] - x[t * H * D + j]) <= step / 2 + slack);
+    for (int bits = 2; bits <= 4; bits++)
+        for (int tok = 0; tok < 2; tok++) {
+            char spec[64];
+            size_t n;
+            snprintf(spec, sizeof spec, "kivi:bits=%d,axis=%s,group=32", bits, tok ? "token" : "channel");
+            uint8_t *p = roundtrip(spec, x, y, &n);
+            check_half_step(x, y, bits, tok);
+            /* entries: 2 token groups per channel, or 2 channel groups per row; then the codes */
+            assert_int_equal(n, (size_t)((tok ? T * H * 2 : 2 * H * D) * 4 + T * H * D * bits / 8));
+            free(p);
         }
-    assert_int_equal(n, (size_t)(2 * H * D * 4 + T * H * D * 3 / 8)); /* 2 groups of entries + 3-bit codes */
-    free(p);
 }
 
 static void test_full_rank(void **st)
