@@ -630,19 +630,27 @@ static void svg_frontiers(report_buf *b, const plot *p, const report_row *rows, 
 #define LABEL_LINE_H 13.0 /* px between stacked labels                     */
 #define MARKER_R 5.0      /* point marker radius, px                       */
 
-/* A label's y: the point's, moved down past labels already placed that
- * would overlap it (boxes[] holds x0, x1, y of placed labels). */
-static double place_label(double x0, double x1, double y, const double (*boxes)[3], size_t n_boxes)
+/* A label's y: the point's, moved past labels already placed that would
+ * overlap it (boxes[] holds x0, x1, y of placed labels) in direction dir
+ * (+1 down, -1 up). */
+static double shift_label(double x0, double x1, double y, const double (*boxes)[3], size_t n_boxes, int dir)
 {
     for (int moved = 1; moved;) {
         moved = 0;
         for (size_t i = 0; i < n_boxes; i++)
             if (x0 < boxes[i][1] && boxes[i][0] < x1 && fabs(y - boxes[i][2]) < LABEL_LINE_H) {
-                y = boxes[i][2] + LABEL_LINE_H;
+                y = boxes[i][2] + dir * LABEL_LINE_H;
                 moved = 1;
             }
     }
     return y;
+}
+
+/* Down first; upwards when that would leave the plot (points at the floor). */
+static double place_label(double x0, double x1, double y, const double (*boxes)[3], size_t n_boxes)
+{
+    double down = shift_label(x0, x1, y, boxes, n_boxes, 1);
+    return down <= SVG_H - PLOT_B - 2 ? down : shift_label(x0, x1, y, boxes, n_boxes, -1);
 }
 
 static void svg_point(report_buf *b, const plot *p, const report_row *r, double (*boxes)[3], size_t *n_boxes)
@@ -660,7 +668,7 @@ static void svg_point(report_buf *b, const plot *p, const report_row *r, double 
     double w = LABEL_CHAR_W * (double)strlen(label), lx = X + 9;
     if (lx + w > SVG_W - 4) lx = X - 9 - w; /* keep labels inside the canvas */
     double ly = place_label(lx, lx + w, Y + 4, (const double (*)[3])boxes, *n_boxes);
-    if (ly - (Y + 4) > 1)
+    if (fabs(ly - (Y + 4)) > 1) /* moved: a leader line from the marker */
         rb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#aaa\"/>\n", X, Y,
                   lx < X ? lx + w : lx, ly - 4);
     svg_text(b, lx, ly, "start", 11, label);
