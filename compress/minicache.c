@@ -80,7 +80,7 @@ typedef struct {
     double    t, gamma, floor, cap;
     kvq_ctx **ctx;              /* [n_layers][2]: second layers of pairs only */
     mc_entry *tab;              /* [n_layers][max_pages]                      */
-    float    *scratch;          /* [2 sides][P][kd] partner page + e          */
+    float    *scratch;          /* [3][P][kd]: partner page K, V; direction e   */
     uint64_t  n_merged, n_retained; /* (token, head) vectors, both sides      */
 } mc_state;
 
@@ -143,7 +143,7 @@ static kvq_err mc_init(void *st, const kvq_cache_config *cfg, const void *arg)
                 m->H);
     m->ctx = calloc((size_t)m->n_layers * N_SIDES, sizeof *m->ctx);
     m->tab = calloc((size_t)m->n_layers * (size_t)m->max_pages, sizeof *m->tab);
-    m->scratch = malloc((size_t)4 * (size_t)m->P * (size_t)m->kd * sizeof *m->scratch);
+    m->scratch = malloc((size_t)3 * (size_t)m->P * (size_t)m->kd * sizeof *m->scratch);
     kvq_err e = !m->ctx || !m->tab || !m->scratch ? KVQ_ERROR(KVQ_ERR_NOMEM, "minicache: out of memory") : KVQ_OK;
     for (int l = 0; l < m->n_layers && !e; l++)
         for (int s = 0; s < N_SIDES && !e && is_second(m, l); s++) {
