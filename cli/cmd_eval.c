@@ -245,6 +245,9 @@ static void usage(FILE *f)
             "  --calib FILE       calibration text: linear inputs captured from the f32 model feed\n"
             "                     codecs that learn from activations (fp searches, nupes data-driven)\n"
             "  --calib-tokens N   calibration tokens kept per linear input (default %d)\n"
+            "  --ksort KEY        K-sort the model first: RoPE pairs of each KV head by KEY = weight\n"
+            "                     (W_k row norms) or calib (key magnitude on the --calib text)\n"
+            "  --sort-inputs      also order FFN hidden and V channels for weight blocks\n"
             "  --ctx N            tokens per chunk (default min(seq_len, 512))\n"
             "  --chunks N         evaluate the first N chunks only (default all)\n"
             "  --threads N        decoder threads (default 1)\n"
@@ -271,6 +274,7 @@ static int parse_option(eval_args *a, const char *o, const char *v)
     else if (!strcmp(o, "--kv-page")) key = "page";
     else if (!strcmp(o, "--calib")) key = "calib";
     else if (!strcmp(o, "--calib-tokens")) key = "calib_tokens";
+    else if (!strcmp(o, "--ksort")) key = "ksort";
     else if (!strcmp(o, "--ctx")) bad = cli_parse_int(v, MIN_CTX_ARG, MAX_CTX_ARG, &a->ctx);
     else if (!strcmp(o, "--chunks")) bad = cli_parse_int(v, 1, MAX_CHUNKS_ARG, &a->chunks);
     else if (!strcmp(o, "--threads")) bad = cli_parse_int(v, 1, MAX_THREADS, &a->threads);
@@ -292,6 +296,10 @@ static int parse_args(int argc, char **argv, eval_args *a)
         }
         if (!strcmp(o, "--json")) {
             a->json = 1;
+            continue;
+        }
+        if (!strcmp(o, "--sort-inputs")) {
+            a->cfg.wsort = 1;
             continue;
         }
         if (o[0] != '-' || !o[1]) {

@@ -45,6 +45,10 @@ if [ -f "$L/model.bin" ] && [ -f "$V" ]; then
         grep -q "^ksort=weight wsort=1 .*mean KLD 0.000000 " "$tmp/o" && grep -q '"ksort": "calib"' "$tmp/r/report.json"; then
         pass "report ksort= wsort= items"
     else bad "report ksort= wsort= items"; tail -3 "$tmp/o"; fi
+    # eval: the same through --ksort / --sort-inputs
+    if "$KVQ" eval "$L/model.bin" --text "$V" --ctx 64 --chunks 1 --ksort weight --sort-inputs >"$tmp/o" 2>/dev/null &&
+        grep -q "^Mean    KLD: *0.000000 " "$tmp/o"; then pass "eval --ksort --sort-inputs"
+    else bad "eval --ksort --sort-inputs"; grep -i kld "$tmp/o" | head -2; fi
 else
     echo "skip: $L/model.bin or $V absent"
 fi
