@@ -41,7 +41,7 @@
 #define FPA_MAX_COLS  (1 << 16)
 
 static const kvq_param fpa_params[] = {
-    {"fmt", 0, 7, 0, 0, fp_fmt_names, "element format"},
+    {"fmt", 0, 7, 0, 0, fp_fmt_fixed_names, "element format (every exponent code finite)"},
     {"pershift", 0, 1, 1, 1, NULL, "1: per-channel pre-shifted exponent bias; 0: one bias per tensor"},
     {"tie", 0, 2, KVQ_TIE_EVEN, 0, fp_tie_names, "tie rule of the rounding"},
     {"nib", 0, 1, KVQ_NIB_SPLIT_HALF, 0, fp_nib_names, "4-bit nibble order"},

@@ -23,6 +23,8 @@
 /* Parameter choices shared by fp and fpa (header statics: no unused warnings). */
 static const char *const fp_fmt_names[] = {"e2m1", "e3m0", "e1m2", "e5m2", "e4m3", "e3m4", "e2m5", "e1m6",
                                            "auto4", "auto8", NULL};
+static const char *const fp_fmt_fixed_names[] = {"e2m1", "e3m0", "e1m2", "e5m2", "e4m3", "e3m4", "e2m5", "e1m6",
+                                                 NULL}; /* no format search (fpa) */
 #define FMT_AUTO4 8
 #define FMT_AUTO8 9
 static const char *const fp_tie_names[] = {"even", "away", "zero", NULL};
