@@ -207,6 +207,32 @@ static void test_keep_decoded(void **st)
     kvq_cache_free(b);
 }
 
+/* Truncating either layer of a pair (HF crop) and appending again: pages
+ * before the cut read as before, the re-sealed pages merge again, every
+ * page is accounted for once, and nothing leaks (ASan). */
+static void test_truncate(void **st)
+{
+    (void)st;
+    static const float scale[L] = {1, 1, 1, 1};
+    make_layers(scale, 0.3f);
+    kvq_cache *c = run("f16", "start=0", 0);
+    static float before[NT * KD], after[NT * KD];
+    assert_int_equal(kvq_cache_read(c, 1, 0, P, before, NULL), KVQ_OK);
+    for (int l = 0; l < 2; l++) assert_int_equal(kvq_cache_truncate(c, l, 12 - 4 * l), KVQ_OK); /* 12, 8 */
+    assert_int_equal(kvq_cache_append(c, 0, g_k[0] + 12 * KD, g_v[0] + 12 * KD, NT - 12), KVQ_OK);
+    assert_int_equal(kvq_cache_append(c, 1, g_k[1] + 8 * KD, g_v[1] + 8 * KD, NT - 8), KVQ_OK);
+    assert_int_equal(kvq_cache_read(c, 1, 0, P, after, NULL), KVQ_OK);
+    assert_memory_equal(before, after, P * KD * sizeof(float));
+    for (int l = 0; l < L; l++) check_layer(c, l, 1);
+    kvq_cache_stats s;
+    stats(c, &s);
+    assert_int_equal(s.bytes_scales, (uint64_t)2 * (NT / P) * 2 * 2 * P * H * 4); /* 2 pairs × pages × sides */
+    assert_int_equal(kvq_cache_clear(c), KVQ_OK);
+    stats(c, &s);
+    assert_int_equal(s.bytes_total, 0);
+    kvq_cache_free(c);
+}
+
 static void test_bad_args(void **st)
 {
     (void)st;
@@ -277,7 +303,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identical_and_scaled), cmocka_unit_test(test_norms_and_retention),
         cmocka_unit_test(test_retained_exact_and_t0), cmocka_unit_test(test_bytes),
-        cmocka_unit_test(test_keep_decoded),         cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_keep_decoded),         cmocka_unit_test(test_truncate),
+        cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_real_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
