@@ -336,6 +336,19 @@ static void test_fixture_ksort(void **state)
     assert_true(ksort_err(fx.model, s) < TOL);
     assert_int_equal(kvq_model_has_rope_pairs(s), 0);
     kvq_model_free(s);
+    kvq_model *half = NULL;                                           /* HF pairs (j, j + hs/2) */
+    assert_int_equal(fx_reload(fx.model, KVQ_FORMAT_SAFETENSORS, "safetensors", &half), KVQ_OK);
+    assert_int_equal(kvq_model_config_get(half)->rope, KVQ_ROPE_HALF);
+    s = ksorted(half, 1, KVQ_KSORT_WEIGHT, NULL, 1);
+    double eh = ksort_err(half, s);
+    print_message("fixture, HF pair layout: max |dlogit| / max |logit| = %.2e\n", eh);
+    assert_true(eh < TOL);
+    check_plan_sorted(half, KVQ_KSORT_WEIGHT, NULL, s);
+    kvq_model *s2 = ksorted(s, 1, KVQ_KSORT_WEIGHT, NULL, 0);         /* sorting twice composes tables */
+    assert_true(ksort_err(half, s2) < TOL);
+    kvq_model_free(s2);
+    kvq_model_free(s);
+    kvq_model_free(half);
     kvq_calib_free(cal);
     fx_free(&fx);
 }
