@@ -738,6 +738,9 @@ typedef struct kvq_cache_stats {
     uint64_t bytes_window;      /* f32 window                               */
     uint64_t bytes_total;
     double   bits_per_value;    /* 8·bytes_total / (tokens·2·kv_dim)        */
+    /* ---- appended: depth policy counters (0 without one) ---------------- */
+    uint64_t depth_vectors;     /* (token, head, side) vectors merged so far */
+    uint64_t depth_retained;    /* ... of which kept their own vectors       */
 } kvq_cache_stats;
 
 /* kvq_cache_config_default() : W = 0, P = 1, no specs (f32, exact,
@@ -783,9 +786,10 @@ KVQ_API kvq_err kvq_cache_truncate(kvq_cache *c, int layer, int n);
 /* kvq_cache_clear() : drop every token of every layer (keeps buffers). */
 KVQ_API kvq_err kvq_cache_clear(kvq_cache *c);
 /* kvq_cache_stats_get() : bytes by component, summed from what is actually
- * stored: payload = bytes the codecs wrote for sealed pages (codecs do not
- * split scales from codes, so bytes_scales/lowrank/sparse are 0 unless a
- * depth policy or prefix store reports them), meta = the page table
+ * stored: the bytes the codecs wrote for sealed pages, split by the codec's
+ * `parts` (kvq_ctx_payload_parts: codes → payload, scales, lowrank, sparse,
+ * meta; a codec without `parts` counts all as payload), plus what a depth
+ * policy or prefix store reports, meta = the page table
  * entries (KVQ_CACHE_PAGE_META bytes per sealed page and side), window =
  * 4 bytes per f32 value held unsealed.  bits_per_value = 8·total /
  * (tokens·2·kv_dim). */
@@ -813,7 +817,9 @@ KVQ_API kvq_ctx *kvq_cache_codec(kvq_cache *c, int layer, int side);
  *          store it yourself (the cache then stores nothing for it and
  *          asks `load` whenever it needs those tokens); *taken = 0 lets the
  *          layer's codecs encode it.  The policy may call kvq_cache_read()
- *          on other layers (never on pg->layer).
+ *          on other layers (never on pg->layer).  When it takes page i of
+ *          layer l it may change how page i of layer l-1 reads (merging);
+ *          with keep_decoded the cache then reloads that page's copy.
  * load   : K/V of a page the policy took, [P][n_kv_heads][head_size] each.
  * drop   : the cache no longer holds page `index` of `layer` (truncate,
  *          clear); the policy frees what it kept for it.
@@ -974,6 +980,10 @@ typedef struct kvq_eval_opts {
      * made and calibrated on that input's captured rows (KVQ_FLAG_NEEDS_CALIB
      * codecs fail with KVQ_ERR_ARG without them). */
     const struct kvq_calib *calib;
+    /* Candidate cache depth policy "NAME[:ARG]" (kvq_depth_policy_find;
+     * ARG becomes depth_arg), NULL: none; keep_decoded for its cache. */
+    const char *kv_depth;
+    int kv_keep_decoded;
 } kvq_eval_opts;
 
 typedef struct kvq_eval_result {
@@ -995,6 +1005,8 @@ typedef struct kvq_eval_result {
                                     is its size for fixed-rate codecs;
                                     activations are never stored); 32
                                     without an activation codec         */
+    double   kv_retained_fraction; /* depth policy: retained / merged
+                                      (token, head, side) vectors; 0 without */
 } kvq_eval_result;
 
 /* kvq_eval_opts_init() : zeroes (ctx from the model, all chunks). */
@@ -1205,6 +1217,33 @@ KVQ_API kvq_err kvq_qcx_decompress_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx
  * decoding; fills st. */
 KVQ_API kvq_err kvq_qcx_list_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx_stats *st);
 
+
+/* ======================================================================== */
+/*  Section: GEAR, KIVI, MiniCache  (quant/kivi.c, compress/gear.c,          */
+/*  compress/minicache.c; cache-methods.md §1, §2, §5)                      */
+/* ======================================================================== */
+/* The page codecs are in the registry: `kivi` (id 50; keys axis=channel,
+ * values axis=token) and `gear` (id 51; KIVI backbone + sparse outliers +
+ * per-head low-rank residual); their payloads split their bytes by
+ * component through kvq_codec.parts, so kvq_cache_stats_get() reports
+ * scales, outliers and factors apart from the codes.
+ *
+ * kvq_depth_minicache : the MiniCache depth policy (kvq_cache_config.depth).
+ * Its depth_arg is NULL (defaults) or a NUL-terminated string
+ * "key=value,...": start (first merged layer, -1 = n_layers/2), t (SLERP,
+ * 0.6), gamma (retention threshold, 0.05), floor (never retain a distance
+ * <= floor, 1e-4), cap (retained fraction per page and head, 0.1), rbits
+ * (retained vectors f16 = 16 or f32 = 32).  Merged direction pages are
+ * stored through the second layer's page codec of each side (minicache
+ * over f16/f32 = "MiniCache alone", over a 4-bit codec = "+ 4-bit"); both
+ * layers of a pair must be paged (have codec specs).  The counters
+ * depth_vectors / depth_retained of kvq_cache_stats give the retained
+ * fraction. */
+KVQ_API extern const kvq_depth_policy_i kvq_depth_minicache;
+/* kvq_depth_policy_find() : a depth policy by name ("minicache"); NULL if
+ * none.  A spec "NAME:ARG" is split by the caller: NAME here, ARG as the
+ * policy's depth_arg. */
+KVQ_API const kvq_depth_policy_i *kvq_depth_policy_find(const char *name);
 
 /* ======================================================================== */
 /*  Section: K-sort, outlier-channel rearrangement  (libkvq/ksort.c)        */
