@@ -368,6 +368,25 @@ static void test_ksort_files_and_errors(void **state)
     assert_memory_equal(a, b, sizeof(float) * N_TOK * FX_VOCAB);
     free(a);
     free(b);
+    /* an explicit reversal applied twice restores the weights and composes
+     * the pair tables back to the identity: logits bit-identical */
+    int rev[FX_LAYERS * FX_KV * FX_HS / 2], pairs[FX_KV * FX_HS / 2];
+    for (int i = 0; i < FX_LAYERS * FX_KV * FX_HS / 2; i++) rev[i] = FX_HS / 2 - 1 - i % (FX_HS / 2);
+    kvq_ksort_opts orv = {.qk = 1, .perm = rev};
+    kvq_model *r1 = NULL, *r2 = NULL;
+    assert_int_equal(kvq_model_ksort(fx.model, &orv, &r1), KVQ_OK);
+    assert_int_equal(kvq_model_rope_pairs(r1, 1, pairs), KVQ_OK);
+    assert_int_equal(pairs[0], FX_HS / 2 - 1);
+    assert_int_equal(kvq_model_ksort(r1, &orv, &r2), KVQ_OK);
+    assert_int_equal(kvq_model_rope_pairs(r2, 1, pairs), KVQ_OK);
+    for (int i = 0; i < FX_KV * FX_HS / 2; i++) assert_int_equal(pairs[i], i % (FX_HS / 2));
+    a = logits_of(fx.model, toks, N_TOK);
+    b = logits_of(r2, toks, N_TOK);
+    assert_memory_equal(a, b, sizeof(float) * N_TOK * FX_VOCAB);
+    free(a);
+    free(b);
+    kvq_model_free(r1);
+    kvq_model_free(r2);
     kvq_model *bad = NULL;
     assert_int_equal(fx_reload(s, KVQ_FORMAT_GGUF, "gguf", &bad), KVQ_ERR_UNSUPPORTED);
     assert_int_equal(fx_reload(s, KVQ_FORMAT_SAFETENSORS, "safetensors", &bad), KVQ_ERR_UNSUPPORTED);
