@@ -4,7 +4,7 @@
 #   usage: scripts/plt_results.sh [KVQ_BIN]      (default build/kvq; run from the project root)
 # Needs ../shared/data (llama-4.6M, stories260K, mixtext/valid.txt, TinyStories).
 # The "Findings" section of docs/results/plt.md is written by hand from these
-# tables and is not regenerated.
+# tables; the script keeps it (everything from "## Findings" on) as it is.
 set -eu
 KVQ=${1:-build/kvq}
 D=../shared/data
@@ -60,6 +60,12 @@ sealed_bits() {
         $KVQ plt prefix $args --seqs 8 --prefix 128 --suffix 64 --page 16 2>/dev/null
     done
     echo
+    echo "### llama-4.6M, store pages coded by plt (the two layers composed)"
+    echo
+    echo "\`kvq plt prefix $LLAMA --seqs 8 --prefix 128 --suffix 64 --page 16 --store plt\`"
+    echo
+    $KVQ plt prefix $LLAMA --seqs 8 --prefix 128 --suffix 64 --page 16 --store plt 2>/dev/null
+    echo
     echo "## 3. Lossy: KL divergence vs bits per value against rtn, KIVI and GEAR caches"
     for M in "llama-4.6M|$LLAMA|4" "stories260K|$STORIES|8"; do
         name=${M%%|*}; rest=${M#*|}; args=${rest%|*}; chunks=${rest##*|}
@@ -77,6 +83,10 @@ sealed_bits() {
     done
     echo
     echo "Spec list: \`$SPECS\`"
+    if [ -f "$OUT" ] && grep -q '^## Findings' "$OUT"; then
+        echo
+        sed -n '/^## Findings/,$p' "$OUT"
+    fi
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 echo "wrote $OUT"
