@@ -24,14 +24,14 @@
 
 #define TOL 1e-5             /* max |Δlogit| / max |logit| (issue 5) */
 #define N_TOK 24
-#define GREEDY_STEPS 96
+#define GREEDY_STEPS 48
 #define DATA "../shared/data/"
 #define LLAMA46 DATA "models/llama-4.6M/model.bin"
 #define S260K DATA "models/stories260K/stories260K.bin"
 #define TOK512 DATA "models/stories260K/tok512.bin"
 #define VALID DATA "corpus/mixtext/valid.txt"
 #define CALIB_BYTES 4000
-#define CALIB_TOKENS 256
+#define CALIB_TOKENS 96
 
 /* ---- helpers ------------------------------------------------------------------ */
 static uint64_t rng = 0x243F6A8885A308D3ull;
