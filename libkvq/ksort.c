@@ -38,6 +38,7 @@
  */
 #include "model_internal.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -251,6 +252,7 @@ kvq_err kvq_ksort_plan(const kvq_model *m, kvq_ksort_key key, const kvq_calib *c
  * column colmap[c]; NULL = unchanged. */
 typedef struct {
     int *rowmap, *colmap;
+    int64_t nrow, ncol;   /* lengths of the maps (what the config implies) */
 } wmove;
 
 typedef struct {
@@ -262,6 +264,7 @@ typedef struct {
 
 static int *take(rewrite *rw, size_t n)
 {
+    assert(rw->arena_used + n <= rw->arena_n);
     int *p = rw->arena + rw->arena_used;
     rw->arena_used += n;
     return p;
@@ -298,8 +301,8 @@ static kvq_err plan_qk(rewrite *rw, int l, const int *perm)
     const kvq_model_config *c = &rw->in->cfg;
     wmove *q = move_of(rw, "attn_q", l), *k = move_of(rw, "attn_k", l);
     KVQ_FAIL_IF(!q || !k, KVQ_ERR_NOT_FOUND, "ksort: layer %d lacks attn_q or attn_k", l);
-    q->rowmap = take(rw, (size_t)(c->n_heads * c->head_size));
-    k->rowmap = take(rw, (size_t)(c->n_kv_heads * c->head_size));
+    q->rowmap = take(rw, (size_t)(q->nrow = c->n_heads * c->head_size));
+    k->rowmap = take(rw, (size_t)(k->nrow = c->n_kv_heads * c->head_size));
     int half = c->head_size / 2;
     for (int g = 0; g < c->n_kv_heads; g++)
         qk_rowmaps(c, g, perm + (size_t)l * (size_t)(c->n_kv_heads * half) + (size_t)g * (size_t)half, k->rowmap,
@@ -338,6 +341,7 @@ static kvq_err plan_ffn(rewrite *rw, int l)
         w2->colmap = take(rw, (size_t)n);
         e = order_desc(key, (int)n, w2->colmap);
         w1->rowmap = w3->rowmap = w2->colmap;
+        w2->ncol = w1->nrow = w3->nrow = n;
     }
     free(key);
     return e;
@@ -359,8 +363,8 @@ static kvq_err plan_v(rewrite *rw, int l)
     int *p = e ? NULL : malloc((size_t)hs * sizeof *p);
     if (!e && (!gk || !p)) e = KVQ_ERROR(KVQ_ERR_NOMEM, "ksort: out of memory");
     if (!e) {
-        wv->rowmap = take(rw, (size_t)(c->n_kv_heads * hs));
-        wo->colmap = take(rw, (size_t)n);
+        wv->rowmap = take(rw, (size_t)(wv->nrow = c->n_kv_heads * hs));
+        wo->colmap = take(rw, (size_t)(wo->ncol = n));
     }
     for (int g = 0; g < c->n_kv_heads && !e; g++) {
         for (int j = 0; j < hs; j++) {
@@ -387,6 +391,10 @@ static kvq_err move_weight(kvq_model *out, const kvq_weight *w, const wmove *mv)
                 kvq_ctx_codec(w->codec)->name);
     size_t es = kvq_dtype_size(w->dtype);
     int64_t rows = kvq_shape_rows(&w->shape), cols = kvq_shape_cols(&w->shape);
+    KVQ_FAIL_IF((mv->rowmap && rows != mv->nrow) || (mv->colmap && cols != mv->ncol), KVQ_ERR_SHAPE,
+                "ksort: %s is %lld x %lld, the configuration implies %lld rows / %lld columns", w->name,
+                (long long)rows, (long long)cols, (long long)(mv->rowmap ? mv->nrow : rows),
+                (long long)(mv->colmap ? mv->ncol : cols));
     uint8_t *p = malloc(w->size ? w->size : 1);
     KVQ_FAIL_IF(!p, KVQ_ERR_NOMEM, "ksort: out of memory for %s", w->name);
     const uint8_t *src = w->data;
