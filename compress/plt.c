@@ -64,6 +64,10 @@
 #define PLTQ_VERSION     1u
 #define PLTQ_HDR         4u        /* version, bits, coding (0 rANS, 1 packed), axis */
 #define PLTQ_BLOCK       64        /* channels sharing one step Δ              */
+/* Largest |x| pltq codes: residuals (≤ 2·max), steps and reconstructions
+ * (≤ 3·max) then stay finite in f32.  Larger values are refused, not
+ * silently turned into ±Inf. */
+#define PLTQ_MAX_ABS     1e36f
 /* ‖x − x̂‖/‖x‖ <= sqrt(BLOCK)/(2L)·(1 + 2^-7) with L = 2^(b−1) − 1 (block
  * error <= BLOCK·Δ²/4, Δ <= max|x_block|/L since the zero prediction is
  * always a candidate, bf16 step rounded up); at the default b = 4:
@@ -700,6 +704,11 @@ static kvq_err pltq_encode(void *st, const kvq_tensor *src, void *dst, size_t ca
     kvq_buf out = {0}, codes = {0};
     int packed = 0;
     kvq_err e = (!xhat || !zz || !step || !up) ? KVQ_ERROR(KVQ_ERR_NOMEM, "pltq: out of memory") : KVQ_OK;
+    const float *x = src->data;
+    for (size_t i = 0; !e && i < N; i++)
+        if (!(fabsf(x[i]) <= PLTQ_MAX_ABS))
+            e = KVQ_ERROR(KVQ_ERR_PARAM_RANGE, "pltq: element %zu = %g is beyond the codable range ±%g", i,
+                          (double)x[i], (double)PLTQ_MAX_ABS);
     if (!e) pltq_quantize(&g, src->data, xhat, step, up, zz);
     if (!e) e = pltq_codes(zz, N, s->bits, &codes, &packed);
     uint8_t hdr[PLTQ_HDR] = {PLTQ_VERSION, (uint8_t)s->bits, (uint8_t)packed, (uint8_t)s->axis};
