@@ -210,11 +210,22 @@ static kvq_err fp_calibrate(void *st, const kvq_tensor *x)
     return KVQ_OK;
 }
 
+/* Format indices a spec may produce: one, or the 4-bit (0..2) / 8-bit
+ * (3..7) set that fmt=auto4 / auto8 searches. */
+static void fmt_range(const fp_state *s, int *lo, int *hi)
+{
+    *lo = s->fmt < 8 ? s->fmt : s->fmt == FMT_AUTO4 ? 0 : 3;
+    *hi = s->fmt < 8 ? s->fmt : s->fmt == FMT_AUTO4 ? 2 : 7;
+}
+
+/* Exact for a fixed format; the largest over the searched set for auto. */
 static size_t fp_bound(const void *st, const kvq_shape *sh)
 {
     const fp_state *s = st;
+    int lo, hi;
+    fmt_range(s, &lo, &hi);
     size_t best = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = lo; i <= hi; i++) {
         fp_layout L = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[i]), sh);
         best = L.total > best ? L.total : best;
     }
@@ -254,7 +265,8 @@ static double fp_encode_fmt(const fp_state *s, const kvq_fpfmt *f, const float *
 static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
 {
     const fp_state *s = st;
-    int lo = s->fmt < 8 ? s->fmt : s->fmt == FMT_AUTO4 ? 0 : 3, hi = s->fmt < 8 ? s->fmt : lo + (lo ? 4 : 2);
+    int lo, hi;
+    fmt_range(s, &lo, &hi);
     fp_layout L = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[lo]), &src->shape);
     KVQ_FAIL_IF(cap < L.total, KVQ_ERR_DST_TOO_SMALL, "fp: need %zu bytes, buffer has %zu", L.total, cap);
     float *scratch = malloc((size_t)(3 * L.cols + 1) * sizeof(float));
