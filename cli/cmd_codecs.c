@@ -65,7 +65,7 @@ int kvq_cmd_codecs(int argc, char **argv)
             return cli_usage_error("codecs", "unknown option '%s'", argv[i]);
         }
     }
-    printf("%-10s %4s  %-28s %-9s %9s  %s\n", "codec", "id", "domains", "flags", "bits/val", "summary");
+    printf("%-14s %4s  %-28s %-9s %9s  %s\n", "codec", "id", "domains", "flags", "bits/val", "summary");
     for (size_t i = 0; i < kvq_codec_count(); i++) {
         const kvq_codec *c = kvq_codec_at(i);
         char dom[64], fl[16] = "";
@@ -74,7 +74,7 @@ int kvq_cmd_codecs(int argc, char **argv)
         if (c->flags & KVQ_FLAG_NEEDS_CALIB) strcat(fl, "C");
         if (c->flags & KVQ_FLAG_STATEFUL) strcat(fl, "S");
         double b = bits_per_value(c);
-        printf("%-10s %4u  %-28s %-9s %s%8.3f  %s\n", c->name, c->id, dom, fl[0] ? fl : "-",
+        printf("%-14s %4u  %-28s %-9s %s%8.3f  %s\n", c->name, c->id, dom, fl[0] ? fl : "-",
                (c->flags & KVQ_FLAG_LOSSLESS) && c->id != 1 ? "≤" : " ", b, c->summary ? c->summary : "");
         if (verbose)
             for (unsigned k = 0; k < c->n_params; k++) print_param(&c->params[k]);
