@@ -27,7 +27,7 @@ trap 'rm -rf "$tmp"' EXIT
 "$KVQ" quantize "$S" "$tmp/s.kvq" --codec f32 --ksort calib --calib "$VS" --calib-tokens 512 |
     grep -E "^(layer|rearranged)" >"$OUT/kstats-stories260K.txt"
 for m in llama-4.6M stories260K; do
-    python3 scripts/bfp_kcache.py "$OUT/$m/report.json" >"$OUT/kcache-$m.md"
+    scripts/bfp_kcache.sh "$OUT/$m/report.json" >"$OUT/kcache-$m.md"
 done
 cc -std=c11 -D_GNU_SOURCE -O2 -I"libkvq" scripts/bfp_kstats.c "$(dirname "$KVQ")/libkvq.a" -lm -lpthread -llzma -lzstd \
     -o "$tmp/bfp_kstats"
