@@ -98,8 +98,8 @@ if "$KVQ" report "$M" --text "$TEXT" --chunks 2 --out "$tmp/rep" --specs "$specs
     grep -q '"schema": "kvq.report/1"' "$tmp/rep/report.json" || ok=0
     [ "$(grep -c '"label":' "$tmp/rep/report.json")" -eq 4 ] || ok=0
     grep -q '<polyline' "$tmp/rep/pareto.svg" || ok=0
-    if command -v python3 >/dev/null; then
-        python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$tmp/rep/report.json" || ok=0
+    if command -v jq >/dev/null; then
+        jq empty "$tmp/rep/report.json" || ok=0
     fi
     if command -v rsvg-convert >/dev/null; then
         rsvg-convert "$tmp/rep/pareto.svg" -o "$tmp/rep/pareto.png" && [ -s "$tmp/rep/pareto.png" ] || ok=0
