@@ -618,8 +618,9 @@ typedef struct kvq_decoder_opts {
 
 /* kvq_decoder_opts_init() : zeroes (1 thread, f32 cache, no hooks). */
 KVQ_API void kvq_decoder_opts_init(kvq_decoder_opts *o);
-/* kvq_decoder_create() : decoder over a loaded Llama model (which must
- * outlive it).  Free with kvq_decoder_free(). */
+/* kvq_decoder_create() : decoder over a loaded Llama or Mamba-2 model
+ * (which must outlive it; Mamba-2 blocks: libkvq/mamba2.c, positions
+ * restart at 0 or continue, never rewind).  Free with kvq_decoder_free(). */
 KVQ_API kvq_err kvq_decoder_create(const kvq_model *m, const kvq_decoder_opts *o, kvq_decoder **out);
 KVQ_API void kvq_decoder_free(kvq_decoder *d);                  /* NULL-safe */
 /* kvq_decoder_forward() : one token at position pos (pos must equal the
