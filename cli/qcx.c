@@ -77,7 +77,7 @@ static void usage(FILE *f)
             "  --tiling=MODE      multi (default) | fib | p5 | none | allpos\n"
             "  -T, --threads=N    blocks compressed in parallel (0 = %d)\n"
             "  -v, --verbose      ratio, speed and the stream breakdown\n"
-            "      --stats        per-level lookup positions and hits (hierarchy table)\n"
+            "      --stats        per-level lookup positions and hits (hierarchy table, stderr)\n"
             "  -q, --quiet        no warnings\n"
             "  -h, --help         this text;  -V, --version  the version\n\n"
             "With no FILE, or when FILE is -, read standard input.  Exit status:\n"
@@ -209,11 +209,11 @@ static void report_verbose(const char *name, const kvq_qcx_stats *s, double secs
 static void report_stats(const char *name, const kvq_qcx_stats *s)
 {
     static const int span[KVQ_QCX_HLEVELS] = {2, 3, 5, 8, 13, 21, 34, 55, 89, 144};
-    printf("%s: tiling %s, level %d\n", name, kvq_qcx_tiling_name((kvq_qcx_tiling)s->tiling),
+    fprintf(stderr, "%s: tiling %s, level %d\n", name, kvq_qcx_tiling_name((kvq_qcx_tiling)s->tiling),
            s->level);
-    printf("%-6s %-6s %12s %12s %8s %12s\n", "level", "words", "lookups", "hits", "hit%", "events");
+    fprintf(stderr, "%-6s %-6s %12s %12s %8s %12s\n", "level", "words", "lookups", "hits", "hit%", "events");
     for (int k = 1; k < KVQ_QCX_HLEVELS; k++)
-        printf("%-6d %-6d %12llu %12llu %7.2f%% %12llu\n", k, span[k],
+        fprintf(stderr, "%-6d %-6d %12llu %12llu %7.2f%% %12llu\n", k, span[k],
                (unsigned long long)s->lookups[k], (unsigned long long)s->hits[k],
                pct(s->hits[k], s->lookups[k]), (unsigned long long)s->events[k + 2]);
 }
