@@ -15,15 +15,16 @@
 
 #include <stdlib.h>
 
-#define O2_CTX   65536u   /* contexts of order 2: previous two bytes */
 #define O1_CTX   256u     /* contexts of order 1: previous byte      */
+#define O2_EXPECT 4096u   /* initial order-2 map size (grows)         */
 #define O0_INC   16u      /* order-0 increment                       */
 #define O0_LIMIT (1u << 16)
 #define ESC_INC  32u      /* escape-model increment                  */
 #define ESC_LIMIT (1u << 13)
 
 typedef struct bmodel {
-    qcx_ctx *o2, *o1;
+    qcx_ctxmap o2;        /* keyed by the previous two bytes (made on demand) */
+    qcx_ctx *o1;
     qcx_small *o0;
     qcx_small *see[2][QCX_SEE_N];
     qcx_excl excl;
@@ -32,9 +33,8 @@ typedef struct bmodel {
 
 static void bmodel_free(bmodel *m)
 {
-    for (uint32_t i = 0; m->o2 && i < O2_CTX; i++) qcx_ctx_free(&m->o2[i]);
+    qcx_ctxmap_free(&m->o2);
     for (uint32_t i = 0; m->o1 && i < O1_CTX; i++) qcx_ctx_free(&m->o1[i]);
-    free(m->o2);
     free(m->o1);
     free(m->o0);
     for (unsigned i = 0; i < 2 * QCX_SEE_N; i++) free(m->see[i / QCX_SEE_N][i % QCX_SEE_N]);
@@ -45,13 +45,13 @@ static kvq_err bmodel_init(bmodel *m)
 {
     memset(m, 0, sizeof *m);
     uint32_t n[QCX_NLEV] = {0, 256};
-    m->o2 = calloc(O2_CTX, sizeof *m->o2);
     m->o1 = calloc(O1_CTX, sizeof *m->o1);
     m->o0 = qcx_small_create(256, O0_INC, O0_LIMIT);
-    int ok = m->o2 && m->o1 && m->o0;
+    int ok = m->o1 && m->o0;
     for (unsigned i = 0; i < 2 * QCX_SEE_N; i++)
         ok &= (m->see[i / QCX_SEE_N][i % QCX_SEE_N] = qcx_small_create(2, ESC_INC, ESC_LIMIT)) != NULL;
     kvq_err e = ok ? qcx_excl_init(&m->excl, n) : KVQ_ERROR(KVQ_ERR_NOMEM, "byte models");
+    if (e == KVQ_OK) e = qcx_ctxmap_init(&m->o2, O2_EXPECT);
     if (e != KVQ_OK) bmodel_free(m);
     return e;
 }
@@ -75,7 +75,11 @@ kvq_err qcx_bytes_encode(const uint8_t *p, size_t n, kvq_buf *out)
     kvq_err err = KVQ_OK;
     for (size_t i = 0; i < n && err == KVQ_OK; i++) {
         uint32_t key = QCX_KEY(QCX_LV_UNI, p[i]);
-        qcx_ctx *c2 = &m.o2[m.p2 << 8 | m.p1];
+        qcx_ctx *c2 = qcx_ctxmap_get(&m.o2, m.p2 << 8 | m.p1);
+        if (!c2) {
+            err = KVQ_ERROR(KVQ_ERR_NOMEM, "byte contexts");
+            break;
+        }
         int hit2 = qcx_ctx_encode(c2, NULL, m.see[0], &e, key);
         if (!hit2) {
             qcx_excl_clear(&m.excl);
@@ -102,7 +106,11 @@ kvq_err qcx_bytes_decode(const uint8_t *ac, size_t n, uint8_t *dst, size_t raw)
     for (size_t i = 0; i < raw && err == KVQ_OK; i++) {
         uint32_t key = 0;
         unsigned b;
-        qcx_ctx *c2 = &m.o2[m.p2 << 8 | m.p1];
+        qcx_ctx *c2 = qcx_ctxmap_get(&m.o2, m.p2 << 8 | m.p1);
+        if (!c2) {
+            err = KVQ_ERROR(KVQ_ERR_NOMEM, "byte contexts");
+            break;
+        }
         int r = qcx_ctx_decode(c2, NULL, m.see[0], &d, &key), hit2 = r > 0;
         if (r == 0) {
             qcx_excl_clear(&m.excl);
