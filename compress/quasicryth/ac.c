@@ -80,10 +80,10 @@ kvq_err qcx_enc_finish(qcx_enc *e)
 }
 
 /* ---- decoder ------------------------------------------------------------ */
-static unsigned get_bit(qcx_dec *d)
+static inline unsigned get_bit(qcx_dec *d)
 {
     size_t byte = d->bitpos >> 3;
-    unsigned b = byte < d->n ? (d->p[byte] >> (7 - (d->bitpos & 7))) & 1u : 0u;
+    unsigned b = KVQ_LIKELY(byte < d->n) ? (d->p[byte] >> (7 - (d->bitpos & 7))) & 1u : 0u;
     d->bitpos++;
     return b;
 }
@@ -391,8 +391,15 @@ int qcx_ctx_decode(qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec
     uint32_t sum, n, cum = 0;
     ctx_totals(c, x, &sum, &n);
     if (n == 0) return -1; /* "hit" with every symbol excluded: corrupt */
-    uint32_t t = qcx_dec_target(d, sum);
-    for (uint32_t i = 0; i < c->n; i++) {
+    uint32_t t = qcx_dec_target(d, sum), i = 0;
+    if (!x) { /* no exclusion: a plain cumulative scan */
+        while (cum + c->cnt[i] <= t) cum += c->cnt[i++];
+        qcx_dec_code(d, cum, c->cnt[i], sum);
+        *s = c->key[i];
+        c->hint = i;
+        return 1;
+    }
+    for (; i < c->n; i++) {
         if (excluded_at(x, c, i)) continue;
         if (cum + c->cnt[i] > t) {
             qcx_dec_code(d, cum, c->cnt[i], sum);
