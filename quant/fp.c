@@ -66,6 +66,8 @@ typedef struct {
     fp_search  search;
     kvq_tie    tie;
     kvq_nib_layout nib;
+    kvq_fp_lut lut[8];      /* per format index, for this tie rule (read-only
+                               after init: concurrent decodes are safe)     */
     float     *H;           /* [hn][hn] Gram matrix of calibration inputs   */
     int64_t    hn;
 } fp_state;
@@ -181,6 +183,7 @@ static kvq_err fp_init(void *st, const kvq_params *p)
     s->tie = (kvq_tie)p->v[4];
     s->nib = (kvq_nib_layout)p->v[5];
     KVQ_FAIL_IF(s->group % 2, KVQ_ERR_PARAM_RANGE, "fp: group=%lld must be even", (long long)s->group);
+    for (int i = 0; i < 8; i++) kvq_fp_lut_init(&s->lut[i], kvq_fp_format(fp_fmt_ids[i]), s->tie);
     return KVQ_OK;
 }
 
@@ -232,12 +235,12 @@ static size_t fp_bound(const void *st, const kvq_shape *sh)
     return best;
 }
 
-/* Quantises the whole tensor with format f into out (NULL: objective only). */
-static double fp_encode_fmt(const fp_state *s, const kvq_fpfmt *f, const float *x, const fp_layout *L,
-                            uint8_t *out, float *scratch)
+/* Quantises the whole tensor with format index fi into out (NULL: the
+ * objective only). */
+static double fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp_layout *L, uint8_t *out,
+                            float *scratch)
 {
-    kvq_fp_lut lut;
-    kvq_fp_lut_init(&lut, f, s->tie);
+    const kvq_fp_lut *lut = &s->lut[fi];
     int have_h = s->H && s->hn == L->cols;
     double total = 0.0;
     float *d = scratch, *q = scratch + L->cols;
@@ -249,15 +252,15 @@ static double fp_encode_fmt(const fp_state *s, const kvq_fpfmt *f, const float *
             int64_t len = L->cols - c0 < L->span ? L->cols - c0 : L->span;
             fp_obj o = {have_h ? s->H : NULL, L->cols, c0, have_h && !s->gran_group};
             double M = (double)kvq_absmax(xr + c0, (size_t)len), e = 0.0;
-            float sc = M > 0 ? search_span(s, &lut, &o, xr + c0, len, M, d, &e)
-                             : store_scale(1.0, s->gran_group, lut.mag[lut.n - 1]);
+            float sc = M > 0 ? search_span(s, lut, &o, xr + c0, len, M, d, &e)
+                             : store_scale(1.0, s->gran_group, lut->mag[lut->n - 1]);
             total += e;
-            fp_quant_span(&lut, xr + c0, len, sc, codes + c0, q);
+            fp_quant_span(lut, xr + c0, len, sc, codes + c0, q);
             if (!row) continue;
             if (s->gran_group) kvq_wr16(row + 2 * g, kvq_f32_to_f16(sc));
             else memcpy(row, &sc, 4); /* little-endian hosts only: checked in fp_impl.h */
         }
-        if (row) fp_pack_codes(f, s->nib, codes, L->cols, row + (size_t)L->gpr * L->entry);
+        if (row) fp_pack_codes(lut->f, s->nib, codes, L->cols, row + (size_t)L->gpr * L->entry);
     }
     return total;
 }
@@ -276,20 +279,29 @@ static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
         double be = INFINITY;
         for (int i = lo; i <= hi; i++) {
             fp_layout Li = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[i]), &src->shape);
-            double e = fp_encode_fmt(s, kvq_fp_format(fp_fmt_ids[i]), src->data, &Li, NULL, scratch);
+            double e = fp_encode_fmt(s, i, src->data, &Li, NULL, scratch);
             if (e < be) be = e, best = i;
         }
     }
-    const kvq_fpfmt *f = kvq_fp_format(fp_fmt_ids[best]);
-    L = fp_layout_of(s, f, &src->shape);
+    L = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[best]), &src->shape);
     uint8_t *out = dst;
     out[0] = (uint8_t)best;
-    fp_encode_fmt(s, f, src->data, &L, out, scratch);
+    fp_encode_fmt(s, best, src->data, &L, out, scratch);
     free(scratch);
     *n = L.total;
     return KVQ_OK;
 }
 
+/* Scale g of a row, checked (a non-finite one can only come from damage). */
+static kvq_err row_scale(const fp_state *s, const uint8_t *row, int64_t g, int64_t r, float *sc)
+{
+    *sc = s->gran_group ? kvq_f16_to_f32(kvq_rd16(row + 2 * g)) : kvq_rdf32(row);
+    KVQ_FAIL_IF(!isfinite(*sc), KVQ_ERR_CORRUPT, "fp: row %lld holds a non-finite scale", (long long)r);
+    return KVQ_OK;
+}
+
+/* Rows [r0, r1), one run of codes at a time (no allocation: decode_rows
+ * runs inside the decoder's matmul). */
 static kvq_err fp_decode_rows(void *st, const void *src, size_t n, const kvq_shape *sh, int64_t r0, int64_t r1,
                               float *out)
 {
@@ -297,27 +309,25 @@ static kvq_err fp_decode_rows(void *st, const void *src, size_t n, const kvq_sha
     const uint8_t *p = src;
     KVQ_FAIL_IF(n < 1 || p[0] >= 8, KVQ_ERR_CORRUPT, "fp: bad format byte");
     const kvq_fpfmt *f = kvq_fp_format(fp_fmt_ids[p[0]]);
+    const kvq_fp_lut *l = &s->lut[p[0]];
     fp_layout L = fp_layout_of(s, f, sh);
     KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "fp: payload is %zu bytes, shape and parameters need %zu", n,
                 L.total);
-    kvq_fp_lut lut;
-    kvq_fp_lut_init(&lut, f, s->tie);
-    uint8_t *codes = malloc((size_t)L.cols + 1);
-    KVQ_FAIL_IF(!codes, KVQ_ERR_NOMEM, "fp: out of memory");
+    unsigned sb = (unsigned)f->e + f->m, mask = (1u << sb) - 1;
     for (int64_t r = r0; r < r1; r++, out += L.cols) {
         const uint8_t *row = p + 1 + (size_t)r * L.row_bytes;
-        fp_unpack_codes(f, s->nib, row + (size_t)L.gpr * L.entry, L.cols, codes);
-        for (int64_t g = 0, c0 = 0; c0 < L.cols; g++, c0 += L.span) {
-            int64_t len = L.cols - c0 < L.span ? L.cols - c0 : L.span;
-            float sc = s->gran_group ? kvq_f16_to_f32(kvq_rd16(row + 2 * g)) : kvq_rdf32(row);
-            if (!isfinite(sc)) {
-                free(codes);
-                return KVQ_ERROR(KVQ_ERR_CORRUPT, "fp: row %lld holds a non-finite scale", (long long)r);
+        int64_t g = -1;
+        float sc = 0.0f;
+        for (int64_t c = 0; c < L.cols; c += FP_RUN) {
+            uint8_t codes[FP_RUN];
+            int64_t k = fp_unpack_run(f, s->nib, row + (size_t)L.gpr * L.entry, L.cols, c, codes);
+            for (int64_t j = 0; j < k; j++) {
+                if ((c + j) / L.span != g) KVQ_TRY(row_scale(s, row, g = (c + j) / L.span, r, &sc));
+                float v = l->mag[codes[j] & mask] * sc;
+                out[c + j] = codes[j] >> sb ? -v : v;
             }
-            fp_dequant_span(&lut, codes + c0, len, sc, NULL, out + c0);
         }
     }
-    free(codes);
     return KVQ_OK;
 }
 

@@ -59,6 +59,7 @@ typedef struct {
     float     s;
     uint8_t  *k;          /* [n]                                         */
     float    *shift;      /* [n] 2^−k_j                                  */
+    kvq_fp_lut lut;       /* the format's table (read-only after init)   */
 } fpa_state;
 
 static const kvq_fpfmt *fpa_fmt(const fpa_state *s) { return kvq_fp_format(fp_fmt_ids[s->fmt]); }
@@ -72,6 +73,7 @@ static kvq_err fpa_init(void *st, const kvq_params *p)
     s->pershift = (int)p->v[1];
     s->tie = (kvq_tie)p->v[2];
     s->nib = (kvq_nib_layout)p->v[3];
+    kvq_fp_lut_init(&s->lut, fpa_fmt(s), s->tie);
     return KVQ_OK;
 }
 
@@ -147,14 +149,12 @@ static kvq_err finalize(fpa_state *s)
     }
     float *tmp = malloc((size_t)(2 * s->n) * sizeof *tmp);
     KVQ_FAIL_IF(!tmp, KVQ_ERR_NOMEM, "fpa: out of memory");
-    kvq_fp_lut l;
-    kvq_fp_lut_init(&l, f, s->tie);
     double best = INFINITY;
     for (int i = 0; i < FPA_GAMMA_N; i++) {
         double rho = (FPA_GAMMA_LO + FPA_GAMMA_SPAN * i / FPA_GAMMA_N) * rho0;
         float sc = (float)exp2((double)f->bias - rho);
         if (!(sc >= FLT_MIN) || !(sc <= FLT_MAX / kvq_fp_maxval(f))) continue; /* 1/s, maxval·s finite */
-        double e = act_err(s, &l, sc, tmp, tmp + s->n);
+        double e = act_err(s, &s->lut, sc, tmp, tmp + s->n);
         if (e < best) best = e, s->s = sc;
     }
     free(tmp);
@@ -197,12 +197,10 @@ static kvq_err fpa_encode(void *st, const kvq_tensor *src, void *dst, size_t cap
     memcpy(out + 2, &s->s, 4);
     if (s->pershift) kvq_bits_pack(s->k, (size_t)cols, k_bits(f), out + 6);
     uint8_t *p = out + 6 + k_bytes(s, cols);
-    kvq_fp_lut l;
-    kvq_fp_lut_init(&l, f, s->tie);
     const float *x = src->data;
     for (int64_t r = 0; r < rows; r++, p += cb) {
         for (int64_t j = 0; j < cols; j++) tmp[j] = x[r * cols + j] / s->shift[j];
-        fp_quant_span(&l, tmp, cols, s->s, codes, NULL);
+        fp_quant_span(&s->lut, tmp, cols, s->s, codes, NULL);
         fp_pack_codes(f, s->nib, codes, cols, p);
     }
     free(codes), free(tmp);
@@ -210,6 +208,22 @@ static kvq_err fpa_encode(void *st, const kvq_tensor *src, void *dst, size_t cap
     return KVQ_OK;
 }
 
+/* Shifts 2^−k_j of columns [c, c + k) (c a multiple of FP_RUN, so the k
+ * codes start on a byte), checked against the format's range. */
+static kvq_err run_shifts(const fpa_state *s, const uint8_t *ktab, int64_t c, int64_t k, float *shift)
+{
+    const kvq_fpfmt *f = fpa_fmt(s);
+    uint8_t kj[FP_RUN] = {0};
+    if (s->pershift) kvq_bits_unpack(ktab + (size_t)c * k_bits(f) / 8, (size_t)k, k_bits(f), kj);
+    for (int64_t j = 0; j < k; j++) {
+        KVQ_FAIL_IF(kj[j] > (1 << f->e) - 1, KVQ_ERR_CORRUPT, "fpa: shift %d of channel %lld", kj[j],
+                    (long long)(c + j));
+        shift[j] = ldexpf(1.0f, -(int)kj[j]);
+    }
+    return KVQ_OK;
+}
+
+/* Rows [r0, r1), one run of FP_RUN columns at a time (no allocation). */
 static kvq_err fpa_decode_rows(void *st, const void *src, size_t n, const kvq_shape *sh, int64_t r0, int64_t r1,
                                float *out)
 {
@@ -222,25 +236,18 @@ static kvq_err fpa_decode_rows(void *st, const void *src, size_t n, const kvq_sh
                 n > 1 ? p[1] : 0, need);
     float sc = kvq_rdf32(p + 2);
     KVQ_FAIL_IF(!(sc > 0.0f) || !isfinite(sc), KVQ_ERR_CORRUPT, "fpa: bad scale %g", (double)sc);
-    const kvq_fpfmt *f = fpa_fmt(s);
-    uint8_t *k = malloc((size_t)cols + 1), *codes = malloc((size_t)cols + 1);
-    float *shift = malloc((size_t)cols * sizeof *shift + 1);
-    kvq_err e = !k || !codes || !shift ? KVQ_ERROR(KVQ_ERR_NOMEM, "fpa: out of memory") : KVQ_OK;
-    if (!e && s->pershift) kvq_bits_unpack(p + 6, (size_t)cols, k_bits(f), k);
-    for (int64_t j = 0; !e && j < cols; j++) {
-        int kj = s->pershift ? k[j] : 0;
-        if (kj > (1 << f->e) - 1) e = KVQ_ERROR(KVQ_ERR_CORRUPT, "fpa: shift %d of channel %lld", kj, (long long)j);
-        else shift[j] = ldexpf(1.0f, -kj);
-    }
-    kvq_fp_lut l;
-    kvq_fp_lut_init(&l, f, s->tie);
     const uint8_t *c0 = p + 6 + k_bytes(s, cols);
-    for (int64_t r = r0; !e && r < r1; r++, out += cols) {
-        fp_unpack_codes(f, s->nib, c0 + (size_t)r * cb, cols, codes);
-        fp_dequant_span(&l, codes, cols, sc, shift, out);
+    for (int64_t c = 0; c < cols; c += FP_RUN) {
+        float shift[FP_RUN];
+        uint8_t codes[FP_RUN];
+        int64_t k = cols - c < FP_RUN ? cols - c : FP_RUN;
+        KVQ_TRY(run_shifts(s, p + 6, c, k, shift));
+        for (int64_t r = r0; r < r1; r++) {
+            fp_unpack_run(s->lut.f, s->nib, c0 + (size_t)r * cb, cols, c, codes);
+            fp_dequant_span(&s->lut, codes, k, sc, shift, out + (r - r0) * cols + c);
+        }
     }
-    free(k), free(codes), free(shift);
-    return e;
+    return KVQ_OK;
 }
 
 static kvq_err fpa_decode(void *st, const void *src, size_t n, kvq_tensor *dst)

@@ -126,18 +126,22 @@ static inline void fp_pack_codes(const kvq_fpfmt *f, kvq_nib_layout nib, const u
     if (rest % 2) dst[(c + even) / 2] = codes[cols - 1] & 0x0F;
 }
 
-static inline void fp_unpack_codes(const kvq_fpfmt *f, kvq_nib_layout nib, const uint8_t *src, int64_t cols,
-                                   uint8_t *codes)
+/* Codes [c, c + k) of a row's code stream, k = min(FP_RUN, cols − c), c a
+ * multiple of FP_RUN: one run, so decoders need only a run-sized buffer. */
+static inline int64_t fp_unpack_run(const kvq_fpfmt *f, kvq_nib_layout nib, const uint8_t *src, int64_t cols,
+                                    int64_t c, uint8_t *codes)
 {
+    int64_t k = cols - c < FP_RUN ? cols - c : FP_RUN;
     if (kvq_fp_bits(f) != 4) {
-        memcpy(codes, src, (size_t)cols);
-        return;
+        memcpy(codes, src + c, (size_t)k);
+    } else if (k == FP_RUN) {
+        kvq_nibbles_unpack(src + c / 2, FP_RUN, nib, codes);
+    } else {
+        int64_t even = k - k % 2;
+        kvq_nibbles_unpack(src + c / 2, (size_t)even, KVQ_NIB_ADJACENT, codes);
+        if (k % 2) codes[k - 1] = src[(c + even) / 2] & 0x0F;
     }
-    int64_t c = 0;
-    for (; c + FP_RUN <= cols; c += FP_RUN) kvq_nibbles_unpack(src + c / 2, FP_RUN, nib, codes + c);
-    int64_t rest = cols - c, even = rest - rest % 2;
-    kvq_nibbles_unpack(src + c / 2, (size_t)even, KVQ_NIB_ADJACENT, codes + c);
-    if (rest % 2) codes[cols - 1] = src[(c + even) / 2] & 0x0F;
+    return k;
 }
 
 #endif /* KVQ_QUANT_FP_IMPL_H */

@@ -42,6 +42,7 @@
 #define NU_ROUNDS      3
 #define NU_LAMBDA      0.01
 #define NU_GOLD        0.6180339887498949
+#define NU_RUN         256  /* codes unpacked per step when decoding */
 
 static const kvq_param nu_params[] = {
     {"bits", 2, 8, 4, 1, NULL, "code width (levels 2^(b-1)-1 each side)"},
@@ -375,23 +376,22 @@ static kvq_err nu_decode_rows(void *st, const void *src, size_t n, const kvq_sha
     KVQ_FAIL_IF(!(a >= 0.05f && a <= 1.0f), KVQ_ERR_CORRUPT, "nupes: stored exponent %g outside [0.05, 1]", (double)a);
     kvq_nupes_lut(s->bits, a, lvl);
     int32_t qm = nu_qm(s->bits);
-    uint8_t *codes = malloc((size_t)L.cols + 1);
-    KVQ_FAIL_IF(!codes, KVQ_ERR_NOMEM, "nupes: out of memory");
     for (int64_t r = r0; r < r1; r++, out += L.cols) {
         const uint8_t *row = (const uint8_t *)src + 4 + (size_t)r * L.row_bytes;
-        kvq_bits_unpack(row + 2 * (size_t)L.gpr, (size_t)L.cols, s->bits, codes);
-        for (int64_t c = 0; c < L.cols; c++) {
-            int32_t q = (int32_t)codes[c] - qm;
-            float M = kvq_f16_to_f32(kvq_rd16(row + 2 * (c / s->group)));
-            if (q > qm || !isfinite(M)) {
-                free(codes);
-                return KVQ_ERROR(KVQ_ERR_CORRUPT, "nupes: row %lld: bad code %d or maximum", (long long)r, (int)q);
+        for (int64_t c0 = 0; c0 < L.cols; c0 += NU_RUN) { /* NU_RUN % 8 == 0: runs start on a byte */
+            uint8_t codes[NU_RUN];
+            int64_t k = L.cols - c0 < NU_RUN ? L.cols - c0 : NU_RUN;
+            kvq_bits_unpack(row + 2 * (size_t)L.gpr + (size_t)c0 * s->bits / 8, (size_t)k, s->bits, codes);
+            for (int64_t j = 0; j < k; j++) {
+                int32_t q = (int32_t)codes[j] - qm;
+                float M = kvq_f16_to_f32(kvq_rd16(row + 2 * ((c0 + j) / s->group)));
+                KVQ_FAIL_IF(q > qm || !isfinite(M), KVQ_ERR_CORRUPT, "nupes: row %lld: bad code %d or maximum",
+                            (long long)r, (int)q);
+                float v = M * lvl[q < 0 ? -q : q];
+                out[c0 + j] = q < 0 ? -v : v;
             }
-            float v = M * lvl[q < 0 ? -q : q];
-            out[c] = q < 0 ? -v : v;
         }
     }
-    free(codes);
     return KVQ_OK;
 }
 
