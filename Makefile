@@ -64,6 +64,8 @@ KVQ      := $(BUILD)/kvq
 QCX      := $(BUILD)/qcx
 
 .PHONY: all test asan ubsan fuzz bench clean info
+# Objects are never intermediate: keep them (no rebuilds, no 'rm' noise).
+.SECONDARY:
 all: $(LIBKVQ) $(KVQ) $(if $(QCX_SRC),$(QCX))
 
 $(BUILD)/obj/%.o: %.c
