@@ -43,7 +43,7 @@
  * The page's token axis is dim[0] of the tensor (the cache's pages are
  * [page][n_kv_heads][head_size]); channels = everything else.  P2 (previous
  * layer) of §3.3 needs a cross-page dependency that a stateless page codec
- * cannot have and is not implemented.  Every length, count and table entry
+ * cannot have, so kvq leaves it out.  Every length, count and table entry
  * of a payload is checked before use.
  */
 #include "compress/plt_internal.h"
