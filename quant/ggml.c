@@ -16,46 +16,18 @@
  *   Q4_0: max = signed value of the first element of largest magnitude;
  *         d = max/−8; id = d ? 1/d : 0; q = min(15, (int8)(x·id + 8.5)).
  *   Both store d rounded to f16 (RNE) but quantise with the f32 d.
- * Speed: the per-block loops have a constant trip count of 32 and no
- * divisions or branches, so gcc -O2 vectorises them; roundf is replaced by
- * kvq_round_rha (quant_common.h), proven identical for |v| < 2^31, and
- * x·id + 8.5 is kept as two statements so no compiler contracts it into an
- * FMA (ggml's reference rounds the product first).
- * Reconstructed where ggml is undefined: when 1/d overflows (|d| below
- * ~2^-128, a block of subnormal inputs) ggml converts ±Inf/NaN to int8,
- * which x86 builds turn into 0; we store code 0 there.  When d is an f32
- * subnormal but 1/d is finite, x·id can leave the int8 range in ggml
- * (undefined in C); we wrap as x86 does for q8_0 and saturate Q4_0 codes at
- * 15.  In both cases the f16 scale is 0 and the block decodes to
- * zeros, so the difference never reaches a decoded value.  A block whose scale exceeds
- * the f16 range (|x| > ~8.3e6 for q8_0, > ~5.2e5 for q4_0) would be stored
+ * The block loops live behind the kernel slots (kernels/kernels.h): the
+ * scalar reference in kernels/cpu/ref.c (which documents the rounding and
+ * what we store where ggml is undefined), AVX2 in kernels/cpu/avx2.c, both
+ * byte-identical.  A block whose scale exceeds the f16 range (|x| > ~8.3e6
+ * for q8_0, > ~5.2e5 for q4_0) would be stored
  * by ggml as an Inf scale; we reject it with KVQ_ERR_PARAM_RANGE.
  */
 #include "kvq_internal.h"
 #include "quant/codecs.h"
-#include "quant/quant_common.h"
+#include "kernels/kernels.h"
 
-#include <float.h>
-
-#define QK          32      /* elements per block (ggml QK8_0 = QK4_0 = 32)      */
-#define Q8_0_QMAX   127.0f  /* (1 << 7) − 1: largest |q| of Q8_0                 */
-#define Q4_0_DIV    (-8.0f) /* Q4_0: d = max / −8, so max maps to code 0          */
-#define Q4_0_OFFSET 8.5f    /* Q4_0: code = trunc(x·id + 8.5) = RHA(x·id) + 8     */
-#define Q4_0_CODE_MAX 15    /* largest 4-bit code                                 */
-#define Q4_0_ZERO   8       /* code of the value 0                                */
-#define F16_EXP_MASK 0x7C00u /* all-ones exponent: Inf or NaN                     */
-
-typedef struct {
-    uint8_t d[2];          /* f16 scale, little-endian */
-    int8_t  qs[QK];
-} block_q8_0;
-_Static_assert(sizeof(block_q8_0) == 34, "Q8_0 block is 34 bytes (ggml-common.h)");
-
-typedef struct {
-    uint8_t d[2];          /* f16 scale, little-endian */
-    uint8_t qs[QK / 2];    /* split-half nibbles       */
-} block_q4_0;
-_Static_assert(sizeof(block_q4_0) == 18, "Q4_0 block is 18 bytes (ggml-common.h)");
+#define QK          KVQ_QK  /* elements per block (ggml QK8_0 = QK4_0 = 32)      */
 
 typedef enum { GG_Q8_0, GG_Q4_0 } gg_type;
 
@@ -63,46 +35,9 @@ typedef struct {
     gg_type type;
 } gg_state;
 
-static size_t block_bytes(gg_type t) { return t == GG_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0); }
+static kvq_kt kern_type(gg_type t) { return t == GG_Q8_0 ? KVQ_KT_Q8_0 : KVQ_KT_Q4_0; }
+static size_t block_bytes(gg_type t) { return kvq_kern_block_bytes(kern_type(t)); }
 static const char *type_name(gg_type t) { return t == GG_Q8_0 ? "q8_0" : "q4_0"; }
-
-/* 1/d as ggml computes it; `ok` is 0 when it overflowed (see header). */
-static inline float inverse_scale(float d, int *ok)
-{
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    *ok = id <= FLT_MAX && id >= -FLT_MAX;
-    return id;
-}
-
-/* One Q8_0 block; returns the f16 scale. */
-static inline uint16_t q8_0_block(const float *restrict x, int8_t *restrict qs)
-{
-    float d = kvq_absmax(x, QK) / Q8_0_QMAX;
-    int ok;
-    float id = inverse_scale(d, &ok);
-    if (!ok) id = 0.0f; /* x86 ggml: Inf/NaN → int8 gives 0 */
-    for (int j = 0; j < QK; j++) qs[j] = (int8_t)kvq_round_rha(x[j] * id);
-    return kvq_f32_to_f16(d);
-}
-
-/* One Q4_0 block; returns the f16 scale. */
-static inline uint16_t q4_0_block(const float *restrict x, uint8_t *restrict qs)
-{
-    float d = kvq_signed_absmax(x, QK) / Q4_0_DIV;
-    int ok;
-    float id = inverse_scale(d, &ok);
-    uint8_t c[QK];
-    if (!ok) id = 0.0f;
-    for (int j = 0; j < QK; j++) {
-        float t = x[j] * id; /* rounded to f32 here, as in ggml ... */
-        t = t + Q4_0_OFFSET; /* ... before the offset is added      */
-        uint8_t v = (uint8_t)(int32_t)t; /* t ∈ [0.49, 16.5]: 0..16 */
-        c[j] = v < Q4_0_CODE_MAX ? v : Q4_0_CODE_MAX;
-    }
-    if (!ok) memset(c, 0, sizeof c); /* x86 ggml: Inf/NaN → int8 gives 0 */
-    kvq_nibbles_pack(c, QK, KVQ_NIB_SPLIT_HALF, qs);
-    return kvq_f32_to_f16(d);
-}
 
 static kvq_err check_shape(gg_type t, const kvq_shape *s)
 {
@@ -128,40 +63,22 @@ static kvq_err gg_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     size_t nb = (size_t)kvq_shape_numel(&src->shape) / QK, bb = block_bytes(t);
     KVQ_FAIL_IF(cap < nb * bb, KVQ_ERR_DST_TOO_SMALL, "%s: need %zu bytes, buffer has %zu", type_name(t),
                 nb * bb, cap);
-    const float *x = src->data;
     uint8_t *o = dst;
-    for (size_t b = 0; b < nb; b++, x += QK, o += bb) {
-        uint16_t h = t == GG_Q8_0 ? q8_0_block(x, (int8_t *)(o + 2)) : q4_0_block(x, o + 2);
-        KVQ_FAIL_IF((h & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_PARAM_RANGE,
-                    "%s: block %zu (element %zu): scale %g exceeds the f16 range", type_name(t), b, b * QK,
-                    (double)kvq_f16_to_f32(h));
-        kvq_wr16(o, h);
-    }
+    kvq_kernels_get()->quantize[kern_type(t)](src->data, o, nb);
+    size_t bad = kvq_kern_bad_scale(kern_type(t), o, nb);
+    KVQ_FAIL_IF(bad < nb, KVQ_ERR_PARAM_RANGE, "%s: block %zu (element %zu): scale %g exceeds the f16 range",
+                type_name(t), bad, bad * QK, (double)kvq_f16_to_f32(kvq_rd16(o + bad * bb)));
     *n = nb * bb;
     return KVQ_OK;
 }
 
-/* Blocks [b0, b0+nb) of a payload into y[nb·32]. */
+/* Blocks [b0, b0+nb) of a payload into y[nb·32] (the dequantize slot). */
 static kvq_err dequant_blocks(gg_type t, const uint8_t *p, size_t b0, size_t nb, float *restrict y)
 {
-    size_t bb = block_bytes(t);
-    for (size_t b = b0; b < b0 + nb; b++, y += QK) {
-        const uint8_t *blk = p + b * bb;
-        uint16_t h = kvq_rd16(blk);
-        KVQ_FAIL_IF((h & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_CORRUPT,
-                    "%s: block %zu has a non-finite scale (0x%04x)", type_name(t), b, h);
-        const float d = kvq_f16_to_f32(h);
-        if (t == GG_Q8_0) {
-            const int8_t *qs = (const int8_t *)(blk + 2);
-            for (int j = 0; j < QK; j++) y[j] = (float)qs[j] * d;
-        } else {
-            const uint8_t *qs = blk + 2;
-            for (int j = 0; j < QK / 2; j++) {
-                y[j] = (float)((qs[j] & 0x0F) - Q4_0_ZERO) * d;
-                y[j + QK / 2] = (float)((qs[j] >> 4) - Q4_0_ZERO) * d;
-            }
-        }
-    }
+    size_t bb = block_bytes(t), bad = kvq_kern_bad_scale(kern_type(t), p + b0 * bb, nb);
+    KVQ_FAIL_IF(bad < nb, KVQ_ERR_CORRUPT, "%s: block %zu has a non-finite scale (0x%04x)", type_name(t),
+                b0 + bad, kvq_rd16(p + (b0 + bad) * bb));
+    kvq_kernels_get()->dequantize[kern_type(t)](p + b0 * bb, y, nb);
     return KVQ_OK;
 }
 

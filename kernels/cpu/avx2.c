@@ -1,0 +1,218 @@
+/*
+ * avx2.c — AVX2/FMA overrides of the kernel slots (issue 9 item 2;
+ * STYLE.md "Kernels follow BLIS": only what is faster is overridden).
+ *
+ * Every function carries __attribute__((target("avx2,fma"))) and the table
+ * is filled only when __builtin_cpu_supports says the CPU has both, so the
+ * rest of the binary keeps the baseline ISA and runs anywhere.
+ *
+ * Exactness against cpu/ref.c (tests/test_kernels.c checks it):
+ *   quantize: the same f32 operations in the same order — d = amax/127 or
+ *     max/−8 computed in scalar, x·id as one multiply per lane (no FMA),
+ *     RHA as trunc + compare of the exact fraction (as kvq_round_rha),
+ *     Q4_0 as x·id then + 8.5 then truncation.  Blocks whose scale is an
+ *     f32 subnormal (ggml's undefined cases, see ref.c) and Q4_0 blocks
+ *     whose largest magnitude occurs with both signs go to the reference.
+ *   dequantize: (float)q · d per lane, identical to the reference.
+ *   dot: per block Σ q·x in four 8-lane FMA accumulators, then d·s into
+ *     the running sum: summation order differs from ref.c, so results
+ *     agree within f32 rounding (tolerance in tests/test_kernels.c).
+ */
+#include "kernels/kernels.h"
+#include "kvq_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+
+#define AVX_TARGET __attribute__((target("avx2,fma")))
+#define LANES      8
+#define Q8_0_QMAX  127.0f
+#define Q4_0_DIV   (-8.0f)
+#define Q4_0_OFFSET 8.5f
+#define Q4_0_CODE_MAX 15
+#define Q4_0_ZERO  8
+
+AVX_TARGET static inline float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX_TARGET static inline float hmax(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX_TARGET static float absmax_avx2(const float *x, size_t n)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    float r = hmax(m);
+    for (; i < n; i++) r = fabsf(x[i]) > r ? fabsf(x[i]) : r;
+    return r;
+}
+
+/* Round half away from zero of integral-range lanes, exactly as
+ * kvq_round_rha: t = trunc(v), then ±1 when the exact fraction is ≥ ½. */
+AVX_TARGET static inline __m256i round_rha(__m256 v)
+{
+    const __m256 half = _mm256_set1_ps(0.5f), nhalf = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f);
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(v, t);
+    t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
+    t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, nhalf, _CMP_LE_OQ), one));
+    return _mm256_cvttps_epi32(t);
+}
+
+static inline int subnormal_scale(float d) { return d != 0.0f && fabsf(d) < FLT_MIN; }
+
+AVX_TARGET static void q8_0_block(const float *x, uint8_t *blk)
+{
+    __m256 v[4];
+    for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + LANES * i);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    float d = hmax(m) / Q8_0_QMAX;
+    if (subnormal_scale(d)) {
+        kvq_kern_q8_0_block_ref(x, blk);
+        return;
+    }
+    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    __m256i q[4];
+    for (int i = 0; i < 4; i++) q[i] = round_rha(_mm256_mul_ps(v[i], id));
+    /* int32 → int8: the two packs interleave 128-bit lanes; the permute
+     * restores element order. */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)(void *)(blk + 2), p);
+    kvq_wr16(blk, kvq_f32_to_f16(d));
+}
+
+AVX_TARGET static void q4_0_block(const float *x, uint8_t *blk)
+{
+    __m256 v[4];
+    for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + LANES * i);
+    __m256 lo = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
+    __m256 hi = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+    float mn = -hmax(_mm256_sub_ps(_mm256_setzero_ps(), lo)), mx = hmax(hi);
+    float d = (mx > -mn ? mx : mn) / Q4_0_DIV;
+    if (mx == -mn || subnormal_scale(d)) { /* tie of signs, or ggml's undefined cases */
+        kvq_kern_q4_0_block_ref(x, blk);
+        return;
+    }
+    const __m256 id = _mm256_set1_ps(1.0f / d), off = _mm256_set1_ps(Q4_0_OFFSET);
+    const __m256i cmax = _mm256_set1_epi32(Q4_0_CODE_MAX);
+    __m256i c[4];
+    for (int i = 0; i < 4; i++)
+        c[i] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v[i], id), off)), cmax);
+    /* byte j = code j | code j+16 << 4 */
+    __m256i e0 = _mm256_or_si256(c[0], _mm256_slli_epi32(c[2], 4));
+    __m256i e1 = _mm256_or_si256(c[1], _mm256_slli_epi32(c[3], 4));
+    __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(e0, e1), 0xD8); /* quads 0,2,1,3 */
+    __m128i b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    _mm_storeu_si128((__m128i *)(void *)(blk + 2), b);
+    kvq_wr16(blk, kvq_f32_to_f16(d));
+}
+
+AVX_TARGET static void quant_q8_0(const float *x, uint8_t *dst, size_t nb)
+{
+    for (size_t b = 0; b < nb; b++) q8_0_block(x + b * KVQ_QK, dst + b * KVQ_Q8_0_BYTES);
+}
+
+AVX_TARGET static void quant_q4_0(const float *x, uint8_t *dst, size_t nb)
+{
+    for (size_t b = 0; b < nb; b++) q4_0_block(x + b * KVQ_QK, dst + b * KVQ_Q4_0_BYTES);
+}
+
+/* The 32 codes of a block as four 8-lane float vectors (Q8_0: q; Q4_0: q − 8). */
+AVX_TARGET static inline void codes_q8_0(const uint8_t *qs, __m256 f[4])
+{
+    for (int i = 0; i < 4; i++)
+        f[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(qs + 8 * i))));
+}
+
+AVX_TARGET static inline void codes_q4_0(const uint8_t *qs, __m256 f[4])
+{
+    const __m128i mask = _mm_set1_epi8(0x0F), zero = _mm_set1_epi8(Q4_0_ZERO);
+    __m128i raw = _mm_loadu_si128((const __m128i *)(const void *)qs);
+    __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), zero);
+    __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), zero);
+    f[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    f[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+    f[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    f[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+}
+
+AVX_TARGET static inline void codes(kvq_kt t, const uint8_t *blk, __m256 f[4])
+{
+    if (t == KVQ_KT_Q8_0) codes_q8_0(blk + 2, f);
+    else codes_q4_0(blk + 2, f);
+}
+
+/* One generic body per operation; t is a compile-time constant at each call. */
+AVX_TARGET static inline void dequant(kvq_kt t, const uint8_t *src, float *y, size_t nb)
+{
+    size_t bb = kvq_kern_block_bytes(t);
+    for (size_t b = 0; b < nb; b++, src += bb, y += KVQ_QK) {
+        __m256 f[4], d = _mm256_set1_ps(kvq_f16_to_f32(kvq_rd16(src)));
+        codes(t, src, f);
+        for (int i = 0; i < 4; i++) _mm256_storeu_ps(y + LANES * i, _mm256_mul_ps(f[i], d));
+    }
+}
+
+AVX_TARGET static inline float dot(kvq_kt t, const uint8_t *src, const float *x, size_t nb)
+{
+    size_t bb = kvq_kern_block_bytes(t);
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++, src += bb, x += KVQ_QK) {
+        __m256 f[4];
+        codes(t, src, f);
+        __m256 s0 = _mm256_mul_ps(f[0], _mm256_loadu_ps(x));
+        __m256 s1 = _mm256_mul_ps(f[1], _mm256_loadu_ps(x + LANES));
+        s0 = _mm256_fmadd_ps(f[2], _mm256_loadu_ps(x + 2 * LANES), s0);
+        s1 = _mm256_fmadd_ps(f[3], _mm256_loadu_ps(x + 3 * LANES), s1);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(kvq_f16_to_f32(kvq_rd16(src))), _mm256_add_ps(s0, s1), acc);
+    }
+    return hsum(acc);
+}
+
+AVX_TARGET static void dequant_q8_0(const uint8_t *s, float *y, size_t nb) { dequant(KVQ_KT_Q8_0, s, y, nb); }
+AVX_TARGET static void dequant_q4_0(const uint8_t *s, float *y, size_t nb) { dequant(KVQ_KT_Q4_0, s, y, nb); }
+AVX_TARGET static float dot_q8_0(const uint8_t *s, const float *x, size_t nb) { return dot(KVQ_KT_Q8_0, s, x, nb); }
+AVX_TARGET static float dot_q4_0(const uint8_t *s, const float *x, size_t nb) { return dot(KVQ_KT_Q4_0, s, x, nb); }
+
+int kvq_kernels_fill_avx2(kvq_kernels *k)
+{
+    kvq_kernels_fill_ref(k);
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+    k->name = "avx2";
+    k->quantize[KVQ_KT_Q8_0] = quant_q8_0;
+    k->quantize[KVQ_KT_Q4_0] = quant_q4_0;
+    k->dequantize[KVQ_KT_Q8_0] = dequant_q8_0;
+    k->dequantize[KVQ_KT_Q4_0] = dequant_q4_0;
+    k->dot[KVQ_KT_Q8_0] = dot_q8_0;
+    k->dot[KVQ_KT_Q4_0] = dot_q4_0;
+    k->absmax = absmax_avx2;
+    return 1;
+}
+
+#else /* not x86: the reference stays in every slot */
+
+int kvq_kernels_fill_avx2(kvq_kernels *k)
+{
+    kvq_kernels_fill_ref(k);
+    return 0;
+}
+
+#endif

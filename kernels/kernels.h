@@ -1,0 +1,77 @@
+/*
+ * kernels.h — the kernel slot table (DESIGN.md "kernels/", STYLE.md
+ * "Kernels follow BLIS"; issue 9 items 1–2).
+ *
+ * A kvq_kernels table holds one function pointer per hot loop: quantize a
+ * row of ggml blocks, dequantize a row, the dot product of a quantized row
+ * with an f32 vector (the decoder's matmul, dequantization fused into the
+ * product), and absmax.  cpu/ref.c fills every slot with the scalar
+ * reference; cpu/avx2.c overrides the slots it implements when the CPU has
+ * AVX2 and FMA (checked at run time with __builtin_cpu_supports, so the
+ * binary still runs without them).  Codecs and the decoder call
+ * kvq_kernels_get() and never test for SIMD themselves.
+ *
+ * KVQ_SIMD=ref in the environment forces the reference table (testing,
+ * bisecting); KVQ_SIMD=avx2 or unset picks the best the CPU supports.
+ *
+ * Block layouts (ggml, byte for byte; kernels/cuda/blocks.h repeats them
+ * for the device with static asserts):
+ *   Q8_0 (34 B): f16 d (LE); int8 qs[32]                x = d·q
+ *   Q4_0 (18 B): f16 d (LE); u8 qs[16] split-half nibbles  x = d·(q − 8)
+ * Exactness: quantize and dequantize slots give identical bytes / floats
+ * in every table; dot slots differ only by summation order.
+ */
+#ifndef KVQ_KERNELS_H
+#define KVQ_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVQ_QK          32 /* values per ggml block (QK8_0 = QK4_0)      */
+#define KVQ_Q8_0_BYTES  34 /* bytes of one Q8_0 block                    */
+#define KVQ_Q4_0_BYTES  18 /* bytes of one Q4_0 block                    */
+#define KVQ_F16_EXP_MASK 0x7C00u /* all-ones exponent: the scale is Inf/NaN */
+
+/* Block types with slots; KVQ_KT_NONE marks "no fused kernel". */
+typedef enum { KVQ_KT_NONE = 0, KVQ_KT_Q8_0 = 1, KVQ_KT_Q4_0 = 2, KVQ_KT_COUNT = 3 } kvq_kt;
+
+/* quantize: nb blocks of 32 values x → blocks at dst (ggml reference
+ *   rules, see quant/ggml.c).  A block whose scale leaves the f16 range is
+ *   written with that Inf scale; callers check with kvq_kern_bad_scale().
+ * dequantize: nb blocks → 32·nb floats.  Scales are not checked.
+ * dot: Σ_i dequant(blocks)_i · x_i over nb blocks (scales not checked). */
+typedef void (*kvq_kern_quant_fn)(const float *x, uint8_t *dst, size_t nb);
+typedef void (*kvq_kern_dequant_fn)(const uint8_t *src, float *y, size_t nb);
+typedef float (*kvq_kern_dot_fn)(const uint8_t *src, const float *x, size_t nb);
+typedef float (*kvq_kern_absmax_fn)(const float *x, size_t n);
+
+typedef struct kvq_kernels {
+    const char *name;                      /* "ref", "avx2"                   */
+    kvq_kern_quant_fn   quantize[KVQ_KT_COUNT];
+    kvq_kern_dequant_fn dequantize[KVQ_KT_COUNT];
+    kvq_kern_dot_fn     dot[KVQ_KT_COUNT];
+    kvq_kern_absmax_fn  absmax;
+} kvq_kernels;
+
+/* kvq_kernels_get() : the table in use (thread-safe, chosen once). */
+const kvq_kernels *kvq_kernels_get(void);
+/* kvq_kernels_ref() : the complete scalar reference table. */
+const kvq_kernels *kvq_kernels_ref(void);
+/* kvq_kernels_avx2() : the reference with the AVX2/FMA overrides, or NULL
+ * when this CPU lacks AVX2 or FMA. */
+const kvq_kernels *kvq_kernels_avx2(void);
+
+/* Filled by cpu/ref.c and cpu/avx2.c respectively. */
+void kvq_kernels_fill_ref(kvq_kernels *k);
+int  kvq_kernels_fill_avx2(kvq_kernels *k); /* 0 when the CPU lacks AVX2/FMA */
+
+/* Helpers shared by slots and callers (cpu/ref.c). */
+size_t kvq_kern_block_bytes(kvq_kt t);
+/* Index of the first of nb blocks whose f16 scale is Inf/NaN, or nb. */
+size_t kvq_kern_bad_scale(kvq_kt t, const uint8_t *blocks, size_t nb);
+/* The scalar per-block quantizers (ref.c); the AVX2 code falls back to
+ * them on blocks whose scale is f32-subnormal (ggml's undefined cases). */
+void kvq_kern_q8_0_block_ref(const float *x, uint8_t *blk);
+void kvq_kern_q4_0_block_ref(const float *x, uint8_t *blk);
+
+#endif

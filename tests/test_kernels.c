@@ -1,0 +1,242 @@
+/*
+ * test_kernels.c — the kernel slot table (kernels/kernels.h, issue 9
+ * item 2): every AVX2 slot against the scalar reference of cpu/ref.c.
+ *
+ * Exact where the arithmetic is exact: quantize (bytes) and dequantize
+ * (float bit patterns) on 2^21 random values plus adversarial blocks —
+ * rounding ties (x·id exactly k + ½), the largest magnitude with both
+ * signs, all zeros, subnormal and tiny blocks, one huge outlier, values at
+ * the f16 scale limit.  Dot products within a stated tolerance: the two
+ * tables sum in different orders, so |avx2 − ref| ≤ DOT_TOL · Σ|d·q·x|
+ * (a few ulps of the sum of magnitudes for 32–4096 terms).  Also: the
+ * KVQ_SIMD=ref override and the golden ggml bytes through the codec (the
+ * golden files themselves are checked by test_codecs).  Skips with a
+ * message on a CPU without AVX2/FMA.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kernels/kernels.h"
+#include "kvq.h"
+
+#define N_RANDOM   (1u << 21) /* values in the random sweep               */
+#define N_ADV_BLK  4096       /* adversarial blocks                       */
+#define DOT_TOL    1e-5       /* relative to Σ|terms|: ~80 ulps of f32    */
+#define DOT_COLS   4096       /* longest dot row                          */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+static float unif(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; }
+
+static const kvq_kernels *need_avx2(void)
+{
+    const kvq_kernels *k = kvq_kernels_avx2();
+    if (!k) printf("SKIP: this CPU has no AVX2/FMA; only the reference table runs\n");
+    return k;
+}
+
+/* Random values of varied magnitude, some groups scaled to extremes. */
+static void fill_random(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i += KVQ_QK) {
+        float s = ldexpf(1.0f, (int)(rnd() % 40) - 20);
+        for (size_t j = i; j < i + KVQ_QK && j < n; j++) x[j] = unif() * s;
+    }
+}
+
+/* Block kind b % 8 of the adversarial set. */
+static void adversarial_block(float *x, unsigned b)
+{
+    for (int j = 0; j < KVQ_QK; j++) x[j] = unif();
+    switch (b % 8) {
+    case 0: /* q8_0 ties: amax 127 → d = 1, values k + ½ */
+        for (int j = 0; j < KVQ_QK; j++) x[j] = (float)((int)(rnd() % 254) - 127) + 0.5f;
+        x[rnd() % KVQ_QK] = 127.0f;
+        break;
+    case 1: /* q4_0 ties: max −8 → d = 1, values k + ½ */
+        for (int j = 0; j < KVQ_QK; j++) x[j] = (float)((int)(rnd() % 15) - 7) + 0.5f;
+        x[rnd() % KVQ_QK] = -8.0f;
+        break;
+    case 2: /* the largest magnitude with both signs, first one random */
+        x[rnd() % 16] = 3.0f;
+        x[16 + rnd() % 16] = -3.0f;
+        if (rnd() & 1) { float t = x[0]; x[0] = -3.0f * (t < 0 ? -1.0f : 1.0f); }
+        break;
+    case 3: /* all zeros, some negative zeros */
+        for (int j = 0; j < KVQ_QK; j++) x[j] = (rnd() & 1) ? 0.0f : -0.0f;
+        break;
+    case 4: /* subnormal and tiny: ggml's undefined cases */
+        for (int j = 0; j < KVQ_QK; j++) x[j] = unif() * ldexpf(1.0f, -120 - (int)(rnd() % 30));
+        break;
+    case 5: /* one outlier */
+        x[rnd() % KVQ_QK] = 3e4f * ((rnd() & 1) ? 1.0f : -1.0f);
+        break;
+    case 6: /* near the f16 scale limit of q4_0 */
+        x[rnd() % KVQ_QK] = 5.0e5f;
+        break;
+    default: /* ties at a power-of-two scale */
+        for (int j = 0; j < KVQ_QK; j++) x[j] = ldexpf((float)((int)(rnd() % 254) - 127) + 0.5f, -10);
+        x[0] = ldexpf(127.0f, -10);
+        break;
+    }
+}
+
+static void compare_quantize(const kvq_kernels *a, const kvq_kernels *r, const float *x, size_t nb)
+{
+    for (int t = KVQ_KT_Q8_0; t < KVQ_KT_COUNT; t++) {
+        size_t bb = kvq_kern_block_bytes((kvq_kt)t);
+        uint8_t *pa = malloc(nb * bb), *pr = malloc(nb * bb);
+        assert_non_null(pa);
+        assert_non_null(pr);
+        a->quantize[t](x, pa, nb);
+        r->quantize[t](x, pr, nb);
+        for (size_t b = 0; b < nb; b++)
+            if (memcmp(pa + b * bb, pr + b * bb, bb) != 0)
+                fail_msg("type %d block %zu: avx2 bytes differ from the reference", t, b);
+        free(pa);
+        free(pr);
+    }
+}
+
+static void test_quantize_random(void **state)
+{
+    (void)state;
+    const kvq_kernels *a = need_avx2();
+    if (!a) skip();
+    float *x = malloc(N_RANDOM * sizeof *x);
+    assert_non_null(x);
+    fill_random(x, N_RANDOM);
+    compare_quantize(a, kvq_kernels_ref(), x, N_RANDOM / KVQ_QK);
+    free(x);
+}
+
+static void test_quantize_adversarial(void **state)
+{
+    (void)state;
+    const kvq_kernels *a = need_avx2();
+    if (!a) skip();
+    float *x = malloc(N_ADV_BLK * KVQ_QK * sizeof *x);
+    assert_non_null(x);
+    for (unsigned b = 0; b < N_ADV_BLK; b++) adversarial_block(x + (size_t)b * KVQ_QK, b);
+    compare_quantize(a, kvq_kernels_ref(), x, N_ADV_BLK);
+    free(x);
+}
+
+/* Random blocks: any code byte, a finite f16 scale (normal or subnormal). */
+static void random_blocks(kvq_kt t, uint8_t *p, size_t nb)
+{
+    size_t bb = kvq_kern_block_bytes(t);
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *blk = p + b * bb;
+        for (size_t j = 2; j < bb; j++) blk[j] = (uint8_t)rnd();
+        uint16_t h;
+        do h = (uint16_t)rnd();
+        while ((h & KVQ_F16_EXP_MASK) == KVQ_F16_EXP_MASK);
+        blk[0] = (uint8_t)h;
+        blk[1] = (uint8_t)(h >> 8);
+    }
+}
+
+static void test_dequantize_exact(void **state)
+{
+    (void)state;
+    const kvq_kernels *a = need_avx2(), *r = kvq_kernels_ref();
+    if (!a) skip();
+    size_t nb = N_RANDOM / KVQ_QK;
+    float *ya = malloc(N_RANDOM * sizeof *ya), *yr = malloc(N_RANDOM * sizeof *yr);
+    uint8_t *p = malloc(nb * KVQ_Q8_0_BYTES);
+    assert_true(ya && yr && p);
+    for (int t = KVQ_KT_Q8_0; t < KVQ_KT_COUNT; t++) {
+        random_blocks((kvq_kt)t, p, nb);
+        a->dequantize[t](p, ya, nb);
+        r->dequantize[t](p, yr, nb);
+        assert_memory_equal(ya, yr, N_RANDOM * sizeof *ya);
+    }
+    free(ya);
+    free(yr);
+    free(p);
+}
+
+static void test_dot_tolerance(void **state)
+{
+    (void)state;
+    const kvq_kernels *a = need_avx2(), *r = kvq_kernels_ref();
+    if (!a) skip();
+    size_t nb = DOT_COLS / KVQ_QK;
+    float x[DOT_COLS], y[DOT_COLS];
+    uint8_t p[DOT_COLS / KVQ_QK * KVQ_Q8_0_BYTES];
+    for (int t = KVQ_KT_Q8_0; t < KVQ_KT_COUNT; t++)
+        for (int rep = 0; rep < 200; rep++) {
+            size_t n = 1 + rnd() % nb; /* 1 .. 128 blocks */
+            fill_random(x, n * KVQ_QK);
+            random_blocks((kvq_kt)t, p, n);
+            r->dequantize[t](p, y, n);
+            double mag = 0.0;
+            for (size_t i = 0; i < n * KVQ_QK; i++) mag += fabs((double)y[i] * (double)x[i]);
+            float da = a->dot[t](p, x, n), dr = r->dot[t](p, x, n);
+            if (fabs((double)da - (double)dr) > DOT_TOL * mag + 1e-37)
+                fail_msg("type %d, %zu blocks: avx2 %.9g ref %.9g (Σ|terms| %.9g)", t, n, (double)da, (double)dr,
+                         mag);
+        }
+}
+
+static void test_absmax_exact(void **state)
+{
+    (void)state;
+    const kvq_kernels *a = need_avx2(), *r = kvq_kernels_ref();
+    if (!a) skip();
+    float x[1000];
+    for (size_t n = 0; n <= 1000; n += 7) {
+        fill_random(x, 1000);
+        if (n) x[rnd() % n] = -1e6f;
+        float va = a->absmax(x, n), vr = r->absmax(x, n);
+        assert_memory_equal(&va, &vr, sizeof va);
+    }
+}
+
+/* The codec path: q4_0 through the table in use equals the reference bytes. */
+static void test_codec_uses_slots(void **state)
+{
+    (void)state;
+    const kvq_kernels *k = kvq_kernels_get();
+    const char *env = getenv("KVQ_SIMD");
+    if (env && strcmp(env, "ref") == 0) assert_string_equal(k->name, "ref");
+    else if (kvq_kernels_avx2()) assert_string_equal(k->name, "avx2");
+    float x[4 * KVQ_QK];
+    fill_random(x, 4 * KVQ_QK);
+    kvq_ctx *c = NULL;
+    assert_int_equal(kvq_ctx_create("q4_0", &c), KVQ_OK);
+    const int64_t dims[2] = {4, KVQ_QK};
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, dims);
+    uint8_t out[4 * KVQ_Q4_0_BYTES], ref[4 * KVQ_Q4_0_BYTES];
+    size_t n = 0;
+    assert_int_equal(kvq_ctx_encode_payload(c, &t, out, sizeof out, &n), KVQ_OK);
+    assert_int_equal(n, sizeof out);
+    kvq_kernels_ref()->quantize[KVQ_KT_Q4_0](x, ref, 4);
+    assert_memory_equal(out, ref, sizeof ref);
+    kvq_ctx_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_quantize_random),  cmocka_unit_test(test_quantize_adversarial),
+        cmocka_unit_test(test_dequantize_exact), cmocka_unit_test(test_dot_tolerance),
+        cmocka_unit_test(test_absmax_exact),     cmocka_unit_test(test_codec_uses_slots),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
