@@ -243,7 +243,7 @@ static double fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp_
     const kvq_fp_lut *lut = &s->lut[fi];
     int have_h = s->H && s->hn == L->cols;
     double total = 0.0;
-    float *d = scratch, *q = scratch + L->cols;
+    float *d = scratch;
     uint8_t *codes = (uint8_t *)(scratch + 2 * L->cols);
     for (int64_t r = 0; r < L->rows; r++) {
         const float *xr = x + r * L->cols;
@@ -252,10 +252,14 @@ static double fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp_
             int64_t len = L->cols - c0 < L->span ? L->cols - c0 : L->span;
             fp_obj o = {have_h ? s->H : NULL, L->cols, c0, have_h && !s->gran_group};
             double M = (double)kvq_absmax(xr + c0, (size_t)len), e = 0.0;
-            float sc = M > 0 ? search_span(s, lut, &o, xr + c0, len, M, d, &e)
-                             : store_scale(1.0, s->gran_group, lut->mag[lut->n - 1]);
+            /* a fixed format without search needs no objective when writing:
+             * the scale is search_span's single candidate */
+            float sc = !(M > 0) ? store_scale(1.0, s->gran_group, lut->mag[lut->n - 1])
+                       : out && s->search == SEARCH_NONE
+                           ? store_scale(cand_scale(SEARCH_NONE, lut->f, M, 0), s->gran_group, lut->mag[lut->n - 1])
+                           : search_span(s, lut, &o, xr + c0, len, M, d, &e);
             total += e;
-            fp_quant_span(lut, xr + c0, len, sc, codes + c0, q);
+            fp_quant_span(lut, xr + c0, len, sc, codes + c0, NULL);
             if (!row) continue;
             if (s->gran_group) kvq_wr16(row + 2 * g, kvq_f32_to_f16(sc));
             else memcpy(row, &sc, 4); /* little-endian hosts only: checked in fp_impl.h */

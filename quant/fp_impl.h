@@ -61,14 +61,32 @@ static inline void fp_codes4(const kvq_fp_lut *l, const float *x, int64_t len, f
     fp_codes4_run(l->thr, x + full, len - full, inv, codes + full);
 }
 
-/* The same for any format (up to 255 thresholds). */
+/* The same for any format, without counting up to 127 thresholds: the
+ * code of the grid point at or below a is read off a's bits (a normal
+ * binade of the format: exponent and top m mantissa bits, rebased to the
+ * format's bias; its subnormal binade: trunc(a·2^(bias+m−1)), exact, a power
+ * of two times a value below 2^m), clamped to code_max; then one compare
+ * with that code's threshold rounds it.  Equal to kvq_fp_lut_code: with
+ * mag[cf] <= a < mag[cf+1], thr[i] < mag[i+1] <= a for i < cf and
+ * thr[i] >= mag[i] > a for i > cf, so the count is cf + (a > thr[cf]);
+ * above mag[code_max] the clamp and thr[code_max] = +inf give code_max. */
 static inline void fp_codes_any(const kvq_fp_lut *l, const float *restrict x, int64_t len, float inv,
                                 uint8_t *restrict codes)
 {
-    unsigned sb = (unsigned)l->f->e + l->f->m;
+    const kvq_fpfmt *f = l->f;
+    const unsigned sb = (unsigned)f->e + f->m, shift = 23u - f->m;
+    const int32_t off = (127 - f->bias) << f->m, cmax = (int32_t)f->code_max;
+    const uint32_t e_norm = (uint32_t)(128 - f->bias);  /* f32 exponent field of 2^(1−bias) */
+    const float sub_lim = ldexpf(1.0f, 1 - f->bias), sub_mul = ldexpf(1.0f, f->bias + f->m - 1);
     for (int64_t j = 0; j < len; j++) {
-        unsigned c = kvq_fp_lut_code(l, fabsf(x[j]) * inv);
-        unsigned neg = (x[j] < 0.0f) & (c != 0);
+        float a = fabsf(x[j]) * inv, as = a < sub_lim ? a : sub_lim;
+        uint32_t u;
+        memcpy(&u, &a, 4);
+        int32_t cn = (int32_t)(u >> shift) - off, cs = (int32_t)(as * sub_mul);
+        int32_t cf = (u >> 23) >= e_norm ? cn : cs;
+        cf = cf < cmax ? cf : cmax;
+        int32_t c = cf + (a > l->thr[cf]);
+        int32_t neg = (x[j] < 0.0f) & (c != 0);
         codes[j] = (uint8_t)(c | neg << sb);
     }
 }

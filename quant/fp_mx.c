@@ -157,16 +157,57 @@ static uint8_t nv_best(float x, float d)
     return (uint8_t)best;
 }
 
+/* nv_best for 16 values at once, valid when d > 0 and every |v| <= 2^20·d
+ * (nv_encode_block checks): then only the two levels around |v| can hold
+ * the smallest rounded error — any other level, of either sign, is at
+ * least d (the smallest level spacing) farther than the nearer one, a
+ * relative gap >= 2^-21 that f32 rounding of the differences cannot close;
+ * a tie between them goes to the smaller index, the smaller magnitude (and
+ * index 0, never −0 at index 8, for |v| nearest 0).  The rounded
+ * differences are the ones ggml forms: fl(|k·d − v|), the product exact. */
+#define NV_FAST_RANGE 1048576.0f /* 2^20 */
+
+static void nv_codes_fast(const float *restrict v, float d, uint8_t *restrict codes)
+{
+    /* the seven levels above 0 written out: a constant-trip loop of
+     * compares and selects that gcc -O2 vectorises */
+    const float l1 = d, l2 = 2 * d, l3 = 3 * d, l4 = 4 * d, l6 = 6 * d, l8 = 8 * d, l12 = 12 * d;
+    int32_t c[NV_SUB];
+    for (int j = 0; j < NV_SUB; j++) {
+        float a = fabsf(v[j]);
+        int32_t k = (a >= l1) + (a >= l2) + (a >= l3) + (a >= l4) + (a >= l6) + (a >= l8) + (a >= l12);
+        float lo = a >= l1 ? l1 : 0.0f;
+        lo = a >= l2 ? l2 : lo;
+        lo = a >= l3 ? l3 : lo;
+        lo = a >= l4 ? l4 : lo;
+        lo = a >= l6 ? l6 : lo;
+        lo = a >= l8 ? l8 : lo;
+        lo = a >= l12 ? l12 : lo;
+        float hi = a < l8 ? l8 : l12;
+        hi = a < l6 ? l6 : hi;
+        hi = a < l4 ? l4 : hi;
+        hi = a < l3 ? l3 : hi;
+        hi = a < l2 ? l2 : hi;
+        hi = a < l1 ? l1 : hi;
+        int32_t m = k + ((k < 7) & (hi - a < a - lo));
+        c[j] = m | (((v[j] < 0.0f) & (m != 0)) << 3);
+    }
+    for (int j = 0; j < NV_SUB; j++) codes[j] = (uint8_t)c[j];
+}
+
 static void nv_encode_block(const float *x, float inv_g, uint8_t *out)
 {
     for (int s = 0; s < NV_BLOCK / NV_SUB; s++) {
         float v[NV_SUB];
         uint8_t codes[NV_SUB];
         for (int j = 0; j < NV_SUB; j++) v[j] = x[s * NV_SUB + j] * inv_g;
-        uint8_t ue = kvq_ue4m3_from_f32(kvq_absmax(v, NV_SUB) / NV_E2M1_MAX);
+        float amax = kvq_absmax(v, NV_SUB);
+        uint8_t ue = kvq_ue4m3_from_f32(amax / NV_E2M1_MAX);
         float d = kvq_ue4m3_value(ue) * 0.5f;
         out[s] = ue;
-        for (int j = 0; j < NV_SUB; j++) codes[j] = nv_best(v[j], d);
+        if (d > 0.0f && amax <= NV_FAST_RANGE * d) nv_codes_fast(v, d, codes);
+        else
+            for (int j = 0; j < NV_SUB; j++) codes[j] = nv_best(v[j], d);
         kvq_nibbles_pack(codes, NV_SUB, KVQ_NIB_SPLIT_HALF, out + NV_BLOCK / NV_SUB + s * NV_SUB / 2);
     }
 }

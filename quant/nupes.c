@@ -74,15 +74,88 @@ void kvq_nupes_lut_fixed(unsigned bits, double a, int F, int32_t *lut)
     for (int32_t k = 0; k <= qm; k++) lut[k] = (int32_t)llround(ldexp(pow((double)k, 1.0 / a), F));
 }
 
+/* |q| for r = min(|w|/M, 1): the one formula both paths below use. */
+static int32_t code_of_ratio(int32_t qm, double a, double r)
+{
+    int32_t q = (int32_t)nearbyint(qm * pow(r, a));
+    return q > qm ? qm : q;
+}
+
 int32_t kvq_nupes_code(unsigned bits, double a, float w, float M)
 {
     if (!(M > 0.0f) || w == 0.0f) return 0;
-    int32_t qm = nu_qm(bits);
     double r = fabs((double)w) / (double)M;
-    r = r > 1.0 ? 1.0 : r;
-    int32_t q = (int32_t)nearbyint(qm * pow(r, a));
-    q = q > qm ? qm : q;
+    int32_t q = code_of_ratio(nu_qm(bits), a, r > 1.0 ? 1.0 : r);
     return w < 0 ? -q : q;
+}
+
+/* ---- fast codes for a fixed exponent ------------------------------------------------
+ * |q|(r) is a step function of r, so it is a count of thresholds t_k (the
+ * least double r with |q|(r) >= k, found by bisection on the bits of r):
+ * no pow per value.  pow is not guaranteed monotone to the last ulp, so a
+ * band of relative width NU_BAND around each t_k is left to the formula
+ * itself: r inside a band (counts against the band's two edges differ) is
+ * coded by code_of_ratio, so the result equals kvq_nupes_code exactly. */
+#define NU_BAND 0x1p-30
+
+typedef struct {
+    int32_t qm;
+    unsigned steps;                          /* bisection steps: bits − 1     */
+    double  a;
+    double  lo[KVQ_NUPES_MAX_LEVELS];        /* t_k(1 − band), k = 1..qm; +inf */
+    double  hi[KVQ_NUPES_MAX_LEVELS];        /* t_k(1 + band), beyond qm      */
+} nu_thr;
+
+static double threshold(int32_t qm, double a, int32_t k)
+{
+    uint64_t lo = 0, hi = 0x3FF0000000000000ull; /* bits of 0.0 and 1.0: |q|(1) = qm >= k */
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        double r;
+        memcpy(&r, &mid, 8);
+        if (code_of_ratio(qm, a, r) >= k) hi = mid;
+        else lo = mid + 1;
+    }
+    double t;
+    memcpy(&t, &lo, 8);
+    return t;
+}
+
+static void nu_thr_init(nu_thr *t, unsigned bits, double a)
+{
+    t->qm = nu_qm(bits);
+    t->steps = bits - 1;
+    t->a = a;
+    t->lo[0] = t->hi[0] = -INFINITY;
+    for (int32_t k = 1; k < KVQ_NUPES_MAX_LEVELS; k++) {
+        double tk = k <= t->qm ? threshold(t->qm, a, k) : INFINITY;
+        t->lo[k] = tk * (1.0 - NU_BAND);
+        t->hi[k] = tk * (1.0 + NU_BAND);
+    }
+}
+
+/* #{k : r >= e[k]} for the 2^(bits−1) − 1 thresholds (branch-free bisection). */
+static inline int32_t count_ge(const double *e, unsigned steps, double r)
+{
+    int32_t pos = 0;
+    for (int32_t step = 1 << (steps - 1); step; step >>= 1) pos += e[pos + step] <= r ? step : 0;
+    return pos;
+}
+
+/* Codes of x[len] against one stored maximum M (kvq_nupes_code's values). */
+static void nu_codes_span(const nu_thr *t, const float *x, int64_t len, float M, int32_t *q)
+{
+    if (!(M > 0.0f)) {
+        for (int64_t j = 0; j < len; j++) q[j] = 0;
+        return;
+    }
+    for (int64_t j = 0; j < len; j++) {
+        double r = fabs((double)x[j]) / (double)M;
+        r = r > 1.0 ? 1.0 : r;
+        int32_t c = count_ge(t->lo, t->steps, r);
+        if (c != count_ge(t->hi, t->steps, r)) c = code_of_ratio(t->qm, t->a, r);
+        q[j] = x[j] < 0.0f ? -c : c;
+    }
 }
 
 /* ---- layout --------------------------------------------------------------------- */
@@ -149,11 +222,12 @@ typedef struct {
     float *y;                /* [cols] scratch                               */
 } nu_work;
 
-static void row_codes(const nu_work *w, int64_t r, double a)
+static void row_codes(const nu_work *w, const nu_thr *t, int64_t r, int32_t *q)
 {
-    for (int64_t c = 0; c < w->L.cols; c++)
-        w->q[r * w->L.cols + c] = kvq_nupes_code(w->s->bits, a, w->x[r * w->L.cols + c],
-                                                 w->M[r * w->L.gpr + c / w->s->group]);
+    for (int64_t g = 0; g < w->L.gpr; g++) {
+        int64_t c0 = g * w->s->group, len = w->L.cols - c0 < w->s->group ? w->L.cols - c0 : w->s->group;
+        nu_codes_span(t, w->x + r * w->L.cols + c0, len, w->M[r * w->L.gpr + g], q + c0);
+    }
 }
 
 static void row_values(const nu_work *w, int64_t r, const float *lvl, float *y)
@@ -170,9 +244,11 @@ static double weight_err(nu_work *w, double a, int requant)
 {
     float lvl[KVQ_NUPES_MAX_LEVELS];
     kvq_nupes_lut(w->s->bits, a, lvl);
+    nu_thr t;
+    if (requant) nu_thr_init(&t, w->s->bits, a);
     double e = 0.0;
     for (int64_t r = 0; r < w->L.rows; r++) {
-        if (requant) row_codes(w, r, a);
+        if (requant) row_codes(w, &t, r, w->q + r * w->L.cols);
         row_values(w, r, lvl, w->y);
         for (int64_t c = 0; c < w->L.cols; c++) {
             double d = (double)w->x[r * w->L.cols + c] - w->y[c];
@@ -329,7 +405,10 @@ static kvq_err nu_prepare(nu_work *w)
     return KVQ_OK;
 }
 
-static void nu_write(const nu_work *w, double a, uint8_t *out)
+/* Writes the payload.  t NULL: the codes are w->q (rows × cols, from the
+ * search or the data-driven refinement); else each row's codes are made
+ * here from t into w->q, which then holds one row. */
+static void nu_write(const nu_work *w, const nu_thr *t, double a, uint8_t *out)
 {
     float af = (float)a;
     memcpy(out, &af, 4);
@@ -337,8 +416,10 @@ static void nu_write(const nu_work *w, double a, uint8_t *out)
     int32_t qm = nu_qm(w->s->bits);
     for (int64_t r = 0; r < w->L.rows; r++) {
         uint8_t *row = out + 4 + (size_t)r * w->L.row_bytes;
+        const int32_t *q = t ? w->q : w->q + r * w->L.cols;
+        if (t) row_codes(w, t, r, w->q);
         for (int64_t g = 0; g < w->L.gpr; g++) kvq_wr16(row + 2 * g, kvq_f32_to_f16(w->M[r * w->L.gpr + g]));
-        for (int64_t c = 0; c < w->L.cols; c++) codes[c] = (uint8_t)(w->q[r * w->L.cols + c] + qm);
+        for (int64_t c = 0; c < w->L.cols; c++) codes[c] = (uint8_t)(q[c] + qm);
         kvq_bits_pack(codes, (size_t)w->L.cols, w->s->bits, row + 2 * (size_t)w->L.gpr);
     }
 }
@@ -349,15 +430,23 @@ static kvq_err nu_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     nu_work w = {s, src->data, nu_layout_of(s, &src->shape), NULL, NULL, NULL};
     KVQ_FAIL_IF(cap < w.L.total, KVQ_ERR_DST_TOO_SMALL, "nupes: need %zu bytes, buffer has %zu", w.L.total, cap);
     size_t cnt = (size_t)(w.L.rows * w.L.cols);
+    int drive_it = s->driven && s->H && s->hn == w.L.cols && cnt;
+    int direct = s->a_fixed > 0.0 && !drive_it; /* codes made row by row while writing */
     w.M = malloc((size_t)(w.L.rows * w.L.gpr + 1) * sizeof *w.M);
-    w.q = malloc((cnt + 1) * sizeof *w.q);
+    w.q = malloc(((direct ? (size_t)w.L.cols : cnt) + 1) * sizeof *w.q);
     w.y = malloc((size_t)(w.L.cols + 1) * sizeof *w.y);
     kvq_err e = !w.M || !w.q || !w.y ? KVQ_ERROR(KVQ_ERR_NOMEM, "nupes: out of memory") : nu_prepare(&w);
     double a = s->a_fixed > 0.0 ? s->a_fixed : 1.0;
     if (!e && s->a_fixed == 0.0 && cnt) a = search_a(&w);
-    if (!e) weight_err(&w, a, 1); /* codes for a */
-    if (!e && s->driven && s->H && s->hn == w.L.cols && cnt) e = drive(&w, &a);
-    if (!e) nu_write(&w, a, dst);
+    if (!e && !direct) weight_err(&w, a, 1); /* codes for a */
+    if (!e && drive_it) e = drive(&w, &a);
+    if (!e && direct) {
+        nu_thr t;
+        nu_thr_init(&t, s->bits, a);
+        nu_write(&w, &t, a, dst);
+    } else if (!e) {
+        nu_write(&w, NULL, a, dst);
+    }
     free(w.M);
     free(w.q);
     free(w.y);

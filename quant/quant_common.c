@@ -175,7 +175,12 @@ float kvq_ue4m3_value(uint8_t code)
 {
     if ((code & 0x7F) == UE4M3_NAN_LIKE) return 0.0f;
     unsigned ex = (code >> 3) & 0xF, man = code & 7;
-    return ex == 0 ? ldexpf((float)man, -9) : ldexpf((float)(8 + man), (int)ex - 10);
+    if (ex == 0) return (float)man * 0x1p-9f; /* exact: a power-of-two multiple */
+    /* (1 + man/8)·2^(ex − 7) built from its f32 bits (no ldexpf) */
+    uint32_t bits = (ex - 7u + 127u) << 23 | man << 20;
+    float v;
+    memcpy(&v, &bits, 4);
+    return v;
 }
 
 /* ---- layer-output objective ------------------------------------------------------ */
