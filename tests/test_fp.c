@@ -21,6 +21,7 @@
 
 #include "kvq.h"
 #include "quant/quant_common.h"
+#include "quant/fp_impl.h"
 
 #define GOLDEN "../shared/data/golden/"
 #define N_RAND 200000
@@ -275,6 +276,101 @@ static void test_mxfp4_speed(void **state)
     free(p), free(x);
 }
 
+/* The 8-bit code path (codes read off the value's bits, one threshold)
+ * equals the reference rounding: every midpoint and its neighbours, then a
+ * million random f32 bit patterns from f32 subnormals to past maxval. */
+static void test_fast_codes_any(void **state)
+{
+    (void)state;
+    enum { NV = 1 << 20 };
+    float *x = malloc(sizeof(float) * NV);
+    uint8_t *c = malloc(NV);
+    static const kvq_fp_id ids[] = {KVQ_FP_E5M2, KVQ_FP_E4M3, KVQ_FP_E3M4, KVQ_FP_E2M5, KVQ_FP_E1M6,
+                                    KVQ_FP_E4M3_OCP, KVQ_FP_E5M2_OCP};
+    for (size_t id = 0; id < sizeof ids / sizeof ids[0]; id++)
+        for (int t = 0; t < 3; t++) {
+            const kvq_fpfmt *f = kvq_fp_format(ids[id]);
+            kvq_fp_lut l;
+            kvq_fp_lut_init(&l, f, (kvq_tie)t);
+            int64_t n = 0;
+            for (unsigned i = 0; i + 1 < l.n; i++) {
+                x[n++] = l.mid[i], x[n++] = -nextafterf(l.mid[i], 0), x[n++] = nextafterf(l.mid[i], INFINITY);
+                x[n++] = l.mag[i];
+            }
+            int64_t per = id == 0 && t == 0 ? NV : NV / 16; /* millions for one, fewer for the rest */
+            while (n < per) {
+                rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+                uint32_t u = (uint32_t)(rng >> 32) & 0x7FFFFFFFu;
+                uint32_t ex = (uint32_t)(rng & 0xFF) % 40 + 127 - 30; /* 2^-30 .. 2^9 */
+                u = (rng >> 8) % 7 == 0 ? u % 0x800000u : (u & 0x807FFFFFu) | ex << 23;
+                memcpy(&x[n++], &u, 4);
+            }
+            unsigned sb = kvq_fp_bits(f) - 1;
+            fp_codes_any(&l, x, n, 1.0f, c);
+            for (int64_t j = 0; j < n; j++) {
+                unsigned want = kvq_fp_round_code(f, x[j], (kvq_tie)t);
+                unsigned got = c[j] & ((1u << sb) - 1), neg = c[j] >> sb;
+                if (got != want || neg != (unsigned)(x[j] < 0 && want != 0))
+                    fail_msg("%s tie %d: x = %a gives code %u (sign %u), reference %u", f->name, t, (double)x[j],
+                             got, neg, want);
+            }
+        }
+    free(x), free(c);
+}
+
+/* nvfp4 (tscale=0) equals a direct transcription of ggml's encoder (first
+ * index of the smallest fl(|k·d − x|) over all 16 codes) on a million
+ * values: exact ties at midpoints and one ulp either side, random blocks,
+ * f32 subnormal-scale blocks and blocks past UE4M3's saturation. */
+static void test_nvfp4_fast_equals_search(void **state)
+{
+    (void)state;
+    static const float kv[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    enum { R = 256, C = 4096 };
+    float *x = malloc(sizeof(float) * R * C);
+    for (int b = 0; b < R * C / 16; b++) {
+        float *v = x + 16 * b, sc = ldexpf(1.0f, b % 48 - 30);
+        int kind = b % 5;
+        for (int j = 0; j < 16; j++) {
+            int i = (int)((unsigned)(b * 7 + j) % 7);
+            float mid = (kv[i] + kv[i + 1]) * 0.25f * sc; /* between levels kv·d, d = sc/2 */
+            v[j] = kind == 0 ? mid : kind == 1 ? nextafterf(mid, 0) : kind == 2 ? nextafterf(mid, INFINITY)
+                 : frand() * sc * 6.0f;
+            if (kind == 4 && j == 3) v[j] = frand() * 1e6f; /* saturating outlier */
+            if (frand() < 0) v[j] = -v[j];
+        }
+        if (kind < 3) v[15] = 6.0f * sc; /* amax/6 = sc: d = sc/2, levels kv·sc/2 */
+    }
+    kvq_ctx *ctx;
+    assert_int_equal(kvq_ctx_create("nvfp4:tscale=0", &ctx), KVQ_OK);
+    int64_t d[2] = {R, C};
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d);
+    size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n;
+    uint8_t *p = malloc(cap);
+    assert_int_equal(kvq_ctx_encode_payload(ctx, &t, p, cap, &n), KVQ_OK);
+    for (int b = 0; b < R * C / 64; b++)
+        for (int sblk = 0; sblk < 4; sblk++) {
+            const float *v = x + 64 * b + 16 * sblk;
+            const uint8_t *blk = p + 4 + 36 * b;
+            uint8_t ue = kvq_ue4m3_from_f32(kvq_absmax(v, 16) / 6.0f), cd[16];
+            float dd = kvq_ue4m3_value(ue) * 0.5f;
+            assert_int_equal(blk[sblk], ue);
+            for (int j = 0; j < 16; j++) {
+                int best = 0;
+                float be = fabsf(kv[0] * dd - v[j]);
+                for (int i = 1; i < 16; i++)
+                    if (fabsf(kv[i] * dd - v[j]) < be) be = fabsf(kv[i] * dd - v[j]), best = i;
+                cd[j] = (uint8_t)best;
+            }
+            for (int j = 0; j < 8; j++)
+                if (blk[4 + 8 * sblk + j] != (uint8_t)(cd[j] | cd[j + 8] << 4))
+                    fail_msg("block %d sub %d byte %d: %02x, ggml search gives %02x", b, sblk, j,
+                             blk[4 + 8 * sblk + j], cd[j] | cd[j + 8] << 4);
+        }
+    kvq_ctx_free(ctx);
+    free(p), free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_quantizer_properties), cmocka_unit_test(test_identities),
         cmocka_unit_test(test_search),       cmocka_unit_test(test_mxfp4_golden),
         cmocka_unit_test(test_nvfp4_golden), cmocka_unit_test(test_mxfp4_speed),
+        cmocka_unit_test(test_fast_codes_any), cmocka_unit_test(test_nvfp4_fast_equals_search),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@
 
 #include "kvq.h"
 #include "quant/nupes.h"
+#include "quant/quant_common.h"
 
 #define QM4 7
 
@@ -225,12 +226,57 @@ static void test_datadriven(void **state)
     free(w), free(X), free(y0), free(y1);
 }
 
+/* A fixed exponent codes by threshold counting: every code of the payload
+ * equals kvq_nupes_code (pow per value) against the stored f16 maximum, on
+ * a million values (Gaussian, Laplace, zeros, exact group maxima, values
+ * above the f16-rounded maximum) for 4 and 8 bits and three exponents. */
+static void test_fixed_a_fast_codes(void **state)
+{
+    (void)state;
+    enum { R = 128, C = 2048, G = 32 };
+    float *x = malloc(sizeof(float) * R * C);
+    for (int i = 0; i < R * C; i++) {
+        x[i] = i % 3 ? gauss() : laplace();
+        if (i % 97 == 0) x[i] = 0.0f;
+        if (i % 101 == 0) x[i] = (float)ldexp(urand(), -20 - (int)(urand() * 10));
+    }
+    static const char *const specs[] = {"nupes:a=0.37,driven=0", "nupes:a=0.5,bits=8,driven=0",
+                                        "nupes:a=0.8125,bits=3,driven=0", "nupes:a=0.61,driven=0"};
+    static const unsigned bits[] = {4, 8, 3, 4};
+    static const double as[] = {0.37, 0.5, 0.8125, 0.61};
+    for (int k = 0; k < 4; k++) {
+        kvq_ctx *ctx;
+        assert_int_equal(kvq_ctx_create(specs[k], &ctx), KVQ_OK);
+        int64_t d[2] = {R, C};
+        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d);
+        size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n, rb = 2 * (C / G) + ((size_t)C * bits[k] + 7) / 8;
+        uint8_t *p = malloc(cap), codes[C];
+        assert_int_equal(kvq_ctx_encode_payload(ctx, &t, p, cap, &n), KVQ_OK);
+        assert_int_equal(n, 4 + R * rb);
+        int32_t qm = (1 << (bits[k] - 1)) - 1;
+        for (int r = 0; r < R; r++) {
+            const uint8_t *row = p + 4 + r * rb;
+            kvq_bits_unpack(row + 2 * (C / G), C, bits[k], codes);
+            for (int c = 0; c < C; c++) {
+                uint16_t h = (uint16_t)(row[2 * (c / G)] | row[2 * (c / G) + 1] << 8);
+                int32_t want = kvq_nupes_code(bits[k], as[k], x[r * C + c], kvq_f16_to_f32(h));
+                if ((int32_t)codes[c] - qm != want)
+                    fail_msg("%s: x[%d][%d] = %a codes %d, pow path %d", specs[k], r, c, (double)x[r * C + c],
+                             (int)codes[c] - qm, (int)want);
+            }
+        }
+        kvq_ctx_free(ctx);
+        free(p);
+    }
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a1_is_rtn),       cmocka_unit_test(test_levels_and_codes),
         cmocka_unit_test(test_integer_lut),     cmocka_unit_test(test_datafree_search),
-        cmocka_unit_test(test_datadriven),
+        cmocka_unit_test(test_datadriven), cmocka_unit_test(test_fixed_a_fast_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
