@@ -371,9 +371,10 @@ static int bench_codecs(int argc, char **argv)
     kvq_tensor tx = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d), ty = kvq_tensor_view(KVQ_DTYPE_F32, y, 2, d);
     double bytes = (double)n * sizeof(float);
     printf("kvq bench codecs: %lld x %lld f32 (%.1f MiB), normal x%.2f, 1 in %d values x%.0f, seed %u;\n"
-           "1 thread, GB/s = 1e9 bytes of f32 per second, median of >= %d runs and >= %.1f s\n\n",
+           "1 thread, GB/s = 1e9 bytes of f32 per second, median of >= %d runs and >= %.1f s;\n"
+           "kernels: %s (KVQ_SIMD=ref forces the scalar reference)\n\n",
            (long long)a.rows, (long long)a.cols, bytes / (1 << 20), (double)WEIGHT_STD, OUTLIER_EVERY,
-           (double)OUTLIER_GAIN, BENCH_SEED, a.runs, a.seconds);
+           (double)OUTLIER_GAIN, BENCH_SEED, a.runs, a.seconds, kvq_kernels_name());
     printf("%-22s %8s %9s %9s %9s %9s  %s\n", "codec", "bits/val", "encode", "(codec)", "decode", "ggml-ref",
            "encode vs ggml-ref");
     int fail = 0;

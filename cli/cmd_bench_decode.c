@@ -9,7 +9,10 @@
  * Both decoders run greedy from BOS for N steps (BOS predictions do not
  * stop the bench); the baseline's token sequence is compared with ours, so
  * the bench also says whether the two agree.  Each figure is the best of
- * --reps runs.
+ * --reps runs.  The same run then quantizes the weights in memory with
+ * --quant SPEC (default q4_0; "none" skips it) and measures our decoder
+ * again, so the quantized matmul (the kernel dot slot, kernels/kernels.h)
+ * is compared with f32 weights on the same model and tokens.
  */
 #include "cli.h"
 
@@ -21,6 +24,7 @@
 #define DEFAULT_TOKENS 512  /* issue 3: stories260K over 512 tokens */
 #define DEFAULT_REPS   5
 #define MAX_THREADS    256
+#define DEFAULT_QUANT  "q4_0"
 
 static double now_s(void)
 {
@@ -235,21 +239,27 @@ static kvq_err run_prompt(kvq_decoder *d, const int *tokens, int n, double *secs
 }
 
 typedef struct {
-    const char *model;
+    const char *model, *quant;
     long n, threads, reps;
 } bench_args;
 
 static int parse(int argc, char **argv, bench_args *a)
 {
-    *a = (bench_args){NULL, 0, 1, DEFAULT_REPS};
+    *a = (bench_args){NULL, DEFAULT_QUANT, 0, 1, DEFAULT_REPS};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
             printf("usage: kvq bench decode MODEL [-n TOKENS (default min(512, seq_len))] [--threads T]\n"
-                   "                              [--reps R (default %d)]\n"
+                   "                              [--reps R (default %d)] [--quant SPEC|none (default %s)]\n"
                    "  prompt-processing and generation tok/s, and generation against a plain\n"
-                   "  run.c-style C forward pass over the same tokens in the same run\n", DEFAULT_REPS);
+                   "  run.c-style C forward pass over the same tokens in the same run; then\n"
+                   "  the same with the weights quantized by SPEC\n", DEFAULT_REPS, DEFAULT_QUANT);
             return CLI_EXIT_OK;
+        }
+        if (!strcmp(o, "--quant")) {
+            if (i + 1 >= argc) return cli_usage_error("bench decode", "missing value for --quant");
+            a->quant = argv[++i];
+            continue;
         }
         long *dst = !strcmp(o, "-n") ? &a->n : !strcmp(o, "--threads") ? &a->threads
                   : !strcmp(o, "--reps") ? &a->reps : NULL;
@@ -299,6 +309,36 @@ static int measure(const bench_args *a, kvq_model *m, int n, bench_result *r)
     return e ? cli_error(a->model, e) : CLI_EXIT_OK;
 }
 
+/* Our decoder over m's weights quantized by spec: best prompt and
+ * generation seconds over the reps. */
+static int measure_quant(const bench_args *a, kvq_model *m, int n, double *pp, double *gen)
+{
+    kvq_quant_opts qo = {0};
+    kvq_quant_stat *st = NULL;
+    kvq_model *q = NULL;
+    qo.spec = a->quant;
+    kvq_err e = kvq_model_quantize(m, &qo, &q, &st);
+    free(st);
+    kvq_decoder_opts o;
+    kvq_decoder_opts_init(&o);
+    o.threads = (int)a->threads;
+    kvq_decoder *d = NULL;
+    int *toks = malloc((size_t)n * sizeof *toks);
+    if (!e) e = !toks ? KVQ_ERR_NOMEM : kvq_decoder_create(q, &o, &d);
+    *pp = *gen = INFINITY;
+    for (long rep = 0; rep < a->reps && !e; rep++) {
+        double t;
+        if ((e = run_ours(d, n, toks, &t))) break;
+        *gen = fmin(*gen, t);
+        if ((e = run_prompt(d, toks, n, &t))) break;
+        *pp = fmin(*pp, t);
+    }
+    kvq_decoder_free(d);
+    kvq_model_free(q);
+    free(toks);
+    return e ? cli_error(a->quant, e) : CLI_EXIT_OK;
+}
+
 int kvq_bench_decode(int argc, char **argv)
 {
     bench_args a;
@@ -327,6 +367,13 @@ int kvq_bench_decode(int argc, char **argv)
                r.agree ? ", same greedy output" : "; greedy outputs DIFFER");
         printf("ratio        %10.2f\xc3\x97 run.c-style (generation, %ld vs 1 thread)\n", r.base / r.gen,
                a.threads);
+    }
+    double qpp, qgen;
+    if (rc == CLI_EXIT_OK && strcmp(a.quant, "none") && (rc = measure_quant(&a, m, n, &qpp, &qgen)) == CLI_EXIT_OK) {
+        printf("%-12s %10.1f tok/s prompt, %.1f tok/s generation (kernels: %s)\n", a.quant, n / qpp, n / qgen,
+               kvq_kernels_name());
+        printf("ratio        %10.2f\xc3\x97 f32 weights (generation), %.2f\xc3\x97 (prompt)\n", r.gen / qgen,
+               r.pp / qpp);
     }
     kvq_model_free(m);
     return rc;

@@ -5,6 +5,7 @@
  * does not say "ref".
  */
 #include "kernels/kernels.h"
+#include "kvq.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -40,3 +41,5 @@ const kvq_kernels *kvq_kernels_avx2(void)
     pthread_once(&g_once, choose);
     return g_have_avx2 ? &g_avx2 : NULL;
 }
+
+const char *kvq_kernels_name(void) { return kvq_kernels_get()->name; }

@@ -5,9 +5,12 @@
  * §3.1; DESIGN.md "The reference decoder").
  *
  * Weights stay where the model keeps them: plain f32 rows are read in
- * place from the mmap; f16/bf16 and codec-encoded weights are dequantized
- * KVQ_DEC_GRAIN rows at a time into a per-thread scratch inside the
- * matmul, so a quantized model costs its compressed size.  A codec without
+ * place from the mmap; q8_0/q4_0 weights are multiplied block by block
+ * through the kernel dot slot (kernels/kernels.h: dequantization fused
+ * into the product, AVX2 when the CPU has it); f16/bf16 and other
+ * codec-encoded weights are dequantized KVQ_DEC_GRAIN rows at a time into
+ * a per-thread scratch inside the matmul, so a quantized model costs its
+ * compressed size.  A codec without
  * row access (decode_rows), misaligned f32 data, or opts.dequant_at_load
  * give an owned f32 copy instead.  K/V go through a kvq_cache (append +
  * attend).  Matmuls run over output rows on the pool; products that share
@@ -25,12 +28,19 @@
  * and/or passed through a codec (encode + decode) before the product.
  */
 #include "decoder_internal.h"
+#include "kernels/kernels.h"
+#include "quant/codecs.h"
 
 #include <math.h>
 #include <stdlib.h>
 
 #define DOT_LANES 8   /* interleaved partial sums in dot(): one AVX or two SSE vectors */
 #define MAX_JOB_MATS 3 /* wq, wk, wv share one matmul job */
+/* q8_0/q4_0 rows are dotted in place for up to this many input rows; a
+ * longer chunk (prompt processing) dequantizes each row block once with
+ * the dequantize slot and reuses it for every token, which is faster than
+ * unpacking the codes once per token. */
+#define FUSED_MAX_TOKENS 2
 
 /* ---- weights ---------------------------------------------------------------- */
 kvq_err kvq_dec_mat_own(dec_mat *m)
@@ -58,6 +68,23 @@ static int host_little_endian(void)
     return b == 1;
 }
 
+/* q8_0/q4_0 storage: the matmul dots the stored blocks with the input
+ * (kernels.h dot slot, dequantization fused), so the payload is checked
+ * once here — its size and every block's scale — instead of per product. */
+static kvq_err bind_fused(dec_mat *m, const kvq_codec *cd)
+{
+    kvq_kt t = cd == &kvq_codec_q8_0 ? KVQ_KT_Q8_0 : KVQ_KT_Q4_0;
+    size_t nb = (size_t)m->rows * (size_t)m->cols / KVQ_QK, bb = kvq_kern_block_bytes(t);
+    KVQ_FAIL_IF(m->cols % KVQ_QK || m->w->size != nb * bb, KVQ_ERR_CORRUPT,
+                "decoder: %s: %s payload of %zu bytes does not hold %d x %d values", m->w->name, cd->name,
+                m->w->size, m->rows, m->cols);
+    size_t bad = kvq_kern_bad_scale(t, m->w->data, nb);
+    KVQ_FAIL_IF(bad < nb, KVQ_ERR_CORRUPT, "decoder: %s: %s block %zu has a non-finite scale", m->w->name,
+                cd->name, bad);
+    m->qt = (int)t;
+    return KVQ_OK;
+}
+
 static kvq_err bind_mat(kvq_decoder *d, dec_mat *m, const char *name, int rows, int cols)
 {
     const kvq_weight *w = kvq_model_weight(d->model, name);
@@ -77,6 +104,8 @@ static kvq_err bind_mat(kvq_decoder *d, dec_mat *m, const char *name, int rows, 
     const kvq_codec *cd = w->codec ? kvq_ctx_codec(w->codec) : NULL;
     int rowwise = !cd || (cd->decode_rows && !(cd->flags & KVQ_FLAG_STATEFUL));
     if (d->opts.dequant_at_load || (!plain_f32 && !rowwise)) KVQ_TRY(kvq_dec_mat_own(m));
+    m->qt = 0;
+    if (!m->f32 && (cd == &kvq_codec_q8_0 || cd == &kvq_codec_q4_0)) KVQ_TRY(bind_fused(m, cd));
     if (cols > d->scratch_cols) d->scratch_cols = cols;
     return KVQ_OK;
 }
@@ -344,13 +373,32 @@ static void mm_block(const mm_job *j, int k, const float *w, int r0, int r1)
     }
 }
 
-/* Rows [r0, r1) of matrix k: in place, or dequantized a block at a time. */
+/* Rows [r0, r1) of a q8_0/q4_0 matrix through the dot slot: each stored
+ * row is read once for all nb input rows, no dequantized copy. */
+static void mm_fused(const mm_job *j, int k, int r0, int r1)
+{
+    const dec_mat *m = j->m[k];
+    kvq_kern_dot_fn dotq = kvq_kernels_get()->dot[m->qt];
+    size_t bpr = (size_t)m->cols / KVQ_QK, rb = bpr * kvq_kern_block_bytes((kvq_kt)m->qt);
+    const uint8_t *base = m->w->data;
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < j->nb; t++)
+            j->out[k][(size_t)t * j->out_stride[k] + (size_t)r] =
+                dotq(base + (size_t)r * rb, j->x + (size_t)t * j->x_stride, bpr);
+}
+
+/* Rows [r0, r1) of matrix k: in place, fused with the stored blocks, or
+ * dequantized a block at a time. */
 static void mm_rows(const mm_job *j, int k, int r0, int r1, int tid)
 {
     const dec_mat *m = j->m[k];
     kvq_decoder *d = j->d;
     if (m->f32) {
         mm_block(j, k, m->f32 + (size_t)r0 * (size_t)m->cols, r0, r1);
+        return;
+    }
+    if (m->qt && j->nb <= FUSED_MAX_TOKENS) {
+        mm_fused(j, k, r0, r1);
         return;
     }
     float *blk = d->scratch + (size_t)tid * KVQ_DEC_GRAIN * (size_t)d->scratch_cols;

@@ -22,6 +22,9 @@ typedef struct dec_mat {
     const float *f32;          /* [rows][cols] readable f32, or NULL         */
     float *owned;              /* f32 copy owned by the decoder, or NULL     */
     int rows, cols;
+    int qt;                    /* kernels.h kvq_kt when the matmul runs the
+                                  fused dot slot over the stored blocks
+                                  (q8_0/q4_0); 0 otherwise                  */
 } dec_mat;
 
 typedef struct kvq_mamba2 kvq_mamba2; /* Mamba-2 blocks (mamba2.c)          */

@@ -1367,6 +1367,14 @@ KVQ_API kvq_err kvq_plt_store_unlock(kvq_plt_store *s, const int32_t *tokens, in
 KVQ_API kvq_err kvq_plt_store_evict(kvq_plt_store *s, uint64_t target_bytes);
 KVQ_API kvq_err kvq_plt_store_stats_get(const kvq_plt_store *s, kvq_plt_store_stats *st);
 
+/* ======================================================================== */
+/*  Kernels (issue 9)                                                       */
+/* ======================================================================== */
+/* kvq_kernels_name() : the CPU kernel table the library uses, "avx2" or
+ * "ref" (chosen once from the CPU; KVQ_SIMD=ref in the environment forces
+ * the scalar reference). */
+KVQ_API const char *kvq_kernels_name(void);
+
 #ifdef KVQ_EXPERIMENTAL
 /* ======================================================================== */
 /*  Experimental API: may change between minor versions                     */

@@ -355,12 +355,24 @@ static void test_quantized_weights(void **state)
     kvq_decoder *df = make_dec(f, 1, 0), *d8 = make_dec(q8, 1, 0), *d8w = make_dec(q8, 1, 1);
     double ratio = (double)kvq_decoder_weight_bytes(d8) / (double)kvq_decoder_weight_bytes(df);
     assert_true(ratio < 0.3);
-    /* Dequantizing at load gives the very same logits as row blocks. */
+    /* Dequantizing at load gives the very same logits as row blocks (chunks
+     * of more than 2 tokens dequantize rows); token by token the matmul runs
+     * the fused q8_0 dot slot (kernels.h), equal up to summation order. */
     float *l8w = malloc(N * vocab * sizeof *l8w);
     int toks[N];
     for (int i = 0; i < N; i++) toks[i] = i ? (2 + 7 * i) % 512 : KVQ_TOKEN_BOS;
     assert_int_equal(kvq_decoder_forward_seq(d8w, toks, N, 0, l8w), KVQ_OK);
     assert_memory_equal(l8w, l8, N * vocab * sizeof *l8w);
+    assert_int_equal(kvq_decoder_reset(d8), KVQ_OK);
+    double ew = 0;
+    for (int i = 0; i < N; i++) {
+        float *lg = NULL;
+        assert_int_equal(kvq_decoder_forward(d8, toks[i], i, &lg), KVQ_OK);
+        double e = rel_rms(lg, l8w + (size_t)i * vocab, vocab);
+        ew = e > ew ? e : ew;
+    }
+    print_message("fused q8_0 dot vs dequantized rows: relative RMS logit difference <= %.2e\n", ew);
+    assert_true(ew > 0 && ew < 1e-5);
     /* f32 copies; the tied classifier gets its own (transforms untie it). */
     assert_int_equal(kvq_decoder_weight_bytes(d8w), kvq_decoder_weight_bytes(df) + vocab * 256 * sizeof(float));
     free(l8w);
