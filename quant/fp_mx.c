@@ -62,10 +62,21 @@ static size_t mx_bound(const void *st, const kvq_shape *s)
 }
 
 /* ggml's e: (uint8_t)(floorf(log2f(amax)) − 2 + 127), the float converted
- * through int32 as x86 does (defined here for every finite amax). */
+ * through int32 as x86 does (defined here for every finite amax).  For a
+ * normal amax whose mantissa is below 2 − 2^-11, floor(log2f) is the
+ * exponent field: log2 lies in [k, k + 1 − 7·10^-4], log2f(2^k) = k and a
+ * faithful log2f stays on the same side of k + 1 (its ulp is <= 2^-16 for
+ * |k| < 128); other values (just below a power of two, subnormals) take
+ * log2f itself. */
+#define MX_MANT_NEAR_TOP 0x7FF000u
+
 static uint8_t mx_exponent(float amax)
 {
     if (!(amax > 0.0f)) return 0;
+    uint32_t u;
+    memcpy(&u, &amax, 4);
+    if ((u >> 23) != 0 && (u & 0x7FFFFFu) < MX_MANT_NEAR_TOP)
+        return (uint8_t)((int32_t)(u >> 23) - MX_EMIN_ELEM); /* exponent − 127 − 2 + 127 */
     float f = floorf(log2f(amax)) - MX_EMIN_ELEM + 127;
     return (uint8_t)(int32_t)f;
 }

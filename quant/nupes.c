@@ -31,6 +31,7 @@
 #include "quant/nupes.h"
 #include "quant/quant_common.h"
 
+#include <float.h>
 #include <stdlib.h>
 
 #define NU_A_LO        0.2
@@ -96,7 +97,7 @@ int32_t kvq_nupes_code(unsigned bits, double a, float w, float M)
  * band of relative width NU_BAND around each t_k is left to the formula
  * itself: r inside a band (counts against the band's two edges differ) is
  * coded by code_of_ratio, so the result equals kvq_nupes_code exactly. */
-#define NU_BAND 0x1p-30
+#define NU_BAND 0x1p-20 /* >> f32 rounding of the scaled thresholds below */
 
 typedef struct {
     int32_t qm;
@@ -142,6 +143,55 @@ static inline int32_t count_ge(const double *e, unsigned steps, double r)
     return pos;
 }
 
+/* Up to 4 bits: the band edges scaled by M once per group and rounded to
+ * f32 (relative error < 2^-23, far inside the band), so each value costs
+ * 14 f32 compares of |w| and no division: a constant-trip loop gcc -O2
+ * vectorises.  |w| >= fl(hi_k·M) puts |w|/M above t_k·(1 + 2^-21) and
+ * |w| < fl(lo_k·M) below t_k·(1 − 2^-21), so equal counts are the code;
+ * otherwise amb[j] sends the value to the formula. */
+#define NU_RUN4 32
+
+static inline int32_t nu_codes4_run(const float *lo, const float *hi, const float *restrict x, int64_t n,
+                                    int32_t *restrict q, uint8_t *restrict amb)
+{
+    int32_t any = 0;
+    const float a1 = lo[1], a2 = lo[2], a3 = lo[3], a4 = lo[4], a5 = lo[5], a6 = lo[6], a7 = lo[7];
+    const float b1 = hi[1], b2 = hi[2], b3 = hi[3], b4 = hi[4], b5 = hi[5], b6 = hi[6], b7 = hi[7];
+    for (int64_t j = 0; j < n; j++) {
+        float a = fabsf(x[j]);
+        int32_t c = (a >= a1) + (a >= a2) + (a >= a3) + (a >= a4) + (a >= a5) + (a >= a6) + (a >= a7);
+        int32_t h = (a >= b1) + (a >= b2) + (a >= b3) + (a >= b4) + (a >= b5) + (a >= b6) + (a >= b7);
+        q[j] = x[j] < 0.0f ? -c : c;
+        amb[j] = (uint8_t)(c != h);
+        any |= c != h;
+    }
+    return any;
+}
+
+/* 0: done; 1: thresholds too small for f32 (the caller takes the double path). */
+static int nu_codes4_span(const nu_thr *t, const float *x, int64_t len, float M, int32_t *q)
+{
+    float lo[8], hi[8];
+    for (int k = 1; k < 8; k++) {
+        lo[k] = (float)(t->lo[k] * M);
+        hi[k] = (float)(t->hi[k] * M);
+    }
+    if (!(lo[1] >= FLT_MIN)) return 1;
+    uint8_t amb[NU_RUN4];
+    for (int64_t c0 = 0; c0 < len; c0 += NU_RUN4) {
+        int64_t k = len - c0 < NU_RUN4 ? len - c0 : NU_RUN4;
+        int32_t any = k == NU_RUN4 ? nu_codes4_run(lo, hi, x + c0, NU_RUN4, q + c0, amb)
+                                   : nu_codes4_run(lo, hi, x + c0, k, q + c0, amb);
+        for (int64_t j = 0; any && j < k; j++)
+            if (amb[j]) {
+                double r = fabs((double)x[c0 + j]) / (double)M;
+                int32_t c = code_of_ratio(t->qm, t->a, r > 1.0 ? 1.0 : r);
+                q[c0 + j] = x[c0 + j] < 0.0f ? -c : c;
+            }
+    }
+    return 0;
+}
+
 /* Codes of x[len] against one stored maximum M (kvq_nupes_code's values). */
 static void nu_codes_span(const nu_thr *t, const float *x, int64_t len, float M, int32_t *q)
 {
@@ -149,6 +199,7 @@ static void nu_codes_span(const nu_thr *t, const float *x, int64_t len, float M,
         for (int64_t j = 0; j < len; j++) q[j] = 0;
         return;
     }
+    if (t->qm <= 7 && !nu_codes4_span(t, x, len, M, q)) return;
     for (int64_t j = 0; j < len; j++) {
         double r = fabs((double)x[j]) / (double)M;
         r = r > 1.0 ? 1.0 : r;
@@ -391,9 +442,10 @@ static kvq_err drive(nu_work *w, double *a)
 }
 
 /* ---- encode / decode -------------------------------------------------------------------- */
-static kvq_err nu_prepare(nu_work *w)
+/* The stored maxima of rows [r0, r1). */
+static kvq_err nu_prepare(nu_work *w, int64_t r0, int64_t r1)
 {
-    for (int64_t r = 0; r < w->L.rows; r++)
+    for (int64_t r = r0; r < r1; r++)
         for (int64_t g = 0; g < w->L.gpr; g++) {
             int64_t c0 = g * w->s->group, len = w->L.cols - c0 < w->s->group ? w->L.cols - c0 : w->s->group;
             float m = kvq_absmax(w->x + r * w->L.cols + c0, (size_t)len);
@@ -408,7 +460,7 @@ static kvq_err nu_prepare(nu_work *w)
 /* Writes the payload.  t NULL: the codes are w->q (rows × cols, from the
  * search or the data-driven refinement); else each row's codes are made
  * here from t into w->q, which then holds one row. */
-static void nu_write(const nu_work *w, const nu_thr *t, double a, uint8_t *out)
+static kvq_err nu_write(nu_work *w, const nu_thr *t, double a, uint8_t *out)
 {
     float af = (float)a;
     memcpy(out, &af, 4);
@@ -417,11 +469,22 @@ static void nu_write(const nu_work *w, const nu_thr *t, double a, uint8_t *out)
     for (int64_t r = 0; r < w->L.rows; r++) {
         uint8_t *row = out + 4 + (size_t)r * w->L.row_bytes;
         const int32_t *q = t ? w->q : w->q + r * w->L.cols;
-        if (t) row_codes(w, t, r, w->q);
+        if (t) { /* maxima made here too: the row is still in cache for its codes */
+            KVQ_TRY(nu_prepare(w, r, r + 1));
+            row_codes(w, t, r, w->q);
+        }
         for (int64_t g = 0; g < w->L.gpr; g++) kvq_wr16(row + 2 * g, kvq_f32_to_f16(w->M[r * w->L.gpr + g]));
         for (int64_t c = 0; c < w->L.cols; c++) codes[c] = (uint8_t)(q[c] + qm);
-        kvq_bits_pack(codes, (size_t)w->L.cols, w->s->bits, row + 2 * (size_t)w->L.gpr);
+        uint8_t *dst = row + 2 * (size_t)w->L.gpr;
+        if (w->s->bits == 4) { /* the same LSB-first stream: adjacent nibbles */
+            size_t even = (size_t)w->L.cols & ~(size_t)1;
+            kvq_nibbles_pack(codes, even, KVQ_NIB_ADJACENT, dst);
+            if (w->L.cols % 2) dst[even / 2] = codes[even] & 0x0F;
+        } else {
+            kvq_bits_pack(codes, (size_t)w->L.cols, w->s->bits, dst);
+        }
     }
+    return KVQ_OK;
 }
 
 static kvq_err nu_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
@@ -435,7 +498,8 @@ static kvq_err nu_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     w.M = malloc((size_t)(w.L.rows * w.L.gpr + 1) * sizeof *w.M);
     w.q = malloc(((direct ? (size_t)w.L.cols : cnt) + 1) * sizeof *w.q);
     w.y = malloc((size_t)(w.L.cols + 1) * sizeof *w.y);
-    kvq_err e = !w.M || !w.q || !w.y ? KVQ_ERROR(KVQ_ERR_NOMEM, "nupes: out of memory") : nu_prepare(&w);
+    kvq_err e = !w.M || !w.q || !w.y ? KVQ_ERROR(KVQ_ERR_NOMEM, "nupes: out of memory")
+               : direct ? KVQ_OK : nu_prepare(&w, 0, w.L.rows);
     double a = s->a_fixed > 0.0 ? s->a_fixed : 1.0;
     if (!e && s->a_fixed == 0.0 && cnt) a = search_a(&w);
     if (!e && !direct) weight_err(&w, a, 1); /* codes for a */
@@ -443,9 +507,9 @@ static kvq_err nu_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     if (!e && direct) {
         nu_thr t;
         nu_thr_init(&t, s->bits, a);
-        nu_write(&w, &t, a, dst);
+        e = nu_write(&w, &t, a, dst);
     } else if (!e) {
-        nu_write(&w, NULL, a, dst);
+        e = nu_write(&w, NULL, a, dst);
     }
     free(w.M);
     free(w.q);

@@ -371,6 +371,39 @@ static void test_nvfp4_fast_equals_search(void **state)
     free(p), free(x);
 }
 
+/* mxfp4's shared exponent read off amax's bits equals ggml's
+ * floorf(log2f(amax)) on 2^17 block maxima: every f32 binade (subnormals
+ * included), mantissas at random and packed just below the next power of
+ * two, where log2f rounds up to it. */
+static void test_mxfp4_exponent(void **state)
+{
+    (void)state;
+    enum { NB = 1 << 17 };
+    float *x = calloc((size_t)NB * 32, sizeof(float));
+    for (int b = 0; b < NB; b++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        uint32_t ex = (uint32_t)(b % 254), man = (uint32_t)(rng >> 41);
+        if (b % 3 == 0) man = 0x7FFFFFu - (uint32_t)(rng >> 60) * (uint32_t)(b % 7 + 1);
+        if (b % 3 == 1) man = 0x7FF000u - 1 - (uint32_t)(rng >> 62);
+        uint32_t u = ex << 23 | man;
+        memcpy(&x[32 * b + b % 32], &u, 4);
+    }
+    kvq_ctx *ctx;
+    assert_int_equal(kvq_ctx_create("mxfp4", &ctx), KVQ_OK);
+    int64_t d[2] = {NB, 32};
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d);
+    size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n;
+    uint8_t *p = malloc(cap);
+    assert_int_equal(kvq_ctx_encode_payload(ctx, &t, p, cap, &n), KVQ_OK);
+    for (int b = 0; b < NB; b++) {
+        float a = fabsf(x[32 * b + b % 32]);
+        uint8_t want = a > 0.0f ? (uint8_t)(int32_t)(floorf(log2f(a)) - 2 + 127) : 0;
+        if (p[17 * b] != want) fail_msg("amax %a: e = %u, ggml %u", (double)a, p[17 * b], want);
+    }
+    kvq_ctx_free(ctx);
+    free(p), free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_search),       cmocka_unit_test(test_mxfp4_golden),
         cmocka_unit_test(test_nvfp4_golden), cmocka_unit_test(test_mxfp4_speed),
         cmocka_unit_test(test_fast_codes_any), cmocka_unit_test(test_nvfp4_fast_equals_search),
+        cmocka_unit_test(test_mxfp4_exponent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
