@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvq.h"
+
 #define KVQ_QK          32 /* values per ggml block (QK8_0 = QK4_0)      */
 #define KVQ_Q8_0_BYTES  34 /* bytes of one Q8_0 block                    */
 #define KVQ_Q4_0_BYTES  18 /* bytes of one Q4_0 block                    */
@@ -73,5 +75,16 @@ size_t kvq_kern_bad_scale(kvq_kt t, const uint8_t *blocks, size_t nb);
  * them on blocks whose scale is f32-subnormal (ggml's undefined cases). */
 void kvq_kern_q8_0_block_ref(const float *x, uint8_t *blk);
 void kvq_kern_q4_0_block_ref(const float *x, uint8_t *blk);
+
+/* ---- CUDA (kernels/cuda.c over the .cu files in kernels/cuda/) ----------
+ * Host buffers in and out; the device copies are made inside.  Without a
+ * CUDA build or without a device they return KVQ_ERR_UNSUPPORTED with the
+ * detail "no CUDA device" / "built without CUDA" (tests skip on it).
+ * quantize/dequantize match the CPU reference exactly; gemv (y = W·x over
+ * rows×cols blocks, cols a multiple of 32) within f32 summation order. */
+int kvq_cuda_available(void); /* 1 when a build with CUDA sees a device */
+kvq_err kvq_cuda_quantize(kvq_kt t, const float *x, uint8_t *dst, size_t nb);
+kvq_err kvq_cuda_dequantize(kvq_kt t, const uint8_t *src, float *y, size_t nb);
+kvq_err kvq_cuda_gemv(kvq_kt t, const uint8_t *w, int rows, int cols, const float *x, float *y);
 
 #endif
