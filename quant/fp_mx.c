@@ -169,41 +169,29 @@ static uint8_t nv_best(float x, float d)
 }
 
 /* nv_best for 16 values at once, valid when d > 0 and every |v| <= 2^20·d
- * (nv_encode_block checks): then only the two levels around |v| can hold
- * the smallest rounded error — any other level, of either sign, is at
+ * (nv_encode_block checks).  Then only the two levels around a = |v| can
+ * hold the smallest rounded error: any other level, of either sign, is at
  * least d (the smallest level spacing) farther than the nearer one, a
- * relative gap >= 2^-21 that f32 rounding of the differences cannot close;
- * a tie between them goes to the smaller index, the smaller magnitude (and
- * index 0, never −0 at index 8, for |v| nearest 0).  The rounded
- * differences are the ones ggml forms: fl(|k·d − v|), the product exact. */
+ * relative gap >= 2^-21 that f32 rounding of the differences cannot close
+ * (index 0, never −0 at index 8, wins for a nearest 0).  Between levels
+ * D < U the choice is fl(U − a) < fl(a − D): false for a <= (D + U)/2
+ * (rounding is monotone), and for a in ((D + U)/2, U] both differences are
+ * exact (Sterbenz: a >= U/2, and U <= 2D or D = 0), so true — a tie keeps
+ * the smaller index.  The code is the count of midpoints below a,
+ * each (kv_i + kv_{i+1})/2·d exact (a few significant bits). */
 #define NV_FAST_RANGE 1048576.0f /* 2^20 */
 
-static void nv_codes_fast(const float *restrict v, float d, uint8_t *restrict codes)
+static void nv_codes_fast(const float *restrict v, float d, uint8_t *restrict packed)
 {
-    /* the seven levels above 0 written out: a constant-trip loop of
-     * compares and selects that gcc -O2 vectorises */
-    const float l1 = d, l2 = 2 * d, l3 = 3 * d, l4 = 4 * d, l6 = 6 * d, l8 = 8 * d, l12 = 12 * d;
+    const float m0 = 0.5f * d, m1 = 1.5f * d, m2 = 2.5f * d, m3 = 3.5f * d, m4 = 5.0f * d, m5 = 7.0f * d,
+                m6 = 10.0f * d;
     int32_t c[NV_SUB];
     for (int j = 0; j < NV_SUB; j++) {
         float a = fabsf(v[j]);
-        int32_t k = (a >= l1) + (a >= l2) + (a >= l3) + (a >= l4) + (a >= l6) + (a >= l8) + (a >= l12);
-        float lo = a >= l1 ? l1 : 0.0f;
-        lo = a >= l2 ? l2 : lo;
-        lo = a >= l3 ? l3 : lo;
-        lo = a >= l4 ? l4 : lo;
-        lo = a >= l6 ? l6 : lo;
-        lo = a >= l8 ? l8 : lo;
-        lo = a >= l12 ? l12 : lo;
-        float hi = a < l8 ? l8 : l12;
-        hi = a < l6 ? l6 : hi;
-        hi = a < l4 ? l4 : hi;
-        hi = a < l3 ? l3 : hi;
-        hi = a < l2 ? l2 : hi;
-        hi = a < l1 ? l1 : hi;
-        int32_t m = k + ((k < 7) & (hi - a < a - lo));
+        int32_t m = (a > m0) + (a > m1) + (a > m2) + (a > m3) + (a > m4) + (a > m5) + (a > m6);
         c[j] = m | (((v[j] < 0.0f) & (m != 0)) << 3);
     }
-    for (int j = 0; j < NV_SUB; j++) codes[j] = (uint8_t)c[j];
+    for (int j = 0; j < NV_SUB / 2; j++) packed[j] = (uint8_t)(c[j] | c[j + NV_SUB / 2] << 4);
 }
 
 static void nv_encode_block(const float *x, float inv_g, uint8_t *out)
@@ -216,10 +204,13 @@ static void nv_encode_block(const float *x, float inv_g, uint8_t *out)
         uint8_t ue = kvq_ue4m3_from_f32(amax / NV_E2M1_MAX);
         float d = kvq_ue4m3_value(ue) * 0.5f;
         out[s] = ue;
-        if (d > 0.0f && amax <= NV_FAST_RANGE * d) nv_codes_fast(v, d, codes);
-        else
+        uint8_t *dst = out + NV_BLOCK / NV_SUB + s * NV_SUB / 2;
+        if (d > 0.0f && amax <= NV_FAST_RANGE * d) {
+            nv_codes_fast(v, d, dst); /* packed split-half */
+        } else {
             for (int j = 0; j < NV_SUB; j++) codes[j] = nv_best(v[j], d);
-        kvq_nibbles_pack(codes, NV_SUB, KVQ_NIB_SPLIT_HALF, out + NV_BLOCK / NV_SUB + s * NV_SUB / 2);
+            kvq_nibbles_pack(codes, NV_SUB, KVQ_NIB_SPLIT_HALF, dst);
+        }
     }
 }
 

@@ -144,44 +144,8 @@ void kvq_fp_lut_init(kvq_fp_lut *l, const kvq_fpfmt *f, kvq_tie t)
 
 /* ---- scale formats ------------------------------------------------------------- */
 #define E8M0_BIAS     127
-#define UE4M3_SAT     0x7Eu  /* 448 */
-#define UE4M3_NAN_LIKE 0x7Fu /* decodes to 0 */
-#define UE4M3_MAX     448.0f
 
 float kvq_e8m0_value(uint8_t code) { return code == 0xFF ? NAN : ldexpf(1.0f, (int)code - E8M0_BIAS); }
-
-uint8_t kvq_ue4m3_from_f32(float x)
-{
-    if (!(x > 0.0f)) return 0;
-    if (x > UE4M3_MAX) x = UE4M3_MAX;
-    uint32_t bits;
-    memcpy(&bits, &x, 4);
-    int ex = (int)((bits >> 23) & 0xFF) - 127 + 7;
-    unsigned man = (bits >> 20) & 7;
-    if (ex <= 0) {
-        int sub = (int)(x * 512.0f + 0.5f);
-        return (uint8_t)(sub < 1 ? 0 : sub > 7 ? 7 : sub);
-    }
-    if (ex >= 15) return UE4M3_SAT;
-    man += (bits >> 19) & 1; /* round half up on the first dropped bit */
-    if (man > 7) {
-        man = 0;
-        if (++ex >= 15) return UE4M3_SAT;
-    }
-    return (uint8_t)((unsigned)ex << 3 | man);
-}
-
-float kvq_ue4m3_value(uint8_t code)
-{
-    if ((code & 0x7F) == UE4M3_NAN_LIKE) return 0.0f;
-    unsigned ex = (code >> 3) & 0xF, man = code & 7;
-    if (ex == 0) return (float)man * 0x1p-9f; /* exact: a power-of-two multiple */
-    /* (1 + man/8)·2^(ex − 7) built from its f32 bits (no ldexpf) */
-    uint32_t bits = (ex - 7u + 127u) << 23 | man << 20;
-    float v;
-    memcpy(&v, &bits, 4);
-    return v;
-}
 
 /* ---- layer-output objective ------------------------------------------------------ */
 void kvq_gram_accum(float *H, const float *X, int64_t t, int64_t n)

@@ -322,9 +322,44 @@ float kvq_e8m0_value(uint8_t code);
 /* kvq_ue4m3_from_f32() : ggml's fp32 → UE4M3: x <= 0 → 0; saturates at 448
  * (0x7E); mantissa rounded half up; subnormals (code exp 0) rounded by
  * (int)(x·512 + 0.5) and clamped to 1..7 (0 below 1). */
-uint8_t kvq_ue4m3_from_f32(float x);
-/* kvq_ue4m3_value() : the UE4M3 value (0x7F and 0xFF decode to 0). */
-float kvq_ue4m3_value(uint8_t code);
+/* kvq_ue4m3_value() : the UE4M3 value (0x7F and 0xFF decode to 0).
+ * Both inline: nvfp4 calls them once per 16 values. */
+#define KVQ_UE4M3_SAT      0x7Eu  /* 448 */
+#define KVQ_UE4M3_NAN_LIKE 0x7Fu  /* decodes to 0 */
+#define KVQ_UE4M3_MAX      448.0f
+
+static inline uint8_t kvq_ue4m3_from_f32(float x)
+{
+    if (!(x > 0.0f)) return 0;
+    if (x > KVQ_UE4M3_MAX) x = KVQ_UE4M3_MAX;
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    int ex = (int)((bits >> 23) & 0xFF) - 127 + 7;
+    unsigned man = (bits >> 20) & 7;
+    if (ex <= 0) {
+        int sub = (int)(x * 512.0f + 0.5f);
+        return (uint8_t)(sub < 1 ? 0 : sub > 7 ? 7 : sub);
+    }
+    if (ex >= 15) return KVQ_UE4M3_SAT;
+    man += (bits >> 19) & 1; /* round half up on the first dropped bit */
+    if (man > 7) {
+        man = 0;
+        if (++ex >= 15) return KVQ_UE4M3_SAT;
+    }
+    return (uint8_t)((unsigned)ex << 3 | man);
+}
+
+static inline float kvq_ue4m3_value(uint8_t code)
+{
+    if ((code & 0x7F) == KVQ_UE4M3_NAN_LIKE) return 0.0f;
+    unsigned ex = (code >> 3) & 0xF, man = code & 7;
+    if (ex == 0) return (float)man * 0x1p-9f; /* exact: a power-of-two multiple */
+    /* (1 + man/8)·2^(ex − 7) built from its f32 bits (no ldexpf) */
+    uint32_t bits = (ex - 7u + 127u) << 23 | man << 20;
+    float v;
+    memcpy(&v, &bits, 4);
+    return v;
+}
 
 /* ---- layer-output objective (quant-methods.md §0 "layer reconstruction") ---
  * With H = XᵀX over calibration rows X [T][n], the output error of one
