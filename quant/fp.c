@@ -100,6 +100,24 @@ static double cand_scale(fp_search s, const kvq_fpfmt *f, double M, int i)
     return exp2((double)f->bias - b);
 }
 
+/* (float)cand_scale(SEARCH_NONE, f, M, 0) without log2/exp2: that scale is
+ * 2^(bias − b̃(M)) = M/maxval exactly in real arithmetic (maxval = (2 −
+ * 2^−m)·2^(2^e − 1 − bias)), and cand_scale's double evaluation is within
+ * 2^-42 of it relatively.  So M/maxval in double rounds to the same f32
+ * unless it lies within 2^-36 of the midpoint between two floats; there
+ * (rarely) cand_scale itself decides. */
+#define FP_SCALE_BAND 0x1p-36
+
+static float minmax_scale(const kvq_fp_lut *l, double M)
+{
+    double s = M / (double)l->mag[l->n - 1];
+    float r = (float)s;
+    double lo = 0.5 * ((double)r + (double)nextafterf(r, -INFINITY));
+    double hi = 0.5 * ((double)r + (double)nextafterf(r, INFINITY));
+    if (s - lo > s * FP_SCALE_BAND && hi - s > s * FP_SCALE_BAND) return r;
+    return (float)cand_scale(SEARCH_NONE, l->f, M, 0);
+}
+
 /* The stored form of a scale: f32 per row, f16 per group; kept in
  * [FLT_MIN, FLT_MAX/maxval] so 1/s and maxval·s stay finite. */
 static float store_scale(double s, int as_f16, float maxval)
@@ -256,7 +274,7 @@ static double fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp_
              * the scale is search_span's single candidate */
             float sc = !(M > 0) ? store_scale(1.0, s->gran_group, lut->mag[lut->n - 1])
                        : out && s->search == SEARCH_NONE
-                           ? store_scale(cand_scale(SEARCH_NONE, lut->f, M, 0), s->gran_group, lut->mag[lut->n - 1])
+                           ? store_scale(minmax_scale(lut, M), s->gran_group, lut->mag[lut->n - 1])
                            : search_span(s, lut, &o, xr + c0, len, M, d, &e);
             total += e;
             fp_quant_span(lut, xr + c0, len, sc, codes + c0, NULL);

@@ -61,34 +61,74 @@ static inline void fp_codes4(const kvq_fp_lut *l, const float *x, int64_t len, f
     fp_codes4_run(l->thr, x + full, len - full, inv, codes + full);
 }
 
-/* The same for any format, without counting up to 127 thresholds: the
- * code of the grid point at or below a is read off a's bits (a normal
- * binade of the format: exponent and top m mantissa bits, rebased to the
- * format's bias; its subnormal binade: trunc(a·2^(bias+m−1)), exact, a power
- * of two times a value below 2^m), clamped to code_max; then one compare
- * with that code's threshold rounds it.  Equal to kvq_fp_lut_code: with
- * mag[cf] <= a < mag[cf+1], thr[i] < mag[i+1] <= a for i < cf and
- * thr[i] >= mag[i] > a for i > cf, so the count is cf + (a > thr[cf]);
- * above mag[code_max] the clamp and thr[code_max] = +inf give code_max. */
-static inline void fp_codes_any(const kvq_fp_lut *l, const float *restrict x, int64_t len, float inv,
-                                uint8_t *restrict codes)
+/* The same for any format (8-bit ones: 127 thresholds) without counting
+ * or a table: kvq_fp_round_code's rounding done on a's bits.  In a normal
+ * binade of the format the code at or below a is a's exponent and top m
+ * mantissa bits rebased to the format's bias, and the dropped bits against
+ * half a step decide the rounding; in its subnormal binade q = a·2^(bias+m−1)
+ * (exact: a power-of-two scaling of a value below 2^(1−bias)) gives
+ * trunc(q) and the fraction q − trunc(q) (exact).  A tie rounds up for
+ * KVQ_TIE_AWAY, never for KVQ_TIE_ZERO, and to the even code for
+ * KVQ_TIE_EVEN (the parity of round_code_d's r is the code's for m >= 1);
+ * the result saturates at code_max.  No gather, no branch: gcc -O2
+ * vectorises the constant-length runs.  tests/test_fp.c checks it against
+ * kvq_fp_round_code at every midpoint and on a million random values. */
+typedef struct {
+    unsigned shift, sb;
+    int32_t  off, cmax, half, dmask, tie_up, tie_even;
+    uint32_t e_norm;
+    float    sub_lim, sub_mul;
+} fp_bitgrid;
+
+static inline fp_bitgrid fp_bitgrid_of(const kvq_fp_lut *l)
 {
     const kvq_fpfmt *f = l->f;
-    const unsigned sb = (unsigned)f->e + f->m, shift = 23u - f->m;
-    const int32_t off = (127 - f->bias) << f->m, cmax = (int32_t)f->code_max;
-    const uint32_t e_norm = (uint32_t)(128 - f->bias);  /* f32 exponent field of 2^(1−bias) */
-    const float sub_lim = ldexpf(1.0f, 1 - f->bias), sub_mul = ldexpf(1.0f, f->bias + f->m - 1);
-    for (int64_t j = 0; j < len; j++) {
-        float a = fabsf(x[j]) * inv, as = a < sub_lim ? a : sub_lim;
+    fp_bitgrid g;
+    g.shift = 23u - f->m;
+    g.sb = (unsigned)f->e + f->m;
+    g.off = (127 - f->bias) << f->m;
+    g.cmax = (int32_t)f->code_max;
+    g.half = 1 << (g.shift - 1);
+    g.dmask = (1 << g.shift) - 1;
+    g.tie_up = l->tie == KVQ_TIE_AWAY;
+    g.tie_even = l->tie == KVQ_TIE_EVEN;
+    g.e_norm = (uint32_t)(128 - f->bias); /* f32 exponent field of 2^(1−bias) */
+    g.sub_lim = ldexpf(1.0f, 1 - f->bias);
+    g.sub_mul = ldexpf(1.0f, f->bias + f->m - 1);
+    return g;
+}
+
+static inline void fp_codes_any_run(const fp_bitgrid *g, const float *restrict x, int64_t n, float inv,
+                                    uint8_t *restrict codes)
+{
+    const unsigned shift = g->shift, sb = g->sb;
+    const int32_t off = g->off, cmax = g->cmax, half = g->half, dmask = g->dmask, tup = g->tie_up,
+                  tev = g->tie_even;
+    const uint32_t e_norm = g->e_norm;
+    const float sub_lim = g->sub_lim, sub_mul = g->sub_mul;
+    for (int64_t j = 0; j < n; j++) {
+        float a = fabsf(x[j]) * inv, as = a < sub_lim ? a : sub_lim, q = as * sub_mul;
         uint32_t u;
         memcpy(&u, &a, 4);
-        int32_t cn = (int32_t)(u >> shift) - off, cs = (int32_t)(as * sub_mul);
-        int32_t cf = (u >> 23) >= e_norm ? cn : cs;
-        cf = cf < cmax ? cf : cmax;
-        int32_t c = cf + (a > l->thr[cf]);
+        int32_t cs = (int32_t)q;
+        float fr = q - (float)cs;
+        int32_t normal = (u >> 23) >= e_norm, drop = (int32_t)u & dmask, nm = -normal; /* masks, not branches */
+        int32_t cf = (((int32_t)(u >> shift) - off) & nm) | (cs & ~nm);
+        int32_t gt = (normal & (drop > half)) | (!normal & (fr > 0.5f));
+        int32_t eq = (normal & (drop == half)) | (!normal & (fr == 0.5f));
+        int32_t c = cf + (gt | (eq & (tup | (tev & cf))));
+        c = c < cmax ? c : cmax;
         int32_t neg = (x[j] < 0.0f) & (c != 0);
         codes[j] = (uint8_t)(c | neg << sb);
     }
+}
+
+static inline void fp_codes_any(const kvq_fp_lut *l, const float *x, int64_t len, float inv, uint8_t *codes)
+{
+    fp_bitgrid g = fp_bitgrid_of(l);
+    int64_t full = len - len % FP_RUN;
+    for (int64_t j = 0; j < full; j += FP_RUN) fp_codes_any_run(&g, x + j, FP_RUN, inv, codes + j);
+    fp_codes_any_run(&g, x + full, len - full, inv, codes + full);
 }
 
 /* x[len] at scale sc → codes (may be NULL) and dequantised values q (may be
@@ -138,7 +178,11 @@ static inline void fp_pack_codes(const kvq_fpfmt *f, kvq_nib_layout nib, const u
         return;
     }
     int64_t c = 0;
-    for (; c + FP_RUN <= cols; c += FP_RUN) kvq_nibbles_pack(codes + c, FP_RUN, nib, dst + c / 2);
+    /* the layout as a constant in each loop, so each vectorises */
+    if (nib == KVQ_NIB_SPLIT_HALF)
+        for (; c + FP_RUN <= cols; c += FP_RUN) kvq_nibbles_pack(codes + c, FP_RUN, KVQ_NIB_SPLIT_HALF, dst + c / 2);
+    else
+        for (; c + FP_RUN <= cols; c += FP_RUN) kvq_nibbles_pack(codes + c, FP_RUN, KVQ_NIB_ADJACENT, dst + c / 2);
     int64_t rest = cols - c, even = rest - rest % 2;
     kvq_nibbles_pack(codes + c, (size_t)even, KVQ_NIB_ADJACENT, dst + c / 2);
     if (rest % 2) dst[(c + even) / 2] = codes[cols - 1] & 0x0F;

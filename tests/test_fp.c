@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <float.h>
 #include <math.h>
 #include <time.h>
 
@@ -404,6 +405,45 @@ static void test_mxfp4_exponent(void **state)
     free(p), free(x);
 }
 
+/* fp with search=none stores the MinMax scale (float)2^(bias − b̃(M)) —
+ * computed as M/maxval with a guard band — for 2^17 row maxima over the
+ * whole f32 range, in a 4-bit and an 8-bit format. */
+static void test_minmax_scale(void **state)
+{
+    (void)state;
+    enum { R = 1 << 17, C = 2 };
+    float *x = malloc(sizeof(float) * R * C);
+    for (int r = 0; r < R; r++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        uint32_t u = (uint32_t)(r % 253 + 1) << 23 | (uint32_t)(rng >> 41);
+        memcpy(&x[C * r], &u, 4);
+        x[C * r + 1] = -x[C * r] * 0.5f;
+    }
+    static const char *const specs[] = {"fp:fmt=e2m1,search=none", "fp:fmt=e4m3,search=none"};
+    static const kvq_fp_id ids[] = {KVQ_FP_E2M1, KVQ_FP_E4M3};
+    for (int k = 0; k < 2; k++) {
+        const kvq_fpfmt *f = kvq_fp_format(ids[k]);
+        float maxv = kvq_fp_maxval(f);
+        kvq_ctx *ctx;
+        assert_int_equal(kvq_ctx_create(specs[k], &ctx), KVQ_OK);
+        int64_t d[2] = {R, C};
+        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d);
+        size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n, rb = 4 + (k ? 2 : 1);
+        uint8_t *p = malloc(cap);
+        assert_int_equal(kvq_ctx_encode_payload(ctx, &t, p, cap, &n), KVQ_OK);
+        for (int r = 0; r < R; r++) {
+            float want = (float)exp2((double)f->bias - kvq_fp_bias_for_max(f, (double)x[C * r])), got;
+            want = !(want >= FLT_MIN) ? FLT_MIN : want > FLT_MAX / maxv ? FLT_MAX / maxv : want;
+            memcpy(&got, p + 1 + r * rb, 4);
+            if (got != want) fail_msg("%s: M = %a stores scale %a, reference %a", specs[k], (double)x[C * r],
+                                      (double)got, (double)want);
+        }
+        kvq_ctx_free(ctx);
+        free(p);
+    }
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,7 +452,7 @@ int main(void)
         cmocka_unit_test(test_search),       cmocka_unit_test(test_mxfp4_golden),
         cmocka_unit_test(test_nvfp4_golden), cmocka_unit_test(test_mxfp4_speed),
         cmocka_unit_test(test_fast_codes_any), cmocka_unit_test(test_nvfp4_fast_equals_search),
-        cmocka_unit_test(test_mxfp4_exponent),
+        cmocka_unit_test(test_mxfp4_exponent), cmocka_unit_test(test_minmax_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
