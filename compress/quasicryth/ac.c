@@ -312,34 +312,41 @@ static uint32_t dense(const qcx_excl *x, uint32_t k)
 void qcx_excl_clear(qcx_excl *x)
 {
     x->cur++; /* one per literal: ≤ 2^30 per block, never wraps */
+    x->pend = NULL;
 }
 
+/* Stamping is deferred until a coder needs the excluded totals: most
+ * order-1 contexts are empty or escape, and then the set is never read. */
 void qcx_excl_add(qcx_excl *x, const qcx_ctx *c)
 {
-    for (uint32_t i = 0; i < c->n; i++) x->stamp[dense(x, c->key[i])] = x->cur;
+    x->pend = c;
 }
 
-static int excluded(const qcx_excl *x, uint32_t k)
+static void excl_flush(qcx_excl *x)
 {
-    return x && x->stamp[dense(x, k)] == x->cur;
+    const qcx_ctx *c = x->pend;
+    if (!c) return;
+    x->pend = NULL;
+    for (uint32_t i = 0; i < c->n; i++) x->stamp[dense(x, c->key[i])] = x->cur;
 }
 
 /* Exclusion applies to the first CTX_EXCL_SCAN list entries only: lists
  * stay roughly sorted by count, so that is where the excluded (frequent)
- * symbols sit, and totals then cost O(CTX_EXCL_SCAN), not O(list). */
-static int excluded_at(const qcx_excl *x, const qcx_ctx *c, uint32_t i)
+ * symbols sit, and totals then cost O(CTX_EXCL_SCAN), not O(list).
+ * Returns the bit mask of excluded entries among them and the count sum
+ * left after exclusion. */
+static uint64_t excl_mask(qcx_excl *x, const qcx_ctx *c, uint32_t *sum)
 {
-    return i < CTX_EXCL_SCAN && excluded(x, c->key[i]);
-}
-
-/* Sum of counts and distinct symbols left after exclusion. */
-static void ctx_totals(const qcx_ctx *c, const qcx_excl *x, uint32_t *sum, uint32_t *n)
-{
-    *sum = c->sum, *n = c->n;
-    if (!x) return;
-    uint32_t lim = c->n < CTX_EXCL_SCAN ? c->n : CTX_EXCL_SCAN;
-    for (uint32_t i = 0; i < lim; i++)
-        if (excluded(x, c->key[i])) *sum -= c->cnt[i], (*n)--;
+    excl_flush(x);
+    uint32_t lim = c->n < CTX_EXCL_SCAN ? c->n : CTX_EXCL_SCAN, s = c->sum;
+    uint64_t mask = 0;
+    for (uint32_t i = 0; i < lim; i++) {
+        if (x->stamp[dense(x, c->key[i])] != x->cur) continue;
+        mask |= 1ull << i;
+        s -= c->cnt[i];
+    }
+    *sum = s;
+    return mask;
 }
 
 /* Secondary escape estimation: the escape decision is a binary event coded
@@ -358,58 +365,105 @@ void qcx_ctx_encode_escape(qcx_ctx *c, qcx_small *const *see, qcx_enc *e)
     c->hint = QCX_CTX_ABSENT;
 }
 
-int qcx_ctx_encode(qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e, uint32_t s)
+/* List scans, unrolled: most time goes into long order-1 lists. */
+static uint32_t find_key(const uint32_t *key, uint32_t n, uint32_t s)
+{
+    uint32_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        if ((key[i] == s) | (key[i + 1] == s) | (key[i + 2] == s) | (key[i + 3] == s)) break;
+    while (i < n && key[i] != s) i++;
+    return i;
+}
+
+static inline uint32_t sum8(const uint16_t *p)
+{
+    return ((uint32_t)p[0] + p[1]) + ((uint32_t)p[2] + p[3]) + ((uint32_t)p[4] + p[5]) +
+           ((uint32_t)p[6] + p[7]);
+}
+
+static uint32_t sum_cnt(const uint16_t *cnt, uint32_t a, uint32_t b) /* cnt[a..b) */
+{
+    uint32_t s = 0;
+    for (; a + 8 <= b; a += 8) s += sum8(cnt + a);
+    for (; a < b; a++) s += cnt[a];
+    return s;
+}
+
+/* First i' ≥ i with *cum + cnt[i'] > t, adding the counts it passes to
+ * *cum; n if none (corrupt input: the caller checks). */
+static uint32_t scan_cum(const uint16_t *cnt, uint32_t i, uint32_t n, uint32_t *cum, uint32_t t)
+{
+    uint32_t c = *cum;
+    for (; i + 8 <= n; i += 8) {
+        uint32_t b = sum8(cnt + i);
+        if (c + b > t) break;
+        c += b;
+    }
+    for (; i < n && c + cnt[i] <= t; i++) c += cnt[i];
+    *cum = c;
+    return i;
+}
+
+int qcx_ctx_encode(qcx_ctx *c, qcx_excl *x, qcx_small *const *see, qcx_enc *e, uint32_t s)
 {
     c->hint = QCX_CTX_ABSENT;
     if (c->n == 0) return 0;
     /* the escape decision first, from the list's raw shape (O(1)); the
      * excluded totals are needed only when the symbol is in the list */
     qcx_small *m = see[see_index(c->n, c->sum)];
-    uint32_t i = 0;
-    while (i < c->n && c->key[i] != s) i++;
+    uint32_t i = find_key(c->key, c->n, s);
     if (i == c->n) {
         qcx_small_encode(m, e, 1);
         return 0;
     }
     c->hint = i;
     qcx_small_encode(m, e, 0);
-    uint32_t sum, n, cum = 0;
-    ctx_totals(c, x, &sum, &n);
-    for (uint32_t k = 0; k < i; k++)
-        if (!excluded_at(x, c, k)) cum += c->cnt[k];
+    uint32_t sum = c->sum, cum = 0;
+    if (x) {
+        uint64_t mask = excl_mask(x, c, &sum);
+        uint32_t lim = i < CTX_EXCL_SCAN ? i : CTX_EXCL_SCAN;
+        for (uint32_t k = 0; k < lim; k++)
+            if (!(mask >> k & 1u)) cum += c->cnt[k];
+        cum += sum_cnt(c->cnt, lim, i);
+    } else {
+        cum = sum_cnt(c->cnt, 0, i);
+    }
     qcx_enc_code(e, cum, c->cnt[i], sum);
     return 1;
 }
 
-int qcx_ctx_decode(qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d, uint32_t *s)
+int qcx_ctx_decode(qcx_ctx *c, qcx_excl *x, qcx_small *const *see, qcx_dec *d, uint32_t *s)
 {
     c->hint = QCX_CTX_ABSENT;
     if (c->n == 0) return 0;
     unsigned esc;
     qcx_small_decode(see[see_index(c->n, c->sum)], d, &esc);
     if (esc) return 0;
-    uint32_t sum, n, cum = 0;
-    ctx_totals(c, x, &sum, &n);
-    if (n == 0) return -1; /* "hit" with every symbol excluded: corrupt */
-    uint32_t t = qcx_dec_target(d, sum), i = 0;
+    uint32_t sum = c->sum, cum = 0, i = 0;
+    const uint16_t *cnt = c->cnt;
     if (!x) { /* no exclusion: a plain cumulative scan */
-        while (cum + c->cnt[i] <= t) cum += c->cnt[i++];
-        qcx_dec_code(d, cum, c->cnt[i], sum);
+        uint32_t t = qcx_dec_target(d, sum);
+        i = scan_cum(cnt, 0, c->n, &cum, t);
+        if (i == c->n) return -1; /* unreachable: t < sum */
+        qcx_dec_code(d, cum, cnt[i], sum);
         *s = c->key[i];
         c->hint = i;
         return 1;
     }
-    for (; i < c->n; i++) {
-        if (excluded_at(x, c, i)) continue;
-        if (cum + c->cnt[i] > t) {
-            qcx_dec_code(d, cum, c->cnt[i], sum);
-            *s = c->key[i];
-            c->hint = i;
-            return 1;
-        }
-        cum += c->cnt[i];
+    uint64_t mask = excl_mask(x, c, &sum);
+    if (sum == 0) return -1; /* "hit" with every symbol excluded: corrupt */
+    uint32_t t = qcx_dec_target(d, sum), lim = c->n < CTX_EXCL_SCAN ? c->n : CTX_EXCL_SCAN;
+    for (; i < lim; i++) {
+        if (mask >> i & 1u) continue;
+        if (cum + cnt[i] > t) break;
+        cum += cnt[i];
     }
-    return -1; /* unreachable: t < sum */
+    if (i == lim) i = scan_cum(cnt, lim, c->n, &cum, t);
+    if (i == c->n) return -1; /* unreachable: t < sum */
+    qcx_dec_code(d, cum, cnt[i], sum);
+    *s = c->key[i];
+    c->hint = i;
+    return 1;
 }
 
 kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s)

@@ -39,11 +39,14 @@ static double multi_alpha(unsigned i)
 
 size_t qcx_tiling_mech(double alpha, double theta, size_t nw, int merge_ss, uint8_t *tiles)
 {
+    /* floor(kα + θ) as an integer: for the non-negative values here the
+     * truncating conversion is exactly floor, without a libm call */
     size_t n = 0, covered = 0;
-    double b = floor(theta); /* floor(kα + θ), carried from the previous k */
+    int64_t b = (int64_t)floor(theta); /* floor(kα + θ), carried from the previous k */
     for (size_t k = 0; covered < nw; k++) {
-        double a = floor((double)(k + 1) * alpha + theta);
-        int is_l = (a - b) >= 0.5;
+        double x = (double)(k + 1) * alpha + theta;
+        int64_t a = x >= 0.0 ? (int64_t)x : (int64_t)floor(x);
+        int is_l = a - b >= 1;
         b = a;
         if (is_l && covered + 2 > nw) is_l = 0; /* L would overrun: S, then stop */
         tiles[n++] = is_l ? QCX_TL_L : QCX_TL_S;
@@ -74,63 +77,69 @@ size_t qcx_tiling_p5(size_t nw, uint8_t *tiles)
     return n;
 }
 
-/* One hierarchy level: tile kinds, word starts and spans (in place). */
+/* Nodes of one hierarchy level, deflated in place: kind[i] (1 = L) and
+ * start[i], the first word; node i spans start[i + 1] − start[i] words
+ * (start[n] = words covered, kind[n] = L as a sentinel). */
 typedef struct {
     uint8_t  *kind;
-    uint32_t *start, *span;
-    size_t n;
+    uint32_t *start;
 } level_nodes;
+
+static kvq_err nodes_alloc(level_nodes *lv, size_t n_tiles)
+{
+    lv->kind = malloc(n_tiles + 2);
+    lv->start = malloc((n_tiles + 2) * sizeof *lv->start);
+    if (lv->kind && lv->start) return KVQ_OK;
+    free(lv->kind), free(lv->start);
+    return KVQ_ERROR(KVQ_ERR_NOMEM, "hierarchy of %zu tiles", n_tiles);
+}
+
+/* Deflates the tiles already in lv->kind[0..n_tiles) level by level and
+ * reports every exact-span super-L: OR into mask[pos] when mask is set,
+ * else through fn. */
+static void deflate(level_nodes *lv, size_t n_tiles, uint16_t *mask, qcx_lookup_fn fn,
+                    void *opaque)
+{
+    uint8_t *kind = lv->kind;
+    uint32_t *start = lv->start, pos = 0;
+    for (size_t i = 0; i < n_tiles; i++) {
+        start[i] = pos;
+        pos += kind[i] == QCX_TL_L ? 2u : 1u;
+    }
+    start[n_tiles] = pos;
+    kind[n_tiles] = QCX_TL_L;
+    size_t n = n_tiles;
+    /* level MAX_MERGES would have no codebook (beyond 144 words): stop before */
+    for (unsigned k = 1; k < QCX_HLEVELS && k <= MAX_MERGES && n >= 2; k++) {
+        size_t m = 0;
+        uint32_t span = span_at[k];
+        for (size_t i = 0; i < n; m++) {
+            /* "L followed by S" merges into a super-L; anything else is S */
+            unsigned merge = (kind[i] == QCX_TL_L) & (kind[i + 1] == QCX_TL_S);
+            uint32_t s = start[i];
+            if (merge && start[i + 2] - s == span) {
+                if (mask) mask[s] |= (uint16_t)(1u << k);
+                else fn(opaque, k, s);
+            }
+            kind[m] = (uint8_t)(merge ? QCX_TL_L : QCX_TL_S);
+            start[m] = s;
+            i += 1 + merge;
+        }
+        start[m] = pos;
+        kind[m] = QCX_TL_L;
+        n = m;
+    }
+}
 
 kvq_err qcx_hierarchy(const uint8_t *tiles, size_t n_tiles, qcx_lookup_fn fn, void *opaque)
 {
-    level_nodes lv = {malloc(n_tiles + 1), malloc((n_tiles + 1) * sizeof(uint32_t)),
-                      malloc((n_tiles + 1) * sizeof(uint32_t)), n_tiles};
-    if (!lv.kind || !lv.start || !lv.span) {
-        free(lv.kind), free(lv.start), free(lv.span);
-        return KVQ_ERROR(KVQ_ERR_NOMEM, "hierarchy of %zu tiles", n_tiles);
-    }
-    uint32_t pos = 0;
-    for (size_t i = 0; i < n_tiles; i++) {
-        lv.kind[i] = tiles[i];
-        lv.start[i] = pos;
-        lv.span[i] = tiles[i] == QCX_TL_L ? 2u : 1u;
-        pos += lv.span[i];
-    }
-    for (unsigned k = 1; k <= MAX_MERGES && lv.n >= 2; k++) {
-        size_t m = 0;
-        for (size_t i = 0; i < lv.n; m++) {
-            if (lv.kind[i] == QCX_TL_L && i + 1 < lv.n && lv.kind[i + 1] == QCX_TL_S) {
-                lv.kind[m] = QCX_TL_L;
-                lv.start[m] = lv.start[i];
-                lv.span[m] = lv.span[i] + lv.span[i + 1];
-                i += 2;
-            } else {
-                lv.kind[m] = QCX_TL_S;
-                lv.start[m] = lv.start[i];
-                lv.span[m] = lv.span[i];
-                i += 1;
-            }
-        }
-        lv.n = m;
-        if (k >= QCX_HLEVELS) continue; /* no codebook beyond 144 words */
-        for (size_t i = 0; i < lv.n; i++)
-            if (lv.kind[i] == QCX_TL_L && lv.span[i] == span_at[k]) fn(opaque, k, lv.start[i]);
-    }
+    level_nodes lv;
+    KVQ_TRY(nodes_alloc(&lv, n_tiles));
+    memcpy(lv.kind, tiles, n_tiles);
+    deflate(&lv, n_tiles, NULL, fn, opaque);
     free(lv.kind);
     free(lv.start);
-    free(lv.span);
     return KVQ_OK;
-}
-
-static void mark(void *opaque, unsigned level, size_t pos)
-{
-    uint16_t *mask = opaque;
-    mask[pos] |= (uint16_t)(1u << level);
-}
-
-static kvq_err mask_tiling(uint8_t *tiles, size_t n_tiles, uint16_t *mask)
-{
-    return qcx_hierarchy(tiles, n_tiles, mark, mask);
 }
 
 kvq_err qcx_lookup_masks(int mode, size_t nw, uint16_t *mask)
@@ -141,24 +150,25 @@ kvq_err qcx_lookup_masks(int mode, size_t nw, uint16_t *mask)
         for (size_t p = 0; p < nw; p++) mask[p] = (uint16_t)(((1u << QCX_HLEVELS) - 1u) & ~1u);
         return KVQ_OK;
     }
-    uint8_t *tiles = malloc(nw);
-    KVQ_FAIL_IF(!tiles, KVQ_ERR_NOMEM, "tiling of %zu words", nw);
-    kvq_err e = KVQ_OK;
+    /* one workspace for every tiling: tiles are generated into lv.kind */
+    level_nodes lv;
+    KVQ_TRY(nodes_alloc(&lv, nw));
     if (mode == 2) {
-        e = mask_tiling(tiles, qcx_tiling_p5(nw, tiles), mask);
-        free(tiles);
-        return e;
+        deflate(&lv, qcx_tiling_p5(nw, lv.kind), mask, NULL, NULL);
+    } else {
+        const double alpha = 1.0 / PHI;
+        for (unsigned i = 0; i < N_GOLDEN; i++) {
+            double th = fmod((double)i / PHI, 1.0);
+            deflate(&lv, qcx_tiling_mech(alpha, th, nw, 1, lv.kind), mask, NULL, NULL);
+        }
+        for (unsigned a = 0; mode == 0 && a < N_MULTI_ALPHA; a++)
+            for (unsigned t = 0; t < 2; t++)
+                deflate(&lv, qcx_tiling_mech(multi_alpha(a), 0.5 * t, nw, 1, lv.kind), mask, NULL,
+                        NULL);
     }
-    const double alpha = 1.0 / PHI;
-    for (unsigned i = 0; i < N_GOLDEN && e == KVQ_OK; i++) {
-        double th = fmod((double)i / PHI, 1.0);
-        e = mask_tiling(tiles, qcx_tiling_mech(alpha, th, nw, 1, tiles), mask);
-    }
-    for (unsigned a = 0; mode == 0 && a < N_MULTI_ALPHA && e == KVQ_OK; a++)
-        for (unsigned t = 0; t < 2 && e == KVQ_OK; t++)
-            e = mask_tiling(tiles, qcx_tiling_mech(multi_alpha(a), 0.5 * t, nw, 1, tiles), mask);
-    free(tiles);
-    return e;
+    free(lv.kind);
+    free(lv.start);
+    return KVQ_OK;
 }
 
 void qcx_fib_word(size_t n, uint8_t *out)

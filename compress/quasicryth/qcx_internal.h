@@ -102,10 +102,13 @@ typedef struct qcx_excl {
     uint32_t *stamp;
     uint32_t base[QCX_NLEV];
     uint32_t cur;
+    const qcx_ctx *pend;      /* context added but not stamped yet */
 } qcx_excl;
 kvq_err qcx_excl_init(qcx_excl *x, const uint32_t n[QCX_NLEV]);
 void qcx_excl_free(qcx_excl *x);
 void qcx_excl_clear(qcx_excl *x);
+/* Marks c's symbols as excluded; c must stay unchanged until the next
+ * qcx_excl_clear (the stamps are written when first needed). */
 void qcx_excl_add(qcx_excl *x, const qcx_ctx *c);
 /* Escape models per order: QCX_SEE_NB distinct-count buckets × QCX_SEE_SB
  * total-count buckets, each a 2-symbol qcx_small (0 = symbol, 1 = escape). */
@@ -114,12 +117,12 @@ void qcx_excl_add(qcx_excl *x, const qcx_ctx *c);
 #define QCX_SEE_N  (QCX_SEE_NB * QCX_SEE_SB)
 /* Codes s in c, skipping symbols in x (x may be NULL); returns 1 if coded,
  * 0 if an escape was coded (or nothing was left to code). */
-int qcx_ctx_encode(qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_enc *e, uint32_t s);
+int qcx_ctx_encode(qcx_ctx *c, qcx_excl *x, qcx_small *const *see, qcx_enc *e, uint32_t s);
 /* Codes an escape from c for a symbol known to be absent (no list scan). */
 void qcx_ctx_encode_escape(qcx_ctx *c, qcx_small *const *see, qcx_enc *e);
 /* Decodes: returns 1 and *s, 0 for an escape, -1 for an impossible
  * "hit" (every listed symbol excluded: corrupt input). */
-int qcx_ctx_decode(qcx_ctx *c, const qcx_excl *x, qcx_small *const *see, qcx_dec *d, uint32_t *s);
+int qcx_ctx_decode(qcx_ctx *c, qcx_excl *x, qcx_small *const *see, qcx_dec *d, uint32_t *s);
 kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s);
 void qcx_ctx_free(qcx_ctx *c);
 
