@@ -111,9 +111,17 @@ static double cand_scale(fp_search s, const kvq_fpfmt *f, double M, int i)
 static float minmax_scale(const kvq_fp_lut *l, double M)
 {
     double s = M / (double)l->mag[l->n - 1];
-    float r = (float)s;
-    double lo = 0.5 * ((double)r + (double)nextafterf(r, -INFINITY));
-    double hi = 0.5 * ((double)r + (double)nextafterf(r, INFINITY));
+    float r = (float)s, below, above;
+    uint32_t u;
+    memcpy(&u, &r, 4);
+    if (u > 0 && u < 0x7F800000u) { /* positive finite: the neighbours are the adjacent bit patterns */
+        uint32_t ub = u - 1, ua = u + 1;
+        memcpy(&below, &ub, 4);
+        memcpy(&above, &ua, 4);
+    } else {
+        below = nextafterf(r, -INFINITY), above = nextafterf(r, INFINITY);
+    }
+    double lo = 0.5 * ((double)r + (double)below), hi = 0.5 * ((double)r + (double)above);
     if (s - lo > s * FP_SCALE_BAND && hi - s > s * FP_SCALE_BAND) return r;
     return (float)cand_scale(SEARCH_NONE, l->f, M, 0);
 }

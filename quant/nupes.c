@@ -457,6 +457,31 @@ static kvq_err nu_prepare(nu_work *w, int64_t r0, int64_t r1)
     return KVQ_OK;
 }
 
+/* Stream codes q + qm of n values, 4-bit ones packed as adjacent nibbles
+ * (bit for bit kvq_bits_pack's LSB-first stream), in constant-length runs
+ * with restrict pointers so gcc -O2 vectorises them. */
+static inline void nu_run_codes(const int32_t *restrict q, int64_t n, int32_t qm, uint8_t *restrict codes)
+{
+    for (int64_t j = 0; j < n; j++) codes[j] = (uint8_t)(q[j] + qm);
+}
+
+static void nu_pack_row(const int32_t *q, int64_t cols, unsigned bits, int32_t qm, uint8_t *codes, uint8_t *dst)
+{
+    int64_t c = 0;
+    for (; c + NU_RUN4 <= cols; c += NU_RUN4) {
+        nu_run_codes(q + c, NU_RUN4, qm, codes + c);
+        if (bits == 4) kvq_nibbles_pack(codes + c, NU_RUN4, KVQ_NIB_ADJACENT, dst + c / 2);
+    }
+    nu_run_codes(q + c, cols - c, qm, codes + c);
+    if (bits != 4) {
+        kvq_bits_pack(codes, (size_t)cols, bits, dst);
+        return;
+    }
+    size_t even = (size_t)(cols - c) & ~(size_t)1;
+    kvq_nibbles_pack(codes + c, even, KVQ_NIB_ADJACENT, dst + c / 2);
+    if ((cols - c) % 2) dst[(c + (int64_t)even) / 2] = codes[cols - 1] & 0x0F;
+}
+
 /* Writes the payload.  t NULL: the codes are w->q (rows × cols, from the
  * search or the data-driven refinement); else each row's codes are made
  * here from t into w->q, which then holds one row. */
@@ -474,15 +499,7 @@ static kvq_err nu_write(nu_work *w, const nu_thr *t, double a, uint8_t *out)
             row_codes(w, t, r, w->q);
         }
         for (int64_t g = 0; g < w->L.gpr; g++) kvq_wr16(row + 2 * g, kvq_f32_to_f16(w->M[r * w->L.gpr + g]));
-        for (int64_t c = 0; c < w->L.cols; c++) codes[c] = (uint8_t)(q[c] + qm);
-        uint8_t *dst = row + 2 * (size_t)w->L.gpr;
-        if (w->s->bits == 4) { /* the same LSB-first stream: adjacent nibbles */
-            size_t even = (size_t)w->L.cols & ~(size_t)1;
-            kvq_nibbles_pack(codes, even, KVQ_NIB_ADJACENT, dst);
-            if (w->L.cols % 2) dst[even / 2] = codes[even] & 0x0F;
-        } else {
-            kvq_bits_pack(codes, (size_t)w->L.cols, w->s->bits, dst);
-        }
+        nu_pack_row(q, w->L.cols, w->s->bits, qm, codes, row + 2 * (size_t)w->L.gpr);
     }
     return KVQ_OK;
 }

@@ -268,6 +268,27 @@ static void test_fixed_a_fast_codes(void **state)
         kvq_ctx_free(ctx);
         free(p);
     }
+    /* odd widths: the packed stream equals kvq_bits_pack of the codes */
+    for (int64_t cols = 33; cols <= 71; cols += 19) {
+        kvq_ctx *ctx;
+        assert_int_equal(kvq_ctx_create("nupes:a=0.45,driven=0", &ctx), KVQ_OK);
+        int64_t d[2] = {3, cols}, gpr = (cols + G - 1) / G;
+        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d);
+        size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n, rb = 2 * (size_t)gpr + ((size_t)cols * 4 + 7) / 8;
+        uint8_t *p = malloc(cap), codes[80], want[40];
+        assert_int_equal(kvq_ctx_encode_payload(ctx, &t, p, cap, &n), KVQ_OK);
+        for (int r = 0; r < 3; r++) {
+            const uint8_t *row = p + 4 + r * rb;
+            for (int64_t c = 0; c < cols; c++) {
+                uint16_t h = (uint16_t)(row[2 * (c / G)] | row[2 * (c / G) + 1] << 8);
+                codes[c] = (uint8_t)(kvq_nupes_code(4, 0.45, x[r * cols + c], kvq_f16_to_f32(h)) + 7);
+            }
+            kvq_bits_pack(codes, (size_t)cols, 4, want);
+            assert_memory_equal(row + 2 * gpr, want, rb - 2 * (size_t)gpr);
+        }
+        kvq_ctx_free(ctx);
+        free(p);
+    }
     free(x);
 }
 
