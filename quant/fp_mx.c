@@ -194,21 +194,36 @@ static void nv_codes_fast(const float *restrict v, float d, uint8_t *restrict pa
     for (int j = 0; j < NV_SUB / 2; j++) packed[j] = (uint8_t)(c[j] | c[j + NV_SUB / 2] << 4);
 }
 
+/* max |v| of 16 values as a fixed tree (exact: max does not round). */
+static inline float nv_absmax16(const float *v)
+{
+    float m[8];
+    for (int j = 0; j < 8; j++) {
+        float a = fabsf(v[j]), b = fabsf(v[j + 8]);
+        m[j] = a > b ? a : b;
+    }
+    for (int w = 4; w; w /= 2)
+        for (int j = 0; j < w; j++) m[j] = m[j] > m[j + w] ? m[j] : m[j + w];
+    return m[0];
+}
+
+/* One block of 64: the four sub-block scales first (independent chains of
+ * absmax, division and UE4M3 rounding the CPU overlaps), then the codes. */
 static void nv_encode_block(const float *x, float inv_g, uint8_t *out)
 {
+    float v[NV_BLOCK], amax[NV_BLOCK / NV_SUB], d[NV_BLOCK / NV_SUB];
+    for (int j = 0; j < NV_BLOCK; j++) v[j] = x[j] * inv_g;
+    for (int s = 0; s < NV_BLOCK / NV_SUB; s++) amax[s] = nv_absmax16(v + s * NV_SUB);
     for (int s = 0; s < NV_BLOCK / NV_SUB; s++) {
-        float v[NV_SUB];
-        uint8_t codes[NV_SUB];
-        for (int j = 0; j < NV_SUB; j++) v[j] = x[s * NV_SUB + j] * inv_g;
-        float amax = kvq_absmax(v, NV_SUB);
-        uint8_t ue = kvq_ue4m3_from_f32(amax / NV_E2M1_MAX);
-        float d = kvq_ue4m3_value(ue) * 0.5f;
-        out[s] = ue;
-        uint8_t *dst = out + NV_BLOCK / NV_SUB + s * NV_SUB / 2;
-        if (d > 0.0f && amax <= NV_FAST_RANGE * d) {
-            nv_codes_fast(v, d, dst); /* packed split-half */
+        out[s] = kvq_ue4m3_from_f32(amax[s] / NV_E2M1_MAX);
+        d[s] = kvq_ue4m3_value(out[s]) * 0.5f;
+    }
+    for (int s = 0; s < NV_BLOCK / NV_SUB; s++) {
+        uint8_t *dst = out + NV_BLOCK / NV_SUB + s * NV_SUB / 2, codes[NV_SUB];
+        if (d[s] > 0.0f && amax[s] <= NV_FAST_RANGE * d[s]) {
+            nv_codes_fast(v + s * NV_SUB, d[s], dst); /* packed split-half */
         } else {
-            for (int j = 0; j < NV_SUB; j++) codes[j] = nv_best(v[j], d);
+            for (int j = 0; j < NV_SUB; j++) codes[j] = nv_best(v[s * NV_SUB + j], d[s]);
             kvq_nibbles_pack(codes, NV_SUB, KVQ_NIB_SPLIT_HALF, dst);
         }
     }
