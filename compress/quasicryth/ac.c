@@ -531,78 +531,63 @@ static uint64_t mix64(uint64_t x)
     return x;
 }
 
+static kvq_err ctxmap_alloc(qcx_ctxmap *m, size_t cap)
+{
+    m->tab = malloc(cap * sizeof *m->tab);
+    KVQ_FAIL_IF(!m->tab, KVQ_ERR_NOMEM, "context map of %zu", cap);
+    for (size_t i = 0; i < cap; i++) m->tab[i].key = QCX_CTXMAP_EMPTY;
+    m->mask = cap - 1;
+    return KVQ_OK;
+}
+
 kvq_err qcx_ctxmap_init(qcx_ctxmap *m, size_t expect)
 {
     memset(m, 0, sizeof *m);
     size_t cap = 1024;
     while (cap < expect * 2) cap *= 2;
-    m->keys = malloc(cap * sizeof *m->keys);
-    m->slot = malloc(cap * sizeof *m->slot);
-    KVQ_FAIL_IF(!m->keys || !m->slot, KVQ_ERR_NOMEM, "context map of %zu", cap);
-    memset(m->slot, 0xFF, cap * sizeof *m->slot);
-    m->mask = cap - 1;
-    return KVQ_OK;
+    return ctxmap_alloc(m, cap);
 }
 
 static int ctxmap_grow(qcx_ctxmap *m)
 {
-    size_t cap = (m->mask + 1) * 2;
-    uint64_t *k = malloc(cap * sizeof *k);
-    uint32_t *s = malloc(cap * sizeof *s);
-    if (!k || !s) {
-        free(k);
-        free(s);
+    qcx_ctxent *old = m->tab;
+    size_t old_cap = m->mask + 1;
+    if (ctxmap_alloc(m, old_cap * 2) != KVQ_OK) {
+        m->tab = old;
+        m->mask = old_cap - 1;
         return -1;
     }
-    memset(s, 0xFF, cap * sizeof *s);
-    for (size_t i = 0; i <= m->mask; i++) {
-        if (m->slot[i] == QCX_NONE) continue;
-        size_t h = mix64(m->keys[i]) & (cap - 1);
-        while (s[h] != QCX_NONE) h = (h + 1) & (cap - 1);
-        k[h] = m->keys[i];
-        s[h] = m->slot[i];
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i].key == QCX_CTXMAP_EMPTY) continue;
+        size_t h = mix64(old[i].key) & m->mask;
+        while (m->tab[h].key != QCX_CTXMAP_EMPTY) h = (h + 1) & m->mask;
+        m->tab[h] = old[i];
     }
-    free(m->keys);
-    free(m->slot);
-    m->keys = k;
-    m->slot = s;
-    m->mask = cap - 1;
+    free(old);
     return 0;
 }
 
 qcx_ctx *qcx_ctxmap_get(qcx_ctxmap *m, uint64_t key)
 {
     size_t h = mix64(key) & m->mask;
-    while (m->slot[h] != QCX_NONE) {
-        if (m->keys[h] == key) return &m->ctx[m->slot[h]];
-        h = (h + 1) & m->mask;
-    }
-    if (m->n_ctx == m->cap_ctx) {
-        size_t nc = m->cap_ctx ? m->cap_ctx * 2 : 1024;
-        qcx_ctx *c = realloc(m->ctx, nc * sizeof *c);
-        if (!c) return NULL;
-        m->ctx = c;
-        m->cap_ctx = nc;
-    }
+    for (; m->tab[h].key != QCX_CTXMAP_EMPTY; h = (h + 1) & m->mask)
+        if (m->tab[h].key == key) return &m->tab[h].ctx;
     if ((m->used + 1) * 2 > m->mask + 1) {
         if (ctxmap_grow(m) != 0) return NULL;
         h = mix64(key) & m->mask;
-        while (m->slot[h] != QCX_NONE) h = (h + 1) & m->mask;
+        while (m->tab[h].key != QCX_CTXMAP_EMPTY) h = (h + 1) & m->mask;
     }
-    m->keys[h] = key;
-    m->slot[h] = (uint32_t)m->n_ctx;
     m->used++;
-    qcx_ctx *c = &m->ctx[m->n_ctx++];
-    memset(c, 0, sizeof *c);
-    return c;
+    m->tab[h].key = key;
+    memset(&m->tab[h].ctx, 0, sizeof m->tab[h].ctx);
+    return &m->tab[h].ctx;
 }
 
 void qcx_ctxmap_free(qcx_ctxmap *m)
 {
-    for (size_t i = 0; i < m->n_ctx; i++) qcx_ctx_free(&m->ctx[i]);
-    free(m->ctx);
-    free(m->keys);
-    free(m->slot);
+    for (size_t i = 0; m->tab && i <= m->mask; i++)
+        if (m->tab[i].key != QCX_CTXMAP_EMPTY) qcx_ctx_free(&m->tab[i].ctx);
+    free(m->tab);
     memset(m, 0, sizeof *m);
 }
 

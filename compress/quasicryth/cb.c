@@ -158,9 +158,10 @@ static kvq_err build_lut(qcx_cb *cb, unsigned lv, const uint64_t *pw, const rank
     for (uint32_t i = 0; i < cb->n[lv]; i++) {
         size_t p = it[i].first;
         memcpy(cb->gram[lv] + (size_t)i * len, cb->seq + p, len * sizeof *cb->seq);
-        size_t h = mix(window_hash(cb, p, (unsigned)len, pw)) & (cap - 1);
+        uint64_t k = window_hash(cb, p, (unsigned)len, pw);
+        size_t h = mix(k) & (cap - 1);
         while (cb->lut[lv][h]) h = (h + 1) & (cap - 1);
-        cb->lut[lv][h] = i + 1;
+        cb->lut[lv][h] = (k >> 32 << 32) | (i + 1);
     }
     return KVQ_OK;
 }
@@ -224,9 +225,12 @@ uint32_t qcx_cb_find(const qcx_cb *cb, unsigned lv, size_t p)
     if (cb->n[lv] == 0) return QCX_NONE;
     size_t len = qcx_level_len[lv];
     uint64_t k = cb->prefix[p + len] - cb->prefix[p] * pw_tab[len];
+    /* the slot's hash tag rules out most other windows before the compare */
     for (size_t h = mix(k) & cb->lut_mask[lv]; cb->lut[lv][h]; h = (h + 1) & cb->lut_mask[lv]) {
-        uint32_t i = cb->lut[lv][h] - 1;
-        if (memcmp(cb->gram[lv] + (size_t)i * len, cb->seq + p, len * sizeof *cb->seq) == 0)
+        uint64_t slot = cb->lut[lv][h];
+        uint32_t i = (uint32_t)slot - 1;
+        if (slot >> 32 == k >> 32 &&
+            memcmp(cb->gram[lv] + (size_t)i * len, cb->seq + p, len * sizeof *cb->seq) == 0)
             return i;
     }
     return QCX_NONE;

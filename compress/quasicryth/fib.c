@@ -40,29 +40,28 @@ static double multi_alpha(unsigned i)
 size_t qcx_tiling_mech(double alpha, double theta, size_t nw, int merge_ss, uint8_t *tiles)
 {
     /* floor(kα + θ) as an integer: for the non-negative values here the
-     * truncating conversion is exactly floor, without a libm call */
+     * truncating conversion is exactly floor, without a libm call.  The SS
+     * → L pass (greedy, left to right) runs on the fly: a raw S right after
+     * an unpaired raw S turns that S into L. */
     size_t n = 0, covered = 0;
     int64_t b = (int64_t)floor(theta); /* floor(kα + θ), carried from the previous k */
+    unsigned lone_s = 0;
     for (size_t k = 0; covered < nw; k++) {
         double x = (double)(k + 1) * alpha + theta;
         int64_t a = x >= 0.0 ? (int64_t)x : (int64_t)floor(x);
-        int is_l = a - b >= 1;
+        unsigned is_l = a - b >= 1;
         b = a;
         if (is_l && covered + 2 > nw) is_l = 0; /* L would overrun: S, then stop */
-        tiles[n++] = is_l ? QCX_TL_L : QCX_TL_S;
-        covered += is_l ? 2u : 1u;
-    }
-    if (!merge_ss) return n;
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (tiles[i] == QCX_TL_S && i + 1 < n && tiles[i + 1] == QCX_TL_S) {
-            tiles[m++] = QCX_TL_L;
-            i++;
-        } else {
-            tiles[m++] = tiles[i];
+        covered += 1u + is_l;
+        if (!is_l && lone_s && merge_ss) {
+            tiles[n - 1] = QCX_TL_L;
+            lone_s = 0;
+            continue;
         }
+        tiles[n++] = is_l ? QCX_TL_L : QCX_TL_S;
+        lone_s = !is_l;
     }
-    return m;
+    return n;
 }
 
 size_t qcx_tiling_p5(size_t nw, uint8_t *tiles)
@@ -77,37 +76,37 @@ size_t qcx_tiling_p5(size_t nw, uint8_t *tiles)
     return n;
 }
 
-/* Nodes of one hierarchy level, deflated in place: kind[i] (1 = L) and
- * start[i], the first word; node i spans start[i + 1] − start[i] words
- * (start[n] = words covered, kind[n] = L as a sentinel). */
+/* Nodes of one hierarchy level, deflated in place: node[i] = first word
+ * × 2 + (1 if L); node i spans start(i + 1) − start(i) words, and
+ * node[n] = (words covered) × 2 + 1 is a sentinel L.  Blocks hold fewer
+ * than 2^31 words (BLOCK_MAX), so a node fits 32 bits. */
 typedef struct {
-    uint8_t  *kind;
-    uint32_t *start;
+    uint8_t  *tiles;
+    uint32_t *node;
 } level_nodes;
 
 static kvq_err nodes_alloc(level_nodes *lv, size_t n_tiles)
 {
-    lv->kind = malloc(n_tiles + 2);
-    lv->start = malloc((n_tiles + 2) * sizeof *lv->start);
-    if (lv->kind && lv->start) return KVQ_OK;
-    free(lv->kind), free(lv->start);
+    KVQ_FAIL_IF(n_tiles >= (1u << 31), KVQ_ERR_PARAM_RANGE, "hierarchy of %zu tiles", n_tiles);
+    lv->tiles = malloc(n_tiles + 1);
+    lv->node = malloc((n_tiles + 2) * sizeof *lv->node);
+    if (lv->tiles && lv->node) return KVQ_OK;
+    free(lv->tiles), free(lv->node);
     return KVQ_ERROR(KVQ_ERR_NOMEM, "hierarchy of %zu tiles", n_tiles);
 }
 
-/* Deflates the tiles already in lv->kind[0..n_tiles) level by level and
- * reports every exact-span super-L: OR into mask[pos] when mask is set,
- * else through fn. */
+/* Deflates lv->tiles[0..n_tiles) level by level and reports every
+ * exact-span super-L: OR into mask[pos] when mask is set, else via fn. */
 static void deflate(level_nodes *lv, size_t n_tiles, uint16_t *mask, qcx_lookup_fn fn,
                     void *opaque)
 {
-    uint8_t *kind = lv->kind;
-    uint32_t *start = lv->start, pos = 0;
+    uint32_t *nd = lv->node, pos = 0;
     for (size_t i = 0; i < n_tiles; i++) {
-        start[i] = pos;
-        pos += kind[i] == QCX_TL_L ? 2u : 1u;
+        unsigned is_l = lv->tiles[i] == QCX_TL_L;
+        nd[i] = pos << 1 | is_l;
+        pos += 1u + is_l;
     }
-    start[n_tiles] = pos;
-    kind[n_tiles] = QCX_TL_L;
+    nd[n_tiles] = pos << 1 | 1u;
     size_t n = n_tiles;
     /* level MAX_MERGES would have no codebook (beyond 144 words): stop before */
     for (unsigned k = 1; k < QCX_HLEVELS && k <= MAX_MERGES && n >= 2; k++) {
@@ -115,18 +114,16 @@ static void deflate(level_nodes *lv, size_t n_tiles, uint16_t *mask, qcx_lookup_
         uint32_t span = span_at[k];
         for (size_t i = 0; i < n; m++) {
             /* "L followed by S" merges into a super-L; anything else is S */
-            unsigned merge = (kind[i] == QCX_TL_L) & (kind[i + 1] == QCX_TL_S);
-            uint32_t s = start[i];
-            if (merge && start[i + 2] - s == span) {
-                if (mask) mask[s] |= (uint16_t)(1u << k);
-                else fn(opaque, k, s);
+            uint32_t a = nd[i];
+            unsigned merge = a & ~nd[i + 1] & 1u;
+            if (merge && (nd[i + 2] >> 1) - (a >> 1) == span) {
+                if (mask) mask[a >> 1] |= (uint16_t)(1u << k);
+                else fn(opaque, k, a >> 1);
             }
-            kind[m] = (uint8_t)(merge ? QCX_TL_L : QCX_TL_S);
-            start[m] = s;
+            nd[m] = (a & ~1u) | merge;
             i += 1 + merge;
         }
-        start[m] = pos;
-        kind[m] = QCX_TL_L;
+        nd[m] = pos << 1 | 1u;
         n = m;
     }
 }
@@ -135,10 +132,10 @@ kvq_err qcx_hierarchy(const uint8_t *tiles, size_t n_tiles, qcx_lookup_fn fn, vo
 {
     level_nodes lv;
     KVQ_TRY(nodes_alloc(&lv, n_tiles));
-    memcpy(lv.kind, tiles, n_tiles);
+    memcpy(lv.tiles, tiles, n_tiles);
     deflate(&lv, n_tiles, NULL, fn, opaque);
-    free(lv.kind);
-    free(lv.start);
+    free(lv.tiles);
+    free(lv.node);
     return KVQ_OK;
 }
 
@@ -150,24 +147,24 @@ kvq_err qcx_lookup_masks(int mode, size_t nw, uint16_t *mask)
         for (size_t p = 0; p < nw; p++) mask[p] = (uint16_t)(((1u << QCX_HLEVELS) - 1u) & ~1u);
         return KVQ_OK;
     }
-    /* one workspace for every tiling: tiles are generated into lv.kind */
+    /* one workspace for every tiling */
     level_nodes lv;
     KVQ_TRY(nodes_alloc(&lv, nw));
     if (mode == 2) {
-        deflate(&lv, qcx_tiling_p5(nw, lv.kind), mask, NULL, NULL);
+        deflate(&lv, qcx_tiling_p5(nw, lv.tiles), mask, NULL, NULL);
     } else {
         const double alpha = 1.0 / PHI;
         for (unsigned i = 0; i < N_GOLDEN; i++) {
             double th = fmod((double)i / PHI, 1.0);
-            deflate(&lv, qcx_tiling_mech(alpha, th, nw, 1, lv.kind), mask, NULL, NULL);
+            deflate(&lv, qcx_tiling_mech(alpha, th, nw, 1, lv.tiles), mask, NULL, NULL);
         }
         for (unsigned a = 0; mode == 0 && a < N_MULTI_ALPHA; a++)
             for (unsigned t = 0; t < 2; t++)
-                deflate(&lv, qcx_tiling_mech(multi_alpha(a), 0.5 * t, nw, 1, lv.kind), mask, NULL,
+                deflate(&lv, qcx_tiling_mech(multi_alpha(a), 0.5 * t, nw, 1, lv.tiles), mask, NULL,
                         NULL);
     }
-    free(lv.kind);
-    free(lv.start);
+    free(lv.tiles);
+    free(lv.node);
     return KVQ_OK;
 }
 

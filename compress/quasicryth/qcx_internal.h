@@ -126,13 +126,17 @@ int qcx_ctx_decode(qcx_ctx *c, qcx_excl *x, qcx_small *const *see, qcx_dec *d, u
 kvq_err qcx_ctx_update(qcx_ctx *c, uint32_t s);
 void qcx_ctx_free(qcx_ctx *c);
 
-/* Hash map from 64-bit context keys to qcx_ctx (order-2 contexts). */
+/* Hash map from 64-bit context keys to qcx_ctx (order-2 contexts), the
+ * contexts stored in the slots (one cache miss per lookup).  A returned
+ * pointer stays valid until the next qcx_ctxmap_get. */
+#define QCX_CTXMAP_EMPTY UINT64_MAX /* slot key of an empty slot (never a context) */
+typedef struct qcx_ctxent {
+    uint64_t key;
+    qcx_ctx  ctx;
+} qcx_ctxent;
 typedef struct qcx_ctxmap {
-    uint64_t *keys;
-    uint32_t *slot;           /* index into ctx, QCX_NONE when empty */
+    qcx_ctxent *tab;
     size_t mask, used;
-    qcx_ctx *ctx;
-    size_t n_ctx, cap_ctx;
 } qcx_ctxmap;
 kvq_err qcx_ctxmap_init(qcx_ctxmap *m, size_t expect);
 /* Returns the context for key (created empty when absent) or NULL on OOM. */
@@ -194,7 +198,7 @@ typedef struct qcx_cb {
     uint32_t *vocab_to_uni;   /* per vocabulary word: unigram index or NONE */
     uint32_t *seq;            /* per token: unigram index or NONE           */
     uint64_t *prefix;         /* rolling-hash prefixes of seq, n + 1        */
-    uint32_t *lut[QCX_NLEV];  /* hash → entry + 1, per level ≥ 2            */
+    uint64_t *lut[QCX_NLEV];  /* per level ≥ 2: hash → (hash >> 32) << 32 | entry + 1 */
     size_t    lut_mask[QCX_NLEV];
 } qcx_cb;
 /* Codebook sizes for nw words at level 1..9 (§5.1 scaled). */
