@@ -6,7 +6,10 @@
  * identities (the latter bit-exact in float64, hence the re-parameterised
  * GEMM), search sanity (search=none is MinMax; the search never loses to
  * it on the weight objective), determinism, and mxfp4 = ggml's golden
- * bytes (nvfp4 with tscale=0 too); mxfp4 encode speed is printed.
+ * bytes (nvfp4 with tscale=0 too); mxfp4 encode speed is printed.  The
+ * encode fast paths equal what they replace: 8-bit codes from the value's
+ * bits = the reference rounding, nvfp4's midpoint count = ggml's 16-code
+ * search, mxfp4's exponent = floorf(log2f), MinMax scale = 2^(b0 − b̃(M)).
  */
 #include <setjmp.h>
 #include <stdarg.h>

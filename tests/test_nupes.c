@@ -5,7 +5,8 @@
  * ŵ returns the same codes; the integer LUT path equals the float path
  * (exactly when 1/a ∈ ℕ); on Gaussian and Laplace data the data-free a* < 1
  * and golden section matches a dense grid; the data-driven mode never
- * raises the layer-output error; w = 0, M = 0 and tiny a are safe.
+ * raises the layer-output error; w = 0, M = 0 and tiny a are safe; with a
+ * fixed exponent the threshold-counting encoder gives kvq_nupes_code's codes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
