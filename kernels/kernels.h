@@ -53,6 +53,10 @@ typedef struct kvq_kernels {
     kvq_kern_dequant_fn dequantize[KVQ_KT_COUNT];
     kvq_kern_dot_fn     dot[KVQ_KT_COUNT];
     kvq_kern_absmax_fn  absmax;
+    int fast_dot;  /* 1 when the dot slots beat dequantize + an f32 dot:
+                      the decoder then runs them for single tokens (the
+                      scalar reference is slower than gcc's vectorised
+                      dequantize + dot, so it leaves this 0) */
 } kvq_kernels;
 
 /* kvq_kernels_get() : the table in use (thread-safe, chosen once). */

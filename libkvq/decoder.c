@@ -36,9 +36,10 @@
 
 #define DOT_LANES 8   /* interleaved partial sums in dot(): one AVX or two SSE vectors */
 #define MAX_JOB_MATS 3 /* wq, wk, wv share one matmul job */
-/* q8_0/q4_0 rows are dotted in place for up to this many input rows; a
- * longer chunk (prompt processing) dequantizes each row block once with
- * the dequantize slot and reuses it for every token, which is faster than
+/* q8_0/q4_0 rows are dotted in place for up to this many input rows when
+ * the kernel table's dot is fast (kernels.h fast_dot: AVX2); a longer
+ * chunk (prompt processing) dequantizes each row block once with the
+ * dequantize slot and reuses it for every token, which is faster than
  * unpacking the codes once per token. */
 #define FUSED_MAX_TOKENS 2
 
@@ -397,7 +398,7 @@ static void mm_rows(const mm_job *j, int k, int r0, int r1, int tid)
         mm_block(j, k, m->f32 + (size_t)r0 * (size_t)m->cols, r0, r1);
         return;
     }
-    if (m->qt && j->nb <= FUSED_MAX_TOKENS) {
+    if (m->qt && j->nb <= FUSED_MAX_TOKENS && kvq_kernels_get()->fast_dot) {
         mm_fused(j, k, r0, r1);
         return;
     }

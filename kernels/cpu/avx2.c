@@ -204,6 +204,7 @@ int kvq_kernels_fill_avx2(kvq_kernels *k)
     k->dot[KVQ_KT_Q8_0] = dot_q8_0;
     k->dot[KVQ_KT_Q4_0] = dot_q4_0;
     k->absmax = absmax_avx2;
+    k->fast_dot = 1;
     return 1;
 }
 

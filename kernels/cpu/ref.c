@@ -109,31 +109,38 @@ static void dequant_q4_0(const uint8_t *src, float *restrict y, size_t nb)
     }
 }
 
-/* Dots: per block Σ q_j·x_j in order, scaled by d and summed over blocks. */
-static float dot_q8_0(const uint8_t *src, const float *x, size_t nb)
+/* Dots: the block's codes widened to floats, Σ q_j·x_j in DOT_LANES
+ * interleaved partial sums (so gcc vectorises it without reassociation
+ * flags), each lane scaled by d into a running lane sum, lanes combined
+ * pairwise at the end. */
+#define DOT_LANES 8
+
+static inline float dot_blocks(kvq_kt t, const uint8_t *src, const float *x, size_t nb)
 {
-    float acc = 0.0f;
-    for (size_t b = 0; b < nb; b++, src += KVQ_Q8_0_BYTES, x += KVQ_QK) {
-        const int8_t *qs = (const int8_t *)(src + 2);
-        float s = 0.0f;
-        for (int j = 0; j < KVQ_QK; j++) s += (float)qs[j] * x[j];
-        acc += s * kvq_f16_to_f32(kvq_rd16(src));
+    size_t bb = kvq_kern_block_bytes(t);
+    float acc[DOT_LANES] = {0};
+    for (size_t b = 0; b < nb; b++, src += bb, x += KVQ_QK) {
+        float q[KVQ_QK], s[DOT_LANES] = {0};
+        const uint8_t *qs = src + 2;
+        if (t == KVQ_KT_Q8_0)
+            for (int j = 0; j < KVQ_QK; j++) q[j] = (float)(int8_t)qs[j];
+        else
+            for (int j = 0; j < HALF; j++) {
+                q[j] = (float)((qs[j] & 0x0F) - Q4_0_ZERO);
+                q[j + HALF] = (float)((qs[j] >> 4) - Q4_0_ZERO);
+            }
+        for (int j = 0; j < KVQ_QK; j += DOT_LANES)
+            for (int k = 0; k < DOT_LANES; k++) s[k] += q[j + k] * x[j + k];
+        const float d = kvq_f16_to_f32(kvq_rd16(src));
+        for (int k = 0; k < DOT_LANES; k++) acc[k] += s[k] * d;
     }
-    return acc;
+    for (int w = DOT_LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) acc[k] += acc[k + w];
+    return acc[0];
 }
 
-static float dot_q4_0(const uint8_t *src, const float *x, size_t nb)
-{
-    float acc = 0.0f;
-    for (size_t b = 0; b < nb; b++, src += KVQ_Q4_0_BYTES, x += KVQ_QK) {
-        const uint8_t *qs = src + 2;
-        float s = 0.0f;
-        for (int j = 0; j < HALF; j++)
-            s += (float)((qs[j] & 0x0F) - Q4_0_ZERO) * x[j] + (float)((qs[j] >> 4) - Q4_0_ZERO) * x[j + HALF];
-        acc += s * kvq_f16_to_f32(kvq_rd16(src));
-    }
-    return acc;
-}
+static float dot_q8_0(const uint8_t *src, const float *x, size_t nb) { return dot_blocks(KVQ_KT_Q8_0, src, x, nb); }
+static float dot_q4_0(const uint8_t *src, const float *x, size_t nb) { return dot_blocks(KVQ_KT_Q4_0, src, x, nb); }
 
 static float absmax_ref(const float *x, size_t n) { return kvq_absmax(x, n); }
 
