@@ -14,6 +14,9 @@
 #include "qcx_internal.h"
 
 #include <stdlib.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define AC_TOP  0xFFFFFFFFull /* 32-bit code registers                  */
 #define AC_HALF 0x80000000ull
@@ -80,23 +83,31 @@ kvq_err qcx_enc_finish(qcx_enc *e)
 }
 
 /* ---- decoder ------------------------------------------------------------ */
-static inline unsigned get_bit(qcx_dec *d)
+/* The next k (1 ≤ k ≤ 32) bits of input; zeros past the end. */
+static inline uint64_t get_bits(qcx_dec *d, unsigned k)
 {
-    size_t byte = d->bitpos >> 3;
-    unsigned b = KVQ_LIKELY(byte < d->n) ? (d->p[byte] >> (7 - (d->bitpos & 7))) & 1u : 0u;
-    d->bitpos++;
-    return b;
+    if (d->nwin < k) {
+        for (; d->nwin <= 56; d->nwin += 8, d->bytepos++) {
+            uint64_t byte = KVQ_LIKELY(d->bytepos < d->n) ? d->p[d->bytepos] : 0u;
+            d->win |= byte << (56 - d->nwin);
+        }
+    }
+    uint64_t v = d->win >> (64 - k);
+    d->win <<= k;
+    d->nwin -= k;
+    return v;
 }
 
 void qcx_dec_init(qcx_dec *d, const uint8_t *p, size_t n)
 {
     d->p = p;
     d->n = n;
-    d->bitpos = 0;
+    d->bytepos = 0;
+    d->win = 0;
+    d->nwin = 0;
     d->low = 0;
     d->high = AC_TOP;
-    d->value = 0;
-    for (int i = 0; i < 32; i++) d->value = (d->value << 1) | get_bit(d);
+    d->value = get_bits(d, 32);
 }
 
 uint32_t qcx_dec_target(qcx_dec *d, uint32_t total)
@@ -106,29 +117,31 @@ uint32_t qcx_dec_target(qcx_dec *d, uint32_t total)
     return t >= total ? total - 1 : (uint32_t)t;
 }
 
+/* Renormalisation as the encoder's, bit by bit in effect: while low and
+ * high share their top bit (the E1/E2 cases) all three registers shift
+ * left; the shared leading bits are shifted out at once. */
 void qcx_dec_code(qcx_dec *d, uint32_t cum, uint32_t freq, uint32_t total)
 {
     uint64_t r = d->high - d->low + 1;
-    d->high = d->low + r * (cum + freq) / total - 1;
-    d->low = d->low + r * cum / total;
+    uint64_t low = d->low + r * cum / total, high = d->low + r * (cum + freq) / total - 1;
+    uint64_t value = d->value;
     for (;;) {
-        if (d->high < AC_HALF) {
-            /* nothing to subtract */
-        } else if (d->low >= AC_HALF) {
-            d->low -= AC_HALF;
-            d->high -= AC_HALF;
-            d->value -= AC_HALF;
-        } else if (d->low >= AC_QTR && d->high < 3 * AC_QTR) {
-            d->low -= AC_QTR;
-            d->high -= AC_QTR;
-            d->value -= AC_QTR;
+        uint32_t same = (uint32_t)~(low ^ high); /* 1 where the bits agree */
+        if (same & AC_HALF) {
+            unsigned k = (unsigned)__builtin_clz(~same | 1u); /* leading agreeing bits */
+            uint64_t ones = (1ull << k) - 1;
+            low = (low << k) & AC_TOP;
+            high = ((high << k) | ones) & AC_TOP;
+            value = ((value << k) | get_bits(d, k)) & AC_TOP;
+        } else if (low >= AC_QTR && high < 3 * AC_QTR) {
+            low = (low - AC_QTR) << 1;
+            high = ((high - AC_QTR) << 1) | 1;
+            value = ((value - AC_QTR) << 1) | get_bits(d, 1);
         } else {
             break;
         }
-        d->low <<= 1;
-        d->high = (d->high << 1) | 1;
-        d->value = (d->value << 1) | get_bit(d);
     }
+    d->low = low, d->high = high, d->value = value;
 }
 
 /* ---- small models ------------------------------------------------------- */
@@ -365,25 +378,61 @@ void qcx_ctx_encode_escape(qcx_ctx *c, qcx_small *const *see, qcx_enc *e)
     c->hint = QCX_CTX_ABSENT;
 }
 
-/* List scans, unrolled: most time goes into long order-1 lists. */
+/* List scans, unrolled (16 lanes with SSE2): most time goes into long
+ * order-1 and order-2 lists. */
+#if defined(__SSE2__)
+static inline __m128i load128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+#endif
+
 static uint32_t find_key(const uint32_t *key, uint32_t n, uint32_t s)
 {
     uint32_t i = 0;
+#if defined(__SSE2__)
+    const __m128i v = _mm_set1_epi32((int)s);
+    for (; i + 16 <= n; i += 16) {
+        __m128i a = _mm_cmpeq_epi32(load128(key + i), v);
+        __m128i b = _mm_cmpeq_epi32(load128(key + i + 4), v);
+        __m128i c = _mm_cmpeq_epi32(load128(key + i + 8), v);
+        __m128i d = _mm_cmpeq_epi32(load128(key + i + 12), v);
+        if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d)))) break;
+    }
+#endif
     for (; i + 4 <= n; i += 4)
         if ((key[i] == s) | (key[i + 1] == s) | (key[i + 2] == s) | (key[i + 3] == s)) break;
     while (i < n && key[i] != s) i++;
     return i;
 }
 
+/* Sum of 8 counts.  SSE2 has no unsigned 16-bit multiply-add, so the
+ * counts are biased to signed (x ^ 0x8000 = x − 32768) and the bias added
+ * back: exact for every uint16_t. */
 static inline uint32_t sum8(const uint16_t *p)
 {
+#if defined(__SSE2__)
+    __m128i x = _mm_xor_si128(load128(p), _mm_set1_epi16((short)0x8000));
+    __m128i s = _mm_madd_epi16(x, _mm_set1_epi16(1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return (uint32_t)_mm_cvtsi128_si32(s) + 8u * 32768u;
+#else
     return ((uint32_t)p[0] + p[1]) + ((uint32_t)p[2] + p[3]) + ((uint32_t)p[4] + p[5]) +
            ((uint32_t)p[6] + p[7]);
+#endif
 }
 
 static uint32_t sum_cnt(const uint16_t *cnt, uint32_t a, uint32_t b) /* cnt[a..b) */
 {
     uint32_t s = 0;
+#if defined(__SSE2__) /* lanes add up biased pair sums: |lane| ≤ 2^16 × 2^9 blocks */
+    __m128i acc = _mm_setzero_si128();
+    const __m128i bias = _mm_set1_epi16((short)0x8000), one = _mm_set1_epi16(1);
+    uint32_t blocks = 0;
+    for (; a + 8 <= b; a += 8, blocks++)
+        acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_xor_si128(load128(cnt + a), bias), one));
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, 0x4E));
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, 0xB1));
+    s = (uint32_t)_mm_cvtsi128_si32(acc) + blocks * 8u * 32768u;
+#endif
     for (; a + 8 <= b; a += 8) s += sum8(cnt + a);
     for (; a < b; a++) s += cnt[a];
     return s;
@@ -581,6 +630,11 @@ qcx_ctx *qcx_ctxmap_get(qcx_ctxmap *m, uint64_t key)
     m->tab[h].key = key;
     memset(&m->tab[h].ctx, 0, sizeof m->tab[h].ctx);
     return &m->tab[h].ctx;
+}
+
+void qcx_ctxmap_prefetch(const qcx_ctxmap *m, uint64_t key)
+{
+    __builtin_prefetch(&m->tab[mix64(key) & m->mask]);
 }
 
 void qcx_ctxmap_free(qcx_ctxmap *m)

@@ -108,9 +108,14 @@ static kvq_err model_init(model *m, const qcx_cb *cb, size_t n_hint)
 
 /* The order-2 context of the next event.  (An order-3 context was tried:
  * it cost 0.1-0.3% on every corpus file, so it is not used.) */
+static uint64_t ctx_key(const model *m)
+{
+    return (uint64_t)m->w2 * ((uint64_t)m->n_uni + 1) + m->w1;
+}
+
 static kvq_err fetch_ctx(model *m, qcx_ctx **c2)
 {
-    *c2 = qcx_ctxmap_get(&m->o2, (uint64_t)m->w2 * ((uint64_t)m->n_uni + 1) + m->w1);
+    *c2 = qcx_ctxmap_get(&m->o2, ctx_key(m));
     KVQ_FAIL_IF(!*c2, KVQ_ERR_NOMEM, "word contexts");
     return KVQ_OK;
 }
@@ -165,13 +170,9 @@ static kvq_err seen_add(model *m, uint64_t k)
  * shift the word and level history. */
 static kvq_err advance(model *m, uint32_t key, qcx_ctx *c2)
 {
-    KVQ_TRY(qcx_ctx_update(c2, key));
-    /* update exclusion: a key the order-2 context predicted (or a match
-     * copied) leaves the order-1 statistics alone, as in PPM */
-    if (!m->skip_o1) {
-        KVQ_TRY(qcx_ctx_update(&m->o1[m->w1], key));
-        if (m->seen) KVQ_TRY(seen_add(m, pair_key(m->w1, key)));
-    }
+    /* the next contexts are known first: fetch them from memory while the
+     * lists of this event are updated */
+    uint32_t w1 = m->w1;
     unsigned lv = QCX_KEY_LV(key);
     uint32_t ix = QCX_KEY_IX(key);
     if (lv == QCX_LV_ESC) {
@@ -181,11 +182,18 @@ static kvq_err advance(model *m, uint32_t key, qcx_ctx *c2)
     } else {
         size_t len = qcx_level_len[lv];
         const uint32_t *g = m->cb->gram[lv] + (size_t)ix * len;
-        for (size_t i = 0; i < len; i++) {
-            m->w2 = m->w1, m->w1 = g[i];
-        }
+        m->w2 = g[len - 2], m->w1 = g[len - 1]; /* n-grams have ≥ 2 words */
     }
     m->l2 = m->l1, m->l1 = lv;
+    qcx_ctxmap_prefetch(&m->o2, ctx_key(m));
+    __builtin_prefetch(&m->o1[m->w1]);
+    KVQ_TRY(qcx_ctx_update(c2, key));
+    /* update exclusion: a key the order-2 context predicted (or a match
+     * copied) leaves the order-1 statistics alone, as in PPM */
+    if (!m->skip_o1) {
+        KVQ_TRY(qcx_ctx_update(&m->o1[w1], key));
+        if (m->seen) KVQ_TRY(seen_add(m, pair_key(w1, key)));
+    }
     return KVQ_OK;
 }
 

@@ -52,7 +52,9 @@ typedef struct qcx_enc {
 typedef struct qcx_dec {
     uint64_t low, high, value;
     const uint8_t *p;
-    size_t n, bitpos;
+    size_t n, bytepos;        /* next byte to load into win             */
+    uint64_t win;             /* next input bits, left-aligned           */
+    unsigned nwin;            /* valid bits in win                       */
 } qcx_dec;
 
 void qcx_enc_init(qcx_enc *e);
@@ -142,6 +144,8 @@ kvq_err qcx_ctxmap_init(qcx_ctxmap *m, size_t expect);
 /* Returns the context for key (created empty when absent) or NULL on OOM. */
 qcx_ctx *qcx_ctxmap_get(qcx_ctxmap *m, uint64_t key);
 void qcx_ctxmap_free(qcx_ctxmap *m);
+/* Starts loading key's slot into the cache (no effect on the map). */
+void qcx_ctxmap_prefetch(const qcx_ctxmap *m, uint64_t key);
 
 /* ---- tilings and hierarchy (fib.c) ------------------------------------- */
 typedef enum { QCX_TL_L = 1, QCX_TL_S = 0 } qcx_tile;
