@@ -821,7 +821,9 @@ KVQ_API kvq_ctx *kvq_cache_codec(kvq_cache *c, int layer, int side);
  *          on other layers (never on pg->layer).  When it takes page i of
  *          layer l it may change how page i of layer l-1 reads (merging);
  *          with keep_decoded the cache then reloads that page's copy.
- * load   : K/V of a page the policy took, [P][n_kv_heads][head_size] each.
+ * load   : K/V of a page the policy took, [P][n_kv_heads][head_size] each:
+ *          its current contents (a policy may revise a page it holds, e.g.
+ *          merge it when the next layer's page arrives).
  * drop   : the cache no longer holds page `index` of `layer` (truncate,
  *          clear); the policy frees what it kept for it.
  * bytes  : add the policy's stored bytes into st (payload/scales/lowrank/
