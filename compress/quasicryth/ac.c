@@ -25,6 +25,7 @@
 #define CTX_MAX_SYMS 4096u          /* PPM list cap per context             */
 #define CTX_LIMIT    60000u         /* PPM count sum before halving         */
 #define CTX_INC      2u             /* PPM count increment                  */
+#define CTXMAP_MIN   64u            /* smallest order-2 map (slots)          */
 #define CTX_EXCL_SCAN 64u           /* list entries checked for exclusion   */
 
 /* ---- encoder ------------------------------------------------------------ */
@@ -592,7 +593,7 @@ static kvq_err ctxmap_alloc(qcx_ctxmap *m, size_t cap)
 kvq_err qcx_ctxmap_init(qcx_ctxmap *m, size_t expect)
 {
     memset(m, 0, sizeof *m);
-    size_t cap = 1024;
+    size_t cap = CTXMAP_MIN;
     while (cap < expect * 2) cap *= 2;
     return ctxmap_alloc(m, cap);
 }

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 
 #define O1_CTX   256u     /* contexts of order 1: previous byte      */
-#define O2_EXPECT 4096u   /* initial order-2 map size (grows)         */
+#define O2_EXPECT 4096u   /* most order-2 contexts expected at first (grows) */
 #define O0_INC   16u      /* order-0 increment                       */
 #define O0_LIMIT (1u << 16)
 #define ESC_INC  32u      /* escape-model increment                  */
@@ -41,7 +41,8 @@ static void bmodel_free(bmodel *m)
     qcx_excl_free(&m->excl);
 }
 
-static kvq_err bmodel_init(bmodel *m)
+/* n: bytes to code (a short input gets a small map) */
+static kvq_err bmodel_init(bmodel *m, size_t n_bytes)
 {
     memset(m, 0, sizeof *m);
     uint32_t n[QCX_NLEV] = {0, 256};
@@ -51,7 +52,7 @@ static kvq_err bmodel_init(bmodel *m)
     for (unsigned i = 0; i < 2 * QCX_SEE_N; i++)
         ok &= (m->see[i / QCX_SEE_N][i % QCX_SEE_N] = qcx_small_create(2, ESC_INC, ESC_LIMIT)) != NULL;
     kvq_err e = ok ? qcx_excl_init(&m->excl, n) : KVQ_ERROR(KVQ_ERR_NOMEM, "byte models");
-    if (e == KVQ_OK) e = qcx_ctxmap_init(&m->o2, O2_EXPECT);
+    if (e == KVQ_OK) e = qcx_ctxmap_init(&m->o2, n_bytes < O2_EXPECT ? n_bytes : O2_EXPECT);
     if (e != KVQ_OK) bmodel_free(m);
     return e;
 }
@@ -69,7 +70,7 @@ static kvq_err learn(bmodel *m, qcx_ctx *c2, unsigned b, int from_o2)
 kvq_err qcx_bytes_encode(const uint8_t *p, size_t n, kvq_buf *out)
 {
     bmodel m;
-    KVQ_TRY(bmodel_init(&m));
+    KVQ_TRY(bmodel_init(&m, n));
     qcx_enc e;
     qcx_enc_init(&e);
     kvq_err err = KVQ_OK;
@@ -99,7 +100,7 @@ kvq_err qcx_bytes_encode(const uint8_t *p, size_t n, kvq_buf *out)
 kvq_err qcx_bytes_decode(const uint8_t *ac, size_t n, uint8_t *dst, size_t raw)
 {
     bmodel m;
-    KVQ_TRY(bmodel_init(&m));
+    KVQ_TRY(bmodel_init(&m, raw));
     qcx_dec d;
     qcx_dec_init(&d, ac, n);
     kvq_err err = KVQ_OK;

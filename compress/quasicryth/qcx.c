@@ -19,6 +19,7 @@
 #define HDR_SIZE        16           /* magic 4, version, flags, level, LEB ≤ 5, crc 4 */
 #define BLOCK_MIN       (1u << 10)   /* smallest block size accepted (1 KiB)   */
 #define BLOCK_MAX       (1u << 30)   /* largest block size accepted (1 GiB)    */
+#define READ_CHUNK      (1u << 16)   /* first block buffer allocation (64 KiB) */
 #define FLAG_TILING     0x07u        /* flags bits 0-2: tiling used (informational) */
 #define BLK_HDR_MAX     32           /* kind + 2 LEB128 + 2 CRC                */
 
@@ -76,7 +77,7 @@ static kvq_err check_params(const kvq_qcx_params *p, size_t *block)
 /* ---- compression ------------------------------------------------------- */
 typedef struct cjob {
     uint8_t *src;
-    size_t n;
+    size_t n, cap;            /* bytes read, bytes allocated (≤ block) */
     int level, tiling;
     kvq_buf out;
     unsigned kind;
@@ -153,6 +154,29 @@ static kvq_err read_full(kvq_qcx_read_fn rd, void *rop, uint8_t *buf, size_t cap
     return KVQ_OK;
 }
 
+/* Reads up to block bytes into j->src, growing the buffer from
+ * READ_CHUNK by doubling, so a small input never allocates a whole block. */
+static kvq_err read_block(kvq_qcx_read_fn rd, void *rop, cjob *j, size_t block)
+{
+    j->n = 0;
+    for (;;) {
+        if (j->n == j->cap) {
+            if (j->cap >= block) break;
+            size_t nc = j->cap ? j->cap * 2 : READ_CHUNK;
+            if (nc > block) nc = block;
+            uint8_t *q = realloc(j->src, nc);
+            KVQ_FAIL_IF(!q, KVQ_ERR_NOMEM, "block buffer of %zu bytes", nc);
+            j->src = q;
+            j->cap = nc;
+        }
+        size_t k = 0;
+        KVQ_TRY(rd(rop, j->src + j->n, j->cap - j->n, &k));
+        if (k == 0) break;
+        j->n += k;
+    }
+    return KVQ_OK;
+}
+
 static void add_block_stats(kvq_qcx_stats *st, const cjob *j)
 {
     st->in_bytes += j->n;
@@ -187,7 +211,7 @@ static kvq_err compress_batches(kvq_qcx_read_fn rd, void *rop, kvq_qcx_write_fn 
         size_t n_jobs = 0;
         for (; n_jobs < (size_t)p->threads && !eof; n_jobs++) {
             cjob *j = &jobs[n_jobs];
-            KVQ_TRY(read_full(rd, rop, j->src, block, &j->n));
+            KVQ_TRY(read_block(rd, rop, j, block));
             if (j->n < block) eof = 1;
             if (j->n == 0) break;
         }
@@ -220,14 +244,11 @@ kvq_err kvq_qcx_compress_stream(kvq_qcx_read_fn rd, void *rop, kvq_qcx_write_fn 
     st->tiling = (int)p->tiling;
     cjob *jobs = calloc((size_t)p->threads, sizeof *jobs);
     KVQ_FAIL_IF(!jobs, KVQ_ERR_NOMEM, "%d block jobs", p->threads);
-    kvq_err e = KVQ_OK;
-    for (int i = 0; i < p->threads && e == KVQ_OK; i++) {
-        jobs[i].src = malloc(block);
+    for (int i = 0; i < p->threads; i++) {
         jobs[i].level = p->level;
         jobs[i].tiling = (int)p->tiling;
-        if (!jobs[i].src) e = KVQ_ERROR(KVQ_ERR_NOMEM, "block buffer of %zu bytes", block);
     }
-    if (e == KVQ_OK) e = write_header(wr, wop, p, block, st);
+    kvq_err e = write_header(wr, wop, p, block, st);
     if (e == KVQ_OK) e = compress_batches(rd, rop, wr, wop, p, block, jobs, st);
     for (int i = 0; i < p->threads; i++) {
         free(jobs[i].src);
