@@ -35,51 +35,56 @@ void qcx_enc_init(qcx_enc *e)
     e->high = AC_TOP;
 }
 
-static void put_bit(qcx_enc *e, unsigned b)
+/* Appends the low k (≤ 32) bits of v, most significant first. */
+static void put_bits(qcx_enc *e, uint64_t v, unsigned k)
 {
-    e->bitbuf = (e->bitbuf << 1) | b;
-    if (++e->nbits == 8) {
-        if (e->err == KVQ_OK) e->err = kvq_buf_u8(&e->out, (uint8_t)e->bitbuf);
-        e->bitbuf = 0;
-        e->nbits = 0;
+    e->bitbuf = (e->bitbuf << k) | (v & ((1ull << k) - 1));
+    for (e->nbits += k; e->nbits >= 8;) {
+        e->nbits -= 8;
+        if (e->err == KVQ_OK) e->err = kvq_buf_u8(&e->out, (uint8_t)(e->bitbuf >> e->nbits));
     }
 }
 
 static void emit(qcx_enc *e, unsigned b)
 {
-    put_bit(e, b);
-    for (; e->pending; e->pending--) put_bit(e, !b);
+    put_bits(e, b, 1);
+    uint64_t fill = b ? 0u : 0xFFFFFFFFu; /* the pending opposite bits */
+    for (; e->pending >= 32; e->pending -= 32) put_bits(e, fill, 32);
+    if (e->pending) put_bits(e, fill, (unsigned)e->pending);
+    e->pending = 0;
 }
 
+/* Renormalisation as Witten–Neal–Cleary, the E1/E2 steps (low and high
+ * share their top bit) done at once for all shared leading bits: the
+ * first is emitted with the pending bits, the rest follow as they are. */
 void qcx_enc_code(qcx_enc *e, uint32_t cum, uint32_t freq, uint32_t total)
 {
     uint64_t r = e->high - e->low + 1;
-    e->high = e->low + r * (cum + freq) / total - 1;
-    e->low = e->low + r * cum / total;
+    uint64_t low = e->low + r * cum / total, high = e->low + r * (cum + freq) / total - 1;
     for (;;) {
-        if (e->high < AC_HALF) {
-            emit(e, 0);
-        } else if (e->low >= AC_HALF) {
-            emit(e, 1);
-            e->low -= AC_HALF;
-            e->high -= AC_HALF;
-        } else if (e->low >= AC_QTR && e->high < 3 * AC_QTR) {
+        uint32_t same = (uint32_t)~(low ^ high);
+        if (same & AC_HALF) {
+            unsigned k = (unsigned)__builtin_clz(~same | 1u);
+            emit(e, (unsigned)(low >> 31));
+            if (k > 1) put_bits(e, low >> (32 - k), k - 1);
+            low = (low << k) & AC_TOP;
+            high = ((high << k) | ((1ull << k) - 1)) & AC_TOP;
+        } else if (low >= AC_QTR && high < 3 * AC_QTR) {
             e->pending++;
-            e->low -= AC_QTR;
-            e->high -= AC_QTR;
+            low = (low - AC_QTR) << 1;
+            high = ((high - AC_QTR) << 1) | 1;
         } else {
             break;
         }
-        e->low <<= 1;
-        e->high = (e->high << 1) | 1;
     }
+    e->low = low, e->high = high;
 }
 
 kvq_err qcx_enc_finish(qcx_enc *e)
 {
     e->pending++;
     emit(e, e->low < AC_QTR ? 0 : 1);
-    while (e->nbits) put_bit(e, 0);
+    if (e->nbits) put_bits(e, 0, 8 - e->nbits);
     return e->err;
 }
 

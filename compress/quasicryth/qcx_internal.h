@@ -45,7 +45,8 @@ typedef struct qcx_enc {
     uint64_t low, high;
     uint64_t pending;
     kvq_buf  out;
-    unsigned bitbuf, nbits;
+    uint64_t bitbuf;          /* the last nbits (< 8) output bits        */
+    unsigned nbits;
     kvq_err  err;             /* first allocation error */
 } qcx_enc;
 
