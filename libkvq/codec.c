@@ -174,7 +174,8 @@ static kvq_err ctx_init(kvq_ctx *ctx)
 kvq_err kvq_ctx_create_params(const kvq_codec *c, const kvq_params *p, kvq_ctx **out)
 {
     KVQ_FAIL_IF(!c || !out, KVQ_ERR_ARG, "kvq_ctx_create: NULL argument");
-    KVQ_FAIL_IF(c->abi < 1 || c->n_params > KVQ_MAX_PARAMS, KVQ_ERR_ARG, "codec %s: bad descriptor", c->name);
+    KVQ_FAIL_IF(c->abi < 1 || c->n_params > KVQ_MAX_PARAMS || (!c->decode && !c->decode_rows), KVQ_ERR_ARG,
+                "codec %s: bad descriptor", c->name);
     *out = NULL;
     kvq_params prm = p ? *p : kvq_params_default(c);
     KVQ_TRY(params_check(c, &prm));
@@ -373,7 +374,10 @@ kvq_err kvq_ctx_decode_payload(kvq_ctx *ctx, const void *src, size_t n, kvq_tens
 {
     KVQ_TRY(kvq_check_f32_contig(dst, "decode destination"));
     KVQ_FAIL_IF(!src && n, KVQ_ERR_ARG, "decode: NULL payload");
-    return ctx->codec->decode(ctx->state, src, n, dst);
+    if (ctx->codec->decode) return ctx->codec->decode(ctx->state, src, n, dst);
+    /* Row-addressable codecs need no separate whole-tensor decode. */
+    return ctx->codec->decode_rows(ctx->state, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape),
+                                   dst->data);
 }
 
 kvq_err kvq_ctx_decode_rows(kvq_ctx *ctx, const void *src, size_t n, const kvq_shape *s,

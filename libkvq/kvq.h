@@ -212,6 +212,8 @@ typedef struct kvq_params {
  * bound     : worst-case payload bytes for a tensor of shape s.
  * encode    : src (f32, contiguous) → payload; *n = bytes written.
  * decode    : payload → dst (f32, contiguous, shape set by the caller);
+ *             may be NULL when decode_rows is given (the core then
+ *             decodes all rows through it);
  *             must validate every length and index in the payload.
  * fini      : release anything init/calibrate allocated; NULL if none.
  * decode_rows (optional, NULL if absent): rows [r0, r1) of a tensor of

@@ -217,11 +217,6 @@ static kvq_err bfp_decode_rows(void *st, const void *src, size_t n, const kvq_sh
     return KVQ_OK;
 }
 
-static kvq_err bfp_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
-{
-    return bfp_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 /* Exponent bytes are the scales, the significands the codes. */
 static kvq_err bfp_parts(void *st, const void *src, size_t n, const kvq_shape *sh, kvq_codec_parts *out)
 {
@@ -255,7 +250,7 @@ const kvq_codec kvq_codec_bfp = {
     .state_size = sizeof(bfp_state), .params = bfp_params,
     .n_params = sizeof bfp_params / sizeof bfp_params[0], .max_rel_err = BFP_REL_ERR,
     .summary = "block floating point: 8-bit shared exponent per 8-128 values, 2-8-bit significands",
-    .init = bfp_init, .bound = bfp_bound, .encode = bfp_encode, .decode = bfp_decode,
+    .init = bfp_init, .bound = bfp_bound, .encode = bfp_encode, .decode = NULL,
     .decode_rows = bfp_decode_rows, .parts = bfp_parts,
 };
 
@@ -263,6 +258,6 @@ const kvq_codec kvq_codec_mxint8 = {
     .abi = KVQ_CODEC_ABI, .name = "mxint8", .id = 41, .domain = BFP_DOMAINS, .flags = 0,
     .state_size = sizeof(bfp_state), .params = NULL, .n_params = 0, .max_rel_err = MXINT8_REL_ERR,
     .summary = "OCP MXINT8: 32 values, E8M0 scale + int8 (= bfp:mant=8,block=32,round=rha)",
-    .init = mxint8_init, .bound = bfp_bound, .encode = bfp_encode, .decode = bfp_decode,
+    .init = mxint8_init, .bound = bfp_bound, .encode = bfp_encode, .decode = NULL,
     .decode_rows = bfp_decode_rows, .parts = bfp_parts,
 };

@@ -361,11 +361,6 @@ static kvq_err fp_decode_rows(void *st, const void *src, size_t n, const kvq_sha
     return KVQ_OK;
 }
 
-static kvq_err fp_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
-{
-    return fp_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 /* Declared bound: every element rounds to the nearest point of a grid that
  * holds 0, or saturates with its sign kept and |x̂| < |x|, so |x̂ − x| ≤ |x|
  * and ‖x̂ − x‖ ≤ ‖x‖.  Nothing tighter holds for one scale per row of any
@@ -380,6 +375,6 @@ const kvq_codec kvq_codec_fp = {
     .state_size = sizeof(fp_state), .params = fp_params,
     .n_params = sizeof fp_params / sizeof fp_params[0], .max_rel_err = FP_REL_ERR,
     .summary = "LLM-FP4 ExMy with real per-row/group bias, paper or clip search (layer-output MSE when calibrated)",
-    .init = fp_init, .calibrate = fp_calibrate, .bound = fp_bound, .encode = fp_encode, .decode = fp_decode,
+    .init = fp_init, .calibrate = fp_calibrate, .bound = fp_bound, .encode = fp_encode, .decode = NULL,
     .fini = fp_fini, .decode_rows = fp_decode_rows,
 };

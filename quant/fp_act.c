@@ -250,11 +250,6 @@ static kvq_err fpa_decode_rows(void *st, const void *src, size_t n, const kvq_sh
     return KVQ_OK;
 }
 
-static kvq_err fpa_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
-{
-    return fpa_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 /* Rounding to the nearest grid point never errs by more than |x| (0 is on
  * the grid) and saturation keeps the sign with |x̂| < |x|: ‖x̂ − x‖ ≤ ‖x‖.
  * A static scale bounds nothing tighter (inputs beyond the calibration
@@ -267,6 +262,6 @@ const kvq_codec kvq_codec_fpa = {
     .state_size = sizeof(fpa_state), .params = fpa_params,
     .n_params = sizeof fpa_params / sizeof fpa_params[0], .max_rel_err = FPA_REL_ERR,
     .summary = "LLM-FP4 static activations: calibrated bias per tensor, pre-shifted per channel (folded into weights)",
-    .init = fpa_init, .calibrate = fpa_calibrate, .bound = fpa_bound, .encode = fpa_encode, .decode = fpa_decode,
+    .init = fpa_init, .calibrate = fpa_calibrate, .bound = fpa_bound, .encode = fpa_encode, .decode = NULL,
     .fini = fpa_fini, .decode_rows = fpa_decode_rows,
 };

@@ -128,11 +128,6 @@ static kvq_err mx_decode_rows(void *st, const void *src, size_t n, const kvq_sha
     return KVQ_OK;
 }
 
-static kvq_err mx_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
-{
-    return mx_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 /* ---- nvfp4 ------------------------------------------------------------------------ */
 static const kvq_param nv_params[] = {
     {"tscale", 0, 1, 1, 1, NULL, "1: NVIDIA's per-tensor f32 scale in front; 0: ggml's blocks alone"},
@@ -268,11 +263,6 @@ static kvq_err nv_decode_rows(void *st, const void *src, size_t n, const kvq_sha
     return KVQ_OK;
 }
 
-static kvq_err nv_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
-{
-    return nv_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 /* Bounds, for finite inputs whose block scales are in range (mxfp4: block
  * maxima >= 2^-125, so e does not wrap; nvfp4: amax/(6·G) of every 16 values
  * in UE4M3's normal range, >= 2^-6).  mxfp4: amax lies in [4X, 8X), X =
@@ -291,7 +281,7 @@ const kvq_codec kvq_codec_mxfp4 = {
     .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV, .flags = 0,
     .state_size = 0, .params = NULL, .n_params = 0, .max_rel_err = MX_REL_ERR,
     .summary = "OCP MXFP4: E2M1 x32 + E8M0 scale, ggml block_mxfp4 bytes and tie rule (4.25 bpw)",
-    .bound = mx_bound, .encode = mx_encode, .decode = mx_decode, .decode_rows = mx_decode_rows,
+    .bound = mx_bound, .encode = mx_encode, .decode = NULL, .decode_rows = mx_decode_rows,
 };
 
 const kvq_codec kvq_codec_nvfp4 = {
@@ -300,5 +290,5 @@ const kvq_codec kvq_codec_nvfp4 = {
     .state_size = sizeof(nv_state), .params = nv_params, .n_params = sizeof nv_params / sizeof nv_params[0],
     .max_rel_err = NV_REL_ERR,
     .summary = "NVFP4: E2M1 x16 + UE4M3 scale (ggml blocks of 64) + per-tensor f32 scale (4.5 bpw)",
-    .init = nv_init, .bound = nv_bound, .encode = nv_encode, .decode = nv_decode, .decode_rows = nv_decode_rows,
+    .init = nv_init, .bound = nv_bound, .encode = nv_encode, .decode = NULL, .decode_rows = nv_decode_rows,
 };

@@ -345,11 +345,6 @@ static kvq_err gptq_decode_rows(void *p, const void *src, size_t n, const kvq_sh
     return KVQ_OK;
 }
 
-static kvq_err gptq_decode(void *p, const void *src, size_t n, kvq_tensor *dst)
-{
-    return gptq_decode_rows(p, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 const kvq_codec kvq_codec_gptq = {
     .abi = KVQ_CODEC_ABI,
     .name = "gptq",
@@ -367,7 +362,7 @@ const kvq_codec kvq_codec_gptq = {
     .calibrate = gptq_calibrate,
     .bound = gptq_bound,
     .encode = gptq_encode,
-    .decode = gptq_decode,
+    .decode = NULL,
     .fini = gptq_fini,
     .decode_rows = gptq_decode_rows,
 };

@@ -565,11 +565,6 @@ static kvq_err nu_decode_rows(void *st, const void *src, size_t n, const kvq_sha
     return KVQ_OK;
 }
 
-static kvq_err nu_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
-{
-    return nu_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 /* Declared bound (defaults: 4 bits, group 32, a searched in [0.2, 1]): the
  * search minimises the error, so it is at most a = 1's, i.e. sym RTN with
  * f16 maxima: rtn.c's 0.3697; margin for the f16 maximum rounding. */
@@ -581,6 +576,6 @@ const kvq_codec kvq_codec_nupes = {
     .state_size = sizeof(nu_state), .params = nu_params, .n_params = sizeof nu_params / sizeof nu_params[0],
     .max_rel_err = NU_REL_ERR,
     .summary = "NUPES-style power-exponent levels M(k/Qm)^(1/a), exponent searched; data-driven codes with --calib",
-    .init = nu_init, .calibrate = nu_calibrate, .bound = nu_bound, .encode = nu_encode, .decode = nu_decode,
+    .init = nu_init, .calibrate = nu_calibrate, .bound = nu_bound, .encode = nu_encode, .decode = NULL,
     .fini = nu_fini, .decode_rows = nu_decode_rows,
 };

@@ -480,11 +480,6 @@ static kvq_err qb_decode_rows(void *p, const void *src, size_t n, const kvq_shap
     return KVQ_OK;
 }
 
-static kvq_err qb_decode(void *p, const void *src, size_t n, kvq_tensor *dst)
-{
-    return qb_decode_rows(p, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 const kvq_codec kvq_codec_quamba2 = {
     .abi = KVQ_CODEC_ABI,
     .name = "quamba2",
@@ -503,7 +498,7 @@ const kvq_codec kvq_codec_quamba2 = {
     .calibrate = qb_calibrate,
     .bound = qb_bound,
     .encode = qb_encode,
-    .decode = qb_decode,
+    .decode = NULL,
     .fini = qb_fini,
     .decode_rows = qb_decode_rows,
 };
@@ -580,11 +575,6 @@ static kvq_err qs_decode_rows(void *p, const void *src, size_t n, const kvq_shap
     return KVQ_OK;
 }
 
-static kvq_err qs_decode(void *p, const void *src, size_t n, kvq_tensor *dst)
-{
-    return qs_decode_rows(p, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 const kvq_codec kvq_codec_quamba2_state = {
     .abi = KVQ_CODEC_ABI,
     .name = "quamba2_state",
@@ -600,6 +590,6 @@ const kvq_codec kvq_codec_quamba2_state = {
     .summary = "Quamba2 SSM state cache: int8, one f16 scale per (head, state column)",
     .bound = qs_bound,
     .encode = qs_encode,
-    .decode = qs_decode,
+    .decode = NULL,
     .decode_rows = qs_decode_rows,
 };

@@ -248,11 +248,6 @@ static kvq_err rtn_decode_rows(void *st, const void *src, size_t n, const kvq_sh
     return decode_range(s, &L, src, r0, r1, out);
 }
 
-static kvq_err rtn_decode(void *st, const void *src, size_t n, kvq_tensor *dst)
-{
-    return rtn_decode_rows(st, src, n, &dst->shape, 0, kvq_shape_rows(&dst->shape), dst->data);
-}
-
 /* Declared error bound, for the default parameters (bits=4, sym, group=32)
  * and finite inputs whose scales are f16-normal.  Per group with amax a and
  * stored step d (within 2^-11 of a/7): a value that rounds to 0 has error
@@ -270,6 +265,6 @@ const kvq_codec kvq_codec_rtn = {
     .state_size = sizeof(rtn_state), .params = rtn_params,
     .n_params = sizeof rtn_params / sizeof rtn_params[0], .max_rel_err = RTN_REL_ERR,
     .summary = "round to nearest, 2-8 bits, sym/asym, per tensor/row/group, f16 scales",
-    .init = rtn_init, .bound = rtn_bound, .encode = rtn_encode, .decode = rtn_decode,
+    .init = rtn_init, .bound = rtn_bound, .encode = rtn_encode, .decode = NULL,
     .decode_rows = rtn_decode_rows,
 };
