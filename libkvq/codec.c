@@ -218,6 +218,7 @@ void kvq_ctx_free(kvq_ctx *ctx)
 }
 
 const kvq_codec *kvq_ctx_codec(const kvq_ctx *ctx) { return ctx->codec; }
+void *kvq_ctx_state(const kvq_ctx *ctx) { return ctx->state; }
 const kvq_params *kvq_ctx_params(const kvq_ctx *ctx) { return &ctx->params; }
 
 kvq_err kvq_ctx_set_param(kvq_ctx *ctx, const char *name, double value)
@@ -316,20 +317,23 @@ static int block_nonfinite(const float *x, size_t n)
     return m == F32_EXP_MASK;
 }
 
-static kvq_err check_finite(const kvq_codec *c, const kvq_tensor *t)
+kvq_err kvq_nonfinite_check(const kvq_codec *c, const float *x, size_t n, size_t base)
 {
-    if (c->flags & KVQ_FLAG_NONFINITE_OK) return KVQ_OK;
-    const float *x = t->data;
-    size_t n = (size_t)kvq_shape_numel(&t->shape);
     for (size_t b = 0; b < n; b += FINITE_BLOCK) {
         size_t k = n - b < FINITE_BLOCK ? n - b : FINITE_BLOCK;
         if (KVQ_LIKELY(!block_nonfinite(x + b, k))) continue;
         for (size_t i = b; i < b + k; i++)
             KVQ_FAIL_IF(!isfinite(x[i]), KVQ_ERR_NONFINITE,
-                        "%s: element %zu is %g; codec %s takes finite values only", c->name, i,
+                        "%s: element %zu is %g; codec %s takes finite values only", c->name, base + i,
                         (double)x[i], c->name);
     }
     return KVQ_OK;
+}
+
+static kvq_err check_finite(const kvq_codec *c, const kvq_tensor *t)
+{
+    if (c->flags & (KVQ_FLAG_NONFINITE_OK | KVQ_FLAG_CHECKS_FINITE)) return KVQ_OK;
+    return kvq_nonfinite_check(c, t->data, (size_t)kvq_shape_numel(&t->shape), 0);
 }
 
 kvq_err kvq_ctx_encode_payload(kvq_ctx *ctx, const kvq_tensor *src, void *dst, size_t cap, size_t *n)

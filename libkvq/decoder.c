@@ -69,20 +69,24 @@ static int host_little_endian(void)
     return b == 1;
 }
 
-/* q8_0/q4_0 storage: the matmul dots the stored blocks with the input
- * (kernels.h dot slot, dequantization fused), so the payload is checked
- * once here — its size and every block's scale — instead of per product. */
-static kvq_err bind_fused(dec_mat *m, const kvq_codec *cd)
+/* Codes with a row kernel (kernels/rowkern.h: q8_0, q4_0 and the other
+ * fixed-grid codecs that bind one): the matmul multiplies straight from
+ * the stored codes for single tokens.  Binding checks the payload once
+ * (its size, every scale), so the products need no checks.  Parameters
+ * without a row kernel fall back to row dequantization. */
+static kvq_err bind_fused(dec_mat *m)
 {
-    kvq_kt t = cd == &kvq_codec_q8_0 ? KVQ_KT_Q8_0 : KVQ_KT_Q4_0;
-    size_t nb = (size_t)m->rows * (size_t)m->cols / KVQ_QK, bb = kvq_kern_block_bytes(t);
-    KVQ_FAIL_IF(m->cols % KVQ_QK || m->w->size != nb * bb, KVQ_ERR_CORRUPT,
-                "decoder: %s: %s payload of %zu bytes does not hold %d x %d values", m->w->name, cd->name,
-                m->w->size, m->rows, m->cols);
-    size_t bad = kvq_kern_bad_scale(t, m->w->data, nb);
-    KVQ_FAIL_IF(bad < nb, KVQ_ERR_CORRUPT, "decoder: %s: %s block %zu has a non-finite scale", m->w->name,
-                cd->name, bad);
-    m->qt = (int)t;
+    const kvq_weight *w = m->w;
+    m->fused = 0;
+    if (!w->codec || !kvq_rowkern_has(kvq_ctx_codec(w->codec))) return KVQ_OK;
+    kvq_err e = kvq_rowkern_bind(w->codec, w->data, w->size, &w->shape, &m->rk);
+    if (e == KVQ_ERR_UNSUPPORTED) return KVQ_OK;
+    if (e) {
+        kvq_error_prefix(w->name);
+        kvq_error_prefix("decoder");
+        return e;
+    }
+    m->fused = 1;
     return KVQ_OK;
 }
 
@@ -105,8 +109,7 @@ static kvq_err bind_mat(kvq_decoder *d, dec_mat *m, const char *name, int rows, 
     const kvq_codec *cd = w->codec ? kvq_ctx_codec(w->codec) : NULL;
     int rowwise = !cd || (cd->decode_rows && !(cd->flags & KVQ_FLAG_STATEFUL));
     if (d->opts.dequant_at_load || (!plain_f32 && !rowwise)) KVQ_TRY(kvq_dec_mat_own(m));
-    m->qt = 0;
-    if (!m->f32 && (cd == &kvq_codec_q8_0 || cd == &kvq_codec_q4_0)) KVQ_TRY(bind_fused(m, cd));
+    if (!m->f32) KVQ_TRY(bind_fused(m));
     if (cols > d->scratch_cols) d->scratch_cols = cols;
     return KVQ_OK;
 }
@@ -374,18 +377,14 @@ static void mm_block(const mm_job *j, int k, const float *w, int r0, int r1)
     }
 }
 
-/* Rows [r0, r1) of a q8_0/q4_0 matrix through the dot slot: each stored
- * row is read once for all nb input rows, no dequantized copy. */
+/* Rows [r0, r1) of a matrix through its row kernel: each stored row is
+ * read once for all nb input rows, no dequantized copy. */
 static void mm_fused(const mm_job *j, int k, int r0, int r1)
 {
-    const dec_mat *m = j->m[k];
-    kvq_kern_dot_fn dotq = kvq_kernels_get()->dot[m->qt];
-    size_t bpr = (size_t)m->cols / KVQ_QK, rb = bpr * kvq_kern_block_bytes((kvq_kt)m->qt);
-    const uint8_t *base = m->w->data;
+    const kvq_rowkern *rk = &j->m[k]->rk;
     for (int r = r0; r < r1; r++)
         for (int t = 0; t < j->nb; t++)
-            j->out[k][(size_t)t * j->out_stride[k] + (size_t)r] =
-                dotq(base + (size_t)r * rb, j->x + (size_t)t * j->x_stride, bpr);
+            j->out[k][(size_t)t * j->out_stride[k] + (size_t)r] = rk->dot(rk, r, j->x + (size_t)t * j->x_stride);
 }
 
 /* Rows [r0, r1) of matrix k: in place, fused with the stored blocks, or
@@ -398,7 +397,7 @@ static void mm_rows(const mm_job *j, int k, int r0, int r1, int tid)
         mm_block(j, k, m->f32 + (size_t)r0 * (size_t)m->cols, r0, r1);
         return;
     }
-    if (m->qt && j->nb <= FUSED_MAX_TOKENS && kvq_kernels_get()->fast_dot) {
+    if (m->fused && j->nb <= FUSED_MAX_TOKENS && m->rk.fast) {
         mm_fused(j, k, r0, r1);
         return;
     }

@@ -9,6 +9,7 @@
 
 #include "kvq_internal.h"
 #include "threadpool.h"
+#include "kernels/rowkern.h"
 
 #define KVQ_DEC_GRAIN 16 /* rows per matmul block: one dequantized scratch block */
 #define KVQ_DEC_BATCH 16 /* tokens per teacher-forced chunk: each weight row
@@ -22,9 +23,10 @@ typedef struct dec_mat {
     const float *f32;          /* [rows][cols] readable f32, or NULL         */
     float *owned;              /* f32 copy owned by the decoder, or NULL     */
     int rows, cols;
-    int qt;                    /* kernels.h kvq_kt when the matmul runs the
-                                  fused dot slot over the stored blocks
-                                  (q8_0/q4_0); 0 otherwise                  */
+    int fused;                 /* 1 when rk holds the codec's row kernel:
+                                  single tokens then multiply straight
+                                  from the stored codes                    */
+    kvq_rowkern rk;            /* kernels/rowkern.h (valid when fused)       */
 } dec_mat;
 
 typedef struct kvq_mamba2 kvq_mamba2; /* Mamba-2 blocks (mamba2.c)          */

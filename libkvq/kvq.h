@@ -180,7 +180,10 @@ enum {
     KVQ_FLAG_LOSSLESS    = 1u << 0,  /* decode(encode(x)) == x bit for bit    */
     KVQ_FLAG_NEEDS_CALIB = 1u << 1,  /* calibrate() must run before encode()  */
     KVQ_FLAG_STATEFUL    = 1u << 2,  /* encode output depends on past calls   */
-    KVQ_FLAG_NONFINITE_OK = 1u << 3  /* NaN/Inf pass through (else rejected)  */
+    KVQ_FLAG_NONFINITE_OK = 1u << 3, /* NaN/Inf pass through (else rejected)  */
+    KVQ_FLAG_CHECKS_FINITE = 1u << 4 /* encode itself rejects NaN/Inf with
+                                        KVQ_ERR_NONFINITE inside its own pass
+                                        (the core then skips its scan)        */
 };
 
 /* One declared parameter.  Values are doubles; integer parameters must be

@@ -167,6 +167,15 @@ static inline int kvq_add_ov(size_t a, size_t b, size_t *r) { return __builtin_a
 /* A codec's parameter value by name (declaration order lookup at init). */
 double kvq_params_get(const kvq_codec *c, const kvq_params *p, const char *name);
 
+/* kvq_nonfinite_check() : KVQ_ERR_NONFINITE naming the first NaN/Inf of
+ * x[0..n) (reported as element base + i), KVQ_OK when all are finite.  The
+ * core's scan; codecs with KVQ_FLAG_CHECKS_FINITE call it on a block or
+ * row whose own pass saw a non-finite value (e.g. amax not finite). */
+kvq_err kvq_nonfinite_check(const kvq_codec *c, const float *x, size_t n, size_t base);
+
+/* The codec state of a context (libkvq-internal: row kernels read it). */
+void *kvq_ctx_state(const kvq_ctx *ctx);
+
 /* Contiguous f32 view required by codec encode/decode. */
 kvq_err kvq_check_f32_contig(const kvq_tensor *t, const char *what);
 

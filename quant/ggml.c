@@ -26,6 +26,7 @@
 #include "kvq_internal.h"
 #include "quant/codecs.h"
 #include "kernels/kernels.h"
+#include "kernels/rowkern.h"
 
 #define QK          KVQ_QK  /* elements per block (ggml QK8_0 = QK4_0 = 32)      */
 
@@ -150,3 +151,30 @@ const kvq_codec kvq_codec_q4_0 = {
     .init = init_q4_0, .bound = gg_bound, .encode = gg_encode, .decode = gg_decode,
     .decode_rows = gg_decode_rows,
 };
+
+/* ---- row kernel (kernels/rowkern.h) --------------------------------------------
+ * Region 0 is the blocks, one row = cols/32 blocks; ip[0] the block type,
+ * ip[1] blocks per row; aux the table's dot slot.  Every scale is checked
+ * here once, so the products need no checks. */
+static float gg_row_dot(const kvq_rowkern *k, int64_t r, const float *x)
+{
+    kvq_kern_dot_fn dot = (kvq_kern_dot_fn)k->aux;
+    return dot(k->p[0] + (size_t)r * k->stride[0], x, (size_t)k->ip[1]);
+}
+
+kvq_err kvq_ggml_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k)
+{
+    gg_type t = ((const gg_state *)st)->type;
+    KVQ_TRY(check_payload(t, s, n));
+    size_t nb = n / block_bytes(t), bad = kvq_kern_bad_scale(kern_type(t), payload, nb);
+    KVQ_FAIL_IF(bad < nb, KVQ_ERR_CORRUPT, "%s: block %zu has a non-finite scale", type_name(t), bad);
+    const kvq_kernels *kt = kvq_kernels_get();
+    k->dot = gg_row_dot;
+    k->fast = kt->fast_dot;
+    k->p[0] = payload;
+    k->ip[0] = (int)kern_type(t);
+    k->ip[1] = (int)(k->cols / QK);
+    k->stride[0] = (size_t)k->ip[1] * block_bytes(t);
+    k->aux = (void (*)(void))kt->dot[kern_type(t)];
+    return KVQ_OK;
+}
