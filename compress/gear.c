@@ -34,6 +34,7 @@
  *   [factors: per head, A column-major [r][T], B column-major [r][d] (f16
  *   or f32 each), scales f32 [r]].
  */
+#include "cache_internal.h"
 #include "quant/codecs.h"
 #include "quant/kivi.h"
 #include "quant/quant_common.h"
@@ -430,6 +431,125 @@ static kvq_err gear_parts(void *st, const void *src, size_t n, const kvq_shape *
     out->lowrank = g.lr_bytes;
     return KVQ_OK;
 }
+
+/* ---- fused attention over a cache page ---------------------------------------
+ * x̂ = D (outliers overwritten) + Ã·diag(s)·B̃ᵀ per head, so for one query
+ *   q·x̂_t = q·D_t + Σ_outliers q_c·(o − D_tc) + Σ_j Ã[j][t]·(s_j·q·B̃_j)
+ *   Σ_t p_t x̂_t = Σ_t p_t D_t + Σ_outliers p_t·(o − D_tc) e_c
+ *                 + Σ_j (s_j·Σ_t p_t Ã[j][t])·B̃_j
+ * the backbone through quant/kivi_attn.c, the factors at r·(T + d)
+ * multiply-adds per head instead of T·d·r for decoding them.  Damaged
+ * payloads fail as in decode (non-finite factors, scales or outliers). */
+
+/* Scratch: A [r][T], B [r][d] of one head, w [r], then the backbone's. */
+static kvq_err attn_setup(kvq_ctx *ctx, size_t n, const kvq_shape *sh, gear_geom *g, kvq_kivi_attn_job *j)
+{
+    gear_state *s = kvq_ctx_state(ctx);
+    KVQ_TRY(geom_make(s, sh, g));
+    KVQ_FAIL_IF(n != g->total, KVQ_ERR_CORRUPT, "gear: page payload is %zu bytes, shape and parameters need %zu", n,
+                g->total);
+    KVQ_FAIL_IF(j->n_heads != g->H * j->group || j->n_tok < 0 || j->n_tok > g->T, KVQ_ERR_ARG,
+                "gear: attention of %d heads (group %d) over %d of %lld tokens, %lld KV heads", j->n_heads, j->group,
+                j->n_tok, (long long)g->T, (long long)g->H);
+    size_t fac = (size_t)(g->r * (g->T + g->d + 1)) * sizeof(float);
+    KVQ_TRY(reserve(s, fac + kvq_kivi_attn_scratch(&g->kv, j->n_heads)));
+    j->scratch = (uint8_t *)s->scratch + fac;
+    return KVQ_OK;
+}
+
+/* Factors of KV head h: A [r][T] and B·s [r][d] as floats, checked. */
+static kvq_err read_factors(const gear_geom *g, const gear_state *s, const uint8_t *src, int64_t h, float *A, float *B)
+{
+    const uint8_t *a = src + g->lr_off + (size_t)h * g->head_lr, *b = a + (size_t)(g->r * g->T) * g->fb;
+    const uint8_t *sc = b + (size_t)(g->r * g->d) * g->fb;
+    KVQ_FAIL_IF(get_values(a, g->r * g->T, s->fbits, A), KVQ_ERR_CORRUPT,
+                "gear: head %lld: factor A holds a non-finite value", (long long)h);
+    KVQ_FAIL_IF(get_values(b, g->r * g->d, s->fbits, B), KVQ_ERR_CORRUPT,
+                "gear: head %lld: factor B holds a non-finite value", (long long)h);
+    for (int64_t j = 0; j < g->r; j++) {
+        float scale = get_value(sc + 4 * (size_t)j, FB_F32);
+        KVQ_FAIL_IF(!isfinite(scale) || scale < 0, KVQ_ERR_CORRUPT, "gear: head %lld factor %lld scale %g",
+                    (long long)h, (long long)j, (double)scale);
+        for (int64_t c = 0; c < g->d; c++) B[j * g->d + c] *= scale;
+    }
+    return KVQ_OK;
+}
+
+/* Outliers: y[h][t] += q_h[c]·δ (qk) or y[h][c] += p_h[t]·δ (pv), δ = o − D. */
+static kvq_err attn_sparse(const gear_geom *g, const gear_state *s, const uint8_t *src, const kvq_kivi_attn_job *j,
+                           int qk)
+{
+    const uint8_t *sp = src + g->sparse_off;
+    for (int64_t v = 0; v < g->n_vec; v++)
+        for (int64_t e = 0; e < 2 * g->k; e++, sp += g->idx_bytes + 2) {
+            int64_t i = g->idx_bytes == 1 ? sp[0] : kvq_rd16(sp);
+            uint16_t hv = kvq_rd16(sp + g->idx_bytes);
+            KVQ_FAIL_IF(i >= g->len || (hv & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_CORRUPT,
+                        "gear: outlier %lld of vector %lld: index %lld of %lld, value 0x%04x", (long long)e,
+                        (long long)v, (long long)i, (long long)g->len, hv);
+            int64_t at = vec_at(g, s, v, i), t = at / g->kd, col = at % g->kd, kvh = col / g->d;
+            if (t >= j->n_tok) continue;
+            float D;
+            KVQ_TRY(kvq_kivi_value_at(&g->kv, src, t, col, &D));
+            float delta = kvq_f16_to_f32(hv) - D;
+            for (int h = (int)kvh * j->group; h < (int)(kvh + 1) * j->group; h++) {
+                if (qk) j->y[(size_t)h * j->stride + (size_t)t] += j->x[h * g->d + col % g->d] * delta;
+                else j->y[h * g->d + col % g->d] += j->x[(size_t)h * j->stride + (size_t)t] * delta;
+            }
+        }
+    return KVQ_OK;
+}
+
+/* Low-rank part of every head: scores (qk) or values (pv). */
+static kvq_err attn_lowrank(const gear_geom *g, const gear_state *s, const uint8_t *src, const kvq_kivi_attn_job *j,
+                            int qk)
+{
+    float *A = s->scratch, *B = A + g->r * g->T, *w = B + g->r * g->d;
+    for (int64_t kvh = 0; kvh < g->H && g->r > 0; kvh++) {
+        KVQ_TRY(read_factors(g, s, src, kvh, A, B));
+        for (int h = (int)kvh * j->group; h < (int)(kvh + 1) * j->group; h++) {
+            const float *x = qk ? j->x + h * g->d : j->x + (size_t)h * j->stride;
+            float *y = qk ? j->y + (size_t)h * j->stride : j->y + h * g->d;
+            int64_t n_in = qk ? g->d : j->n_tok, n_out = qk ? j->n_tok : g->d;
+            const float *in = qk ? B : A, *outf = qk ? A : B; /* w_j = x·in_j; y += Σ_j w_j·out_j */
+            int64_t in_len = qk ? g->d : g->T, out_len = qk ? g->T : g->d;
+            for (int64_t r = 0; r < g->r; r++) {
+                float acc = 0.0f;
+                for (int64_t i = 0; i < n_in; i++) acc += x[i] * in[r * in_len + i];
+                w[r] = acc;
+            }
+            for (int64_t r = 0; r < g->r; r++)
+                for (int64_t o = 0; o < n_out; o++) y[o] += w[r] * outf[r * out_len + o];
+        }
+    }
+    return KVQ_OK;
+}
+
+static kvq_err gear_qk(kvq_ctx *ctx, const void *payload, size_t n, const kvq_shape *sh, const float *q, int n_heads,
+                       int group, int n_tok, float *scores, size_t stride)
+{
+    gear_geom g;
+    kvq_kivi_attn_job j = {.x = q, .y = scores, .n_heads = n_heads, .group = group, .n_tok = n_tok, .stride = stride};
+    KVQ_TRY(attn_setup(ctx, n, sh, &g, &j));
+    KVQ_TRY(kvq_kivi_attn_qk(&g.kv, payload, &j));
+    KVQ_TRY(attn_sparse(&g, kvq_ctx_state(ctx), payload, &j, 1));
+    KVQ_TRY(attn_lowrank(&g, kvq_ctx_state(ctx), payload, &j, 1));
+    kvq_page_attn_scale(scores, n_heads, n_tok, stride, (int)g.d);
+    return KVQ_OK;
+}
+
+static kvq_err gear_pv(kvq_ctx *ctx, const void *payload, size_t n, const kvq_shape *sh, const float *p, int n_heads,
+                       int group, int n_tok, size_t stride, float *out)
+{
+    gear_geom g;
+    kvq_kivi_attn_job j = {.x = p, .y = out, .n_heads = n_heads, .group = group, .n_tok = n_tok, .stride = stride};
+    KVQ_TRY(attn_setup(ctx, n, sh, &g, &j));
+    KVQ_TRY(kvq_kivi_attn_pv(&g.kv, payload, &j));
+    KVQ_TRY(attn_sparse(&g, kvq_ctx_state(ctx), payload, &j, 0));
+    return attn_lowrank(&g, kvq_ctx_state(ctx), payload, &j, 0);
+}
+
+const kvq_page_attn_i kvq_page_attn_gear = {.qk = gear_qk, .pv = gear_pv};
 
 /* Declared bound at the defaults (2 bits, G = 32): the backbone's
  * sqrt(G/2)/L = 1.333 (quant/kivi.c) holds for the non-outliers (the group

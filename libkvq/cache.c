@@ -19,6 +19,7 @@
  *    side (offset, length, owner), window = f32 bytes held unsealed.
  */
 #include "cache_internal.h"
+#include "quant/codecs.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -93,8 +94,19 @@ static kvq_err open_codec(kvq_cache *c, int layer, int side, const char *spec)
     KVQ_FAIL_IF(L->page_bound[side] == 0 || L->page_bound[side] > UINT32_MAX, KVQ_ERR_SHAPE,
                 "cache: layer %d: codec %s cannot bound a page of shape [%d, %d, %d]", layer, codec->name,
                 c->cfg.page, c->cfg.n_kv_heads, c->cfg.head_size);
-    L->fused[side] = NULL; /* no codec offers fused page attention yet */
+    L->fused[side] = kvq_page_attn_find(codec);
     return KVQ_OK;
+}
+
+const kvq_page_attn_i *kvq_page_attn_find(const kvq_codec *codec)
+{
+    static const struct {
+        const kvq_codec *codec;
+        const kvq_page_attn_i *slots;
+    } fused[] = {{&kvq_codec_kivi, &kvq_page_attn_kivi}, {&kvq_codec_gear, &kvq_page_attn_gear}};
+    for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++)
+        if (codec == fused[i].codec) return fused[i].slots;
+    return NULL;
 }
 
 static void *alloc_floats(size_t rows, size_t cols)

@@ -12,6 +12,8 @@
 
 #include "kvq_internal.h"
 
+#include <math.h>
+
 /* Who stores a sealed page. */
 typedef enum cache_owner {
     CACHE_PAGE_CODEC = 0,   /* payloads in the layer's K/V buffers        */
@@ -27,10 +29,11 @@ typedef struct cache_page {
 
 /* Fused attention over one encoded page side: the hook point for codecs
  * whose kernels compute q·k or p·v on codes directly (cache-methods.md §7,
- * kvq_kv_qk / kvq_kv_pv).  No codec fills it yet; when a slot is NULL the
- * cache decodes the page and runs the reference loops.  A fused kernel
- * must follow the same arithmetic order as the reference to keep the
- * bit-identity guarantee for lossless codecs.
+ * kvq_kv_qk / kvq_kv_pv).  kivi (quant/kivi.c) and gear (compress/gear.c)
+ * fill it; for other codecs (kvq_page_attn_find() gives NULL) the cache
+ * decodes the page and runs the reference loops, so lossless pages (f32,
+ * f16) keep their bit-identity.  Lossy fused slots equal decode-then-
+ * reference within f32 rounding of Σ|terms| (they sum in another order).
  *   qk : scores[h·stride + t] = (Σ_i q[h][i]·k[t][h/group][i]) / sqrtf(hs)
  *        for the page's n_tok first tokens;
  *   pv : out[h][i] += Σ_t p[h·stride + t]·v[t][h/group][i], t ascending. */
@@ -40,6 +43,20 @@ typedef struct kvq_page_attn_i {
     kvq_err (*pv)(kvq_ctx *ctx, const void *payload, size_t n, const kvq_shape *s, const float *p,
                   int n_heads, int group, int n_tok, size_t stride, float *out);
 } kvq_page_attn_i;
+
+/* The fused slots of a codec, or NULL (cache.c). */
+const kvq_page_attn_i *kvq_page_attn_find(const kvq_codec *codec);
+extern const kvq_page_attn_i kvq_page_attn_kivi; /* quant/kivi.c    */
+extern const kvq_page_attn_i kvq_page_attn_gear; /* compress/gear.c */
+
+/* scores[h·stride + t] /= sqrtf(hs) for t < n_tok: the reference's scaling
+ * of a raw dot, for fused qk slots that sum the dots first. */
+static inline void kvq_page_attn_scale(float *scores, int n_heads, int n_tok, size_t stride, int hs)
+{
+    const float denom = sqrtf((float)hs);
+    for (int h = 0; h < n_heads; h++)
+        for (int t = 0; t < n_tok; t++) scores[(size_t)h * stride + (size_t)t] /= denom;
+}
 
 /* One layer.  Tokens [0, sealed) are in pages, [sealed, len) in the window
  * (win[side] holds them from row 0).  Unpaged layers never seal. */

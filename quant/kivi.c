@@ -19,6 +19,7 @@
  * away from zero, rows padded to a byte, shorter last group.
  */
 #include "quant/kivi.h"
+#include "cache_internal.h"
 #include "quant/codecs.h"
 #include "quant/quant_common.h"
 
@@ -137,6 +138,15 @@ static kvq_err read_grid(const uint8_t *entry, kivi_grid *g, int64_t where)
                 "kivi: entry %lld holds a non-finite step or zero (0x%04x, 0x%04x)", (long long)where, hd, hz);
     g->d = kvq_f16_to_f32(hd);
     g->z = kvq_f16_to_f32(hz);
+    return KVQ_OK;
+}
+
+kvq_err kvq_kivi_entry(const uint8_t *src, int64_t e, float *d, float *z)
+{
+    kivi_grid gr;
+    KVQ_TRY(read_grid(src + (size_t)e * KVQ_KIVI_ENTRY_BYTES, &gr, e));
+    *d = gr.d;
+    *z = gr.z;
     return KVQ_OK;
 }
 
@@ -323,6 +333,7 @@ typedef struct {
     unsigned      bits;
     kvq_kivi_axis axis;
     int64_t       group;
+    kvq_buf       scratch; /* fused attention (contexts are single-threaded) */
 } kivi_state;
 
 static kvq_err kivi_init(void *st, const kvq_params *p)
@@ -332,6 +343,12 @@ static kvq_err kivi_init(void *st, const kvq_params *p)
     s->axis = (kvq_kivi_axis)p->v[1];
     s->group = (int64_t)p->v[2];
     return KVQ_OK;
+}
+
+static void kivi_fini(void *st)
+{
+    kivi_state *s = st;
+    kvq_buf_free(&s->scratch);
 }
 
 static size_t kivi_bound(const void *st, const kvq_shape *sh)
@@ -376,6 +393,45 @@ static kvq_err kivi_parts(void *st, const void *src, size_t n, const kvq_shape *
     return KVQ_OK;
 }
 
+/* ---- fused attention over a cache page (the work is in quant/kivi_attn.c) ---- */
+
+static kvq_err attn_setup(kvq_ctx *ctx, size_t n, const kvq_shape *sh, kvq_kivi_geom *g, kvq_kivi_attn_job *j)
+{
+    kivi_state *s = kvq_ctx_state(ctx);
+    KVQ_TRY(kvq_kivi_geom_make(sh, s->bits, s->axis, s->group, g));
+    KVQ_FAIL_IF(n != g->total, KVQ_ERR_CORRUPT, "kivi: page payload is %zu bytes, shape and parameters need %zu", n,
+                g->total);
+    KVQ_FAIL_IF(j->n_heads != g->H * j->group || j->n_tok < 0 || j->n_tok > g->T, KVQ_ERR_ARG,
+                "kivi: attention of %d heads (group %d) over %d of %lld tokens, %lld KV heads", j->n_heads, j->group,
+                j->n_tok, (long long)g->T, (long long)g->H);
+    s->scratch.n = 0;
+    KVQ_TRY(kvq_buf_reserve(&s->scratch, kvq_kivi_attn_scratch(g, j->n_heads)));
+    j->scratch = s->scratch.p;
+    return KVQ_OK;
+}
+
+static kvq_err kivi_qk(kvq_ctx *ctx, const void *payload, size_t n, const kvq_shape *sh, const float *q, int n_heads,
+                       int group, int n_tok, float *scores, size_t stride)
+{
+    kvq_kivi_geom g;
+    kvq_kivi_attn_job j = {.x = q, .y = scores, .n_heads = n_heads, .group = group, .n_tok = n_tok, .stride = stride};
+    KVQ_TRY(attn_setup(ctx, n, sh, &g, &j));
+    KVQ_TRY(kvq_kivi_attn_qk(&g, payload, &j));
+    kvq_page_attn_scale(scores, n_heads, n_tok, stride, (int)g.d);
+    return KVQ_OK;
+}
+
+static kvq_err kivi_pv(kvq_ctx *ctx, const void *payload, size_t n, const kvq_shape *sh, const float *p, int n_heads,
+                       int group, int n_tok, size_t stride, float *out)
+{
+    kvq_kivi_geom g;
+    kvq_kivi_attn_job j = {.x = p, .y = out, .n_heads = n_heads, .group = group, .n_tok = n_tok, .stride = stride};
+    KVQ_TRY(attn_setup(ctx, n, sh, &g, &j));
+    return kvq_kivi_attn_pv(&g, payload, &j);
+}
+
+const kvq_page_attn_i kvq_page_attn_kivi = {.qk = kivi_qk, .pv = kivi_pv};
+
 /* Declared error bound at the defaults (2 bits, G = 32).  In a group with
  * range [m, M] every value errs by at most Δ/2 (plus f16 rounding of Δ and
  * z, < 2^-10 of the range), while Σx² over the group is at least
@@ -389,5 +445,5 @@ const kvq_codec kvq_codec_kivi = {
     .state_size = sizeof(kivi_state), .params = kivi_params,
     .n_params = sizeof kivi_params / sizeof kivi_params[0], .max_rel_err = KIVI_REL_ERR,
     .summary = "KIVI: asymmetric min/max groups, keys per channel, values per token, f16 step+zero",
-    .init = kivi_init, .bound = kivi_bound, .encode = kivi_encode, .decode = kivi_decode, .parts = kivi_parts,
+    .init = kivi_init, .fini = kivi_fini, .bound = kivi_bound, .encode = kivi_encode, .decode = kivi_decode, .parts = kivi_parts,
 };

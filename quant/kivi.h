@@ -48,4 +48,38 @@ kvq_err kvq_kivi_encode(const kvq_kivi_geom *g, const float *x, uint8_t *dst);
  * non-finite stored entry.  Reads only src; thread-safe. */
 kvq_err kvq_kivi_decode(const kvq_kivi_geom *g, const uint8_t *src, float *y);
 
+/* kvq_kivi_entry() : group e's stored step d and zero z; KVQ_ERR_CORRUPT
+ * when either is not finite. */
+kvq_err kvq_kivi_entry(const uint8_t *src, int64_t e, float *d, float *z);
+
+/* ---- attention over an encoded page (quant/kivi_attn.c) -------------------
+ * One query's attention over the first n_tok tokens of a payload of shape
+ * [T][H][d] without decoding it: codes are read packed (kernels/kern_attn.h
+ * slots) and each group's Δ and z are applied once per group instead of
+ * once per value.  Query head h reads KV head h / group.
+ *   qk : y[h·stride + t] = Σ_i x[h·d + i]·x̂[t][h/group][i]  (raw dot, not
+ *        scaled; written);
+ *   pv : y[h·d + i] += Σ_t x[h·stride + t]·x̂[t][h/group][i]  (added).
+ * x̂ = z + Δ·c is what kvq_kivi_decode() gives; results equal decode then
+ * the f32 loops up to f32 rounding (the grid is applied to sums, not to
+ * each value): |error| ≲ n·2^-23·Σ|terms| (tests/test_gear.c checks 1e-5
+ * relative to Σ|x_i|·max|x̂|, with x̂'s z and Δ·c bounded by 3·max|x̂|). */
+typedef struct kvq_kivi_attn_job {
+    const float *x;       /* qk: q [n_heads][d]; pv: weights [n_heads][stride] */
+    float       *y;       /* qk: scores [n_heads][stride]; pv: out [n_heads][d] */
+    int          n_heads, group, n_tok;
+    size_t       stride;
+    void        *scratch; /* kvq_kivi_attn_scratch() bytes, aligned for float */
+} kvq_kivi_attn_job;
+
+/* kvq_kivi_attn_scratch() : bytes of scratch one qk or pv call needs. */
+size_t kvq_kivi_attn_scratch(const kvq_kivi_geom *g, int n_heads);
+/* kvq_kivi_attn_qk() / _pv() : see above; KVQ_ERR_CORRUPT for a non-finite
+ * stored entry (nothing non-finite is produced from a damaged payload). */
+kvq_err kvq_kivi_attn_qk(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
+kvq_err kvq_kivi_attn_pv(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
+/* kvq_kivi_value_at() : the decoded value at token t, column col (of H·d),
+ * exactly as kvq_kivi_decode() computes it. */
+kvq_err kvq_kivi_value_at(const kvq_kivi_geom *g, const uint8_t *src, int64_t t, int64_t col, float *x);
+
 #endif /* KVQ_QUANT_KIVI_H */

@@ -3,7 +3,9 @@
  * f32 attention bit-identical to the unpaged cache, window/page sealing at
  * the boundaries, per-layer specs, byte accounting equal to what is
  * stored, 8-bit RTN reconstruction error, argument errors, truncation, and
- * the depth-policy / prefix-store hook points.
+ * the depth-policy / prefix-store hook points; kivi and gear caches attend
+ * through their fused page slots (no keep_decoded) and agree with the
+ * decoded-copy path within FUSED_TOL.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -618,6 +620,43 @@ static void test_fused_hook(void **state)
     kvq_cache_free(c);
 }
 
+/* kivi and gear pages: the cache installs the codecs' fused slots, and
+ * attention without decoded copies (fused qk/pv over the payloads) equals
+ * attention over decoded copies (the f32 loops) within FUSED_TOL of the
+ * largest |v| — the scores differ by f32 rounding of Σ|q·k| terms only. */
+#define FUSED_TOL 1e-5
+static void test_fused_codecs(void **state)
+{
+    (void)state;
+    static const char *const specs[][2] = {
+        {"kivi:bits=2,group=8", "kivi:bits=2,axis=token,group=4"},
+        {"kivi:bits=3,group=5", "kivi:bits=4,axis=token,group=3"},
+        {"gear:bits=2,group=8,rank=2,sparse=0.125", "gear:bits=2,axis=token,group=8,rank=2,sparse=0.25"},
+    };
+    static const kvq_page_attn_i *const slots[] = {&kvq_page_attn_kivi, &kvq_page_attn_kivi, &kvq_page_attn_gear};
+    for (int k = 0; k < 3; k++) {
+        kvq_cache *a = make_cache(3, 8, specs[k][0], specs[k][1], 0), *b = make_cache(3, 8, specs[k][0], specs[k][1], 1);
+        for (int l = 0; l < N_LAYERS; l++) {
+            assert_ptr_equal(a->layers[l].fused[0], slots[k]);
+            assert_ptr_equal(a->layers[l].fused[1], slots[k]);
+        }
+        run_steps(a, MAX_TOK, g_out_a);
+        run_steps(b, MAX_TOK, g_out_b);
+        float worst = 0.0f;
+        for (size_t i = 0; i < sizeof g_out_a / sizeof(float); i++)
+            worst = fmaxf(worst, fabsf((&g_out_a[0][0][0])[i] - (&g_out_b[0][0][0])[i]));
+        printf("%s / %s: fused vs decoded max |diff| %.3g\n", specs[k][0], specs[k][1], (double)worst);
+        assert_true(worst <= FUSED_TOL * 2.0f); /* |v| < 2 */
+        assert_true(worst > 0.0f || k == 0);    /* different arithmetic, really taken */
+        kvq_cache_free(a);
+        kvq_cache_free(b);
+    }
+    kvq_cache *f = make_cache(3, 8, "f16", "q8_0", 0);
+    assert_null(f->layers[0].fused[0]);
+    assert_null(f->layers[0].fused[1]);
+    kvq_cache_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -632,6 +671,7 @@ int main(void)
         cmocka_unit_test(test_depth_policy_counts),
         cmocka_unit_test(test_prefix_store_hooks),
         cmocka_unit_test(test_fused_hook),
+        cmocka_unit_test(test_fused_codecs),
     };
     return cmocka_run_group_tests(tests, setup_data, NULL);
 }

@@ -7,7 +7,10 @@
  * values; KIVI errs by at most Δ/2 per value; pages already sealed never
  * change while tokens stream in; the cache's byte accounting splits codes,
  * scales, outliers and factors exactly as the layout says; damaged
- * outlier indices are rejected.  Real pages come from ../shared/data
+ * outlier indices are rejected; attention over an encoded page through
+ * the fused slots (quant/kivi_attn.c, gear.c) equals decode-then-reference
+ * within FUSED_TOL of Σ|terms| for every axis, width, group and part, and
+ * damaged payloads fail there as in decode.  Real pages come from ../shared/data
  * (skipped with a message when absent).
  */
 #include <math.h>
@@ -22,6 +25,7 @@
 #include <cmocka.h>
 
 #include "kvq.h"
+#include "cache_internal.h" /* the fused page-attention slots */
 
 #define MODEL "../shared/data/models/llama-4.6M/model.bin"
 #define TOKENIZER "../shared/data/models/llama-4.6M/tok512.bin"
@@ -33,6 +37,8 @@
 #define D  64  /* head size               */
 #define N  (T * H * D)
 #define F16_TOL 2e-3 /* relative error of f16-stored factors at full rank */
+#define FUSED_TOL 1e-5 /* fused vs decode-then-reference, relative to Σ|x_i|·4·max|page| */
+#define QH 4           /* query heads in the fused tests (GQA group 2)   */
 
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
 static float rnd(void) /* uniform [-1, 1), xorshift64 */
@@ -280,6 +286,112 @@ static void test_outliers_exact(void **st)
     free(p);
 }
 
+/* Fused qk and pv over x's page encoded with spec, for the first n_tok
+ * tokens, against the reference loops over the decoded page; returns the
+ * worst |error| / bound seen. */
+static double check_fused(const char *spec, float *x, int n_tok)
+{
+    static float y[N], q[QH * D], sc[QH * T], ref[QH * T], p[QH * T], o[QH * D], oref[QH * D];
+    size_t n;
+    uint8_t *pay = roundtrip(spec, x, y, &n);
+    kvq_ctx *ctx;
+    assert_int_equal(kvq_ctx_create(spec, &ctx), KVQ_OK);
+    const kvq_page_attn_i *f = kvq_page_attn_find(kvq_ctx_codec(ctx));
+    assert_non_null(f);
+    float m = 0.0f, worst = 0.0f;
+    for (int i = 0; i < N; i++) m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
+    m *= 4.0f; /* bounds |z|, |Δ·c|, |D| and the factor terms of a page */
+    for (int i = 0; i < QH * D; i++) q[i] = rnd(), o[i] = oref[i] = rnd();
+    for (int i = 0; i < QH * T; i++) p[i] = 0.5f * (rnd() + 1.0f);
+    int64_t dims[3] = {T, H, D};
+    kvq_shape sh = kvq_shape_make(3, dims);
+    kvq_err e = f->qk(ctx, pay, n, &sh, q, QH, QH / H, n_tok, sc, T);
+    if (e) fail_msg("%s: qk: %s", spec, kvq_last_error_detail());
+    assert_int_equal(f->pv(ctx, pay, n, &sh, p, QH, QH / H, n_tok, T, o), KVQ_OK);
+    for (int h = 0; h < QH; h++) {
+        const float *yk = y + (h / (QH / H)) * D;
+        float qabs = 0.0f;
+        for (int i = 0; i < D; i++) qabs += fabsf(q[h * D + i]);
+        for (int t = 0; t < n_tok; t++) {
+            float s = 0.0f;
+            for (int i = 0; i < D; i++) s += q[h * D + i] * yk[t * H * D + i];
+            ref[h * T + t] = s / sqrtf((float)D);
+            float bound = FUSED_TOL * qabs * m / sqrtf((float)D), err = fabsf(sc[h * T + t] - ref[h * T + t]);
+            worst = fmaxf(worst, err / bound);
+        }
+        float pabs = 0.0f;
+        for (int t = 0; t < n_tok; t++) {
+            pabs += p[h * T + t];
+            for (int i = 0; i < D; i++) oref[h * D + i] += p[h * T + t] * yk[t * H * D + i];
+        }
+        for (int i = 0; i < D; i++) worst = fmaxf(worst, fabsf(o[h * D + i] - oref[h * D + i]) / (FUSED_TOL * pabs * m));
+    }
+    if (worst > 1.0f) fail_msg("%s, %d tokens: fused error %.3g x the bound", spec, n_tok, (double)worst);
+    kvq_ctx_free(ctx);
+    free(pay);
+    return worst;
+}
+
+static const char *const fused_specs[] = {
+    "kivi:bits=2", "kivi:bits=2,axis=token", "kivi:bits=4,group=64", "kivi:bits=4,axis=token,group=5",
+    "kivi:bits=3,group=7", "kivi:bits=3,axis=token,group=7", "kivi:bits=8,group=16", "kivi:bits=8,axis=token",
+    "gear:bits=2,rank=2,sparse=0.06", "gear:bits=2,axis=token,rank=2,sparse=0.06",
+    "gear:bits=4,axis=token,rank=3,sparse=0.1,fbits=f32", "gear:bits=3,group=7,rank=1,sparse=0.04",
+    "gear:bits=2,group=32,rank=0,sparse=0",
+};
+
+static void test_fused_page_attention(void **st)
+{
+    (void)st;
+    static float x[N];
+    fill_page(x);
+    double worst = 0;
+    for (size_t i = 0; i < sizeof fused_specs / sizeof fused_specs[0]; i++) {
+        worst = fmax(worst, check_fused(fused_specs[i], x, T));
+        worst = fmax(worst, check_fused(fused_specs[i], x, 37));
+    }
+    if (load_real()) {
+        for (size_t i = 0; i < sizeof fused_specs / sizeof fused_specs[0]; i++) {
+            worst = fmax(worst, check_fused(fused_specs[i], real_k, T));
+            worst = fmax(worst, check_fused(fused_specs[i], real_v, 50));
+        }
+    }
+    printf("fused page attention: worst error %.3g of the bound\n", worst);
+}
+
+/* A damaged payload fails in the fused slots as in decode. */
+static void test_fused_corrupt(void **st)
+{
+    (void)st;
+    static float x[N], y[N], q[QH * D], sc[QH * T];
+    fill_page(x);
+    for (int i = 0; i < QH * D; i++) q[i] = rnd();
+    int64_t dims[3] = {T, H, D};
+    kvq_shape sh = kvq_shape_make(3, dims);
+    static const char *const specs[] = {"kivi:bits=2", "gear:bits=2,axis=token,rank=2,sparse=0.06"};
+    for (int k = 0; k < 2; k++) {
+        size_t n;
+        uint8_t *pay = roundtrip(specs[k], x, y, &n);
+        kvq_ctx *ctx;
+        assert_int_equal(kvq_ctx_create(specs[k], &ctx), KVQ_OK);
+        const kvq_page_attn_i *f = kvq_page_attn_find(kvq_ctx_codec(ctx));
+        assert_int_equal(f->qk(ctx, pay, n - 1, &sh, q, QH, QH / H, T, sc, T), KVQ_ERR_CORRUPT);
+        if (k == 1) { /* an f16 B value of the last head: +Inf */
+            pay[n - 4 * 2 - 2] = 0x00;
+            pay[n - 4 * 2 - 1] = 0x7C;
+            assert_int_equal(f->qk(ctx, pay, n, &sh, q, QH, QH / H, T, sc, T), KVQ_ERR_CORRUPT);
+            assert_int_equal(f->pv(ctx, pay, n, &sh, sc, QH, QH / H, T, T, q), KVQ_ERR_CORRUPT);
+        }
+        pay[1] = 0x7C; /* entry 0's step: Inf */
+        pay[0] = 0x00;
+        assert_int_equal(f->qk(ctx, pay, n, &sh, q, QH, QH / H, T, sc, T), KVQ_ERR_CORRUPT);
+        assert_int_equal(f->pv(ctx, pay, n, &sh, sc, QH, QH / H, T, T, q), KVQ_ERR_CORRUPT);
+        assert_int_equal(f->qk(ctx, pay, n, &sh, q, QH, QH / H, T + 1, sc, T), KVQ_ERR_ARG);
+        kvq_ctx_free(ctx);
+        free(pay);
+    }
+}
+
 /* Streaming: pages sealed earlier decode the same after more tokens. */
 static void test_streaming_and_stats(void **st)
 {
@@ -325,7 +437,8 @@ int main(void)
         cmocka_unit_test(test_rank0_is_kivi),       cmocka_unit_test(test_kivi_half_step),
         cmocka_unit_test(test_full_rank),           cmocka_unit_test(test_rank_monotone_real),
         cmocka_unit_test(test_orthonormal),         cmocka_unit_test(test_outliers_exact),
-        cmocka_unit_test(test_streaming_and_stats),
+        cmocka_unit_test(test_streaming_and_stats), cmocka_unit_test(test_fused_page_attention),
+        cmocka_unit_test(test_fused_corrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
