@@ -25,10 +25,10 @@
  * until it is (at most KVQ_GPTQ_DAMP_TRIES times).  opt=rtn, or no
  * calibration, rounds each value on the same grid (H = I).
  *
- * had=1: the input axis is rotated by the orthonormal Walsh–Hadamard
- * matrix (in must be 2^k): W' = W·H is quantized (with the Hessian of the
- * rotated inputs H·x) and decode returns Ŵ'·H, so Ŵ·x = Ŵ'·(H·x) — the
- * fused form of Quamba2's input-side Hadamard.
+ * had=1: the input axis is rotated by the orthonormal Hadamard matrix Q
+ * of quant/quamba2.h (in = 2^k, 12·2^k or 40·2^k): W' = W·Qᵀ is quantized
+ * (with the Hessian of the rotated inputs Q·x) and decode returns Ŵ'·Q,
+ * so Ŵ·x = Ŵ'·(Q·x) — the fused form of Quamba2's input-side Hadamard.
  *
  * Payload ([ours]): group = 0: f32 scale, then per row its codes; else per
  * row its f16 scales then its codes; a row's codes are `in` values of b
@@ -36,6 +36,7 @@
  */
 #include "kvq_internal.h"
 #include "quant/codecs.h"
+#include "quant/quamba2.h"
 #include "quant/quant_common.h"
 
 #include <math.h>
@@ -53,7 +54,7 @@ static const kvq_param gptq_params[] = {
     {"group", 0, 1024, 128, 1, NULL, "values per scale along a row; 0: one scale for the whole tensor"},
     {"opt", 0, 1, OPT_GPTQ, 0, opt_names, "gptq: Hessian error feedback (needs calibration); rtn: round only"},
     {"damp", 0, 1, 0.01, 0, NULL, "percdamp: damp·mean(diag H) added to H's diagonal"},
-    {"had", 0, 1, 0, 1, NULL, "1: quantize W·H (input-side Walsh–Hadamard, in = 2^k) and decode back"},
+    {"had", 0, 1, 0, 1, NULL, "1: quantize W·Hᵀ (input-side Hadamard, in = 2^k, 12·2^k or 40·2^k) and decode back"},
 };
 
 typedef struct {
@@ -110,8 +111,8 @@ static kvq_err gptq_calibrate(void *p, const kvq_tensor *x)
     KVQ_FAIL_IF(n < 1 || n > GPTQ_MAX_COLS, KVQ_ERR_SHAPE, "gptq: calibration rows of %lld values", (long long)n);
     KVQ_FAIL_IF(st->H && n != st->n, KVQ_ERR_SHAPE, "gptq: calibration width %lld after %lld", (long long)n,
                 (long long)st->n);
-    KVQ_FAIL_IF(st->had && !kvq_is_pow2(n), KVQ_ERR_SHAPE, "gptq: had=1 needs a power-of-two width, not %lld",
-                (long long)n);
+    KVQ_FAIL_IF(st->had && !kvq_had_base(n), KVQ_ERR_SHAPE,
+                "gptq: had=1 needs a width of 2^k, 12·2^k or 40·2^k, not %lld", (long long)n);
     if (!st->H) {
         st->H = calloc((size_t)(n * n), sizeof *st->H);
         KVQ_FAIL_IF(!st->H, KVQ_ERR_NOMEM, "gptq: out of memory for a %lld² Hessian", (long long)n);
@@ -122,7 +123,7 @@ static kvq_err gptq_calibrate(void *p, const kvq_tensor *x)
     const float *src = x->data;
     for (int64_t r = 0; r < rows; r++) {
         memcpy(row, src + r * n, (size_t)n * sizeof *row);
-        if (st->had) kvq_fwht(row, n);
+        if (st->had) kvq_had_apply(row, n, 0);
         for (int64_t i = 0; i < n; i++) {
             double xi = row[i];
             double *hi = st->H + i * n;
@@ -275,8 +276,8 @@ static kvq_err gptq_encode(void *p, const kvq_tensor *src, void *dst, size_t cap
 {
     gptq_state *st = p;
     gptq_layout L = layout_of(st, &src->shape);
-    KVQ_FAIL_IF(st->had && !kvq_is_pow2(L.cols), KVQ_ERR_SHAPE, "gptq: had=1 needs 2^k columns, not %lld",
-                (long long)L.cols);
+    KVQ_FAIL_IF(st->had && !kvq_had_base(L.cols), KVQ_ERR_SHAPE,
+                "gptq: had=1 needs 2^k, 12·2^k or 40·2^k columns, not %lld", (long long)L.cols);
     size_t need = gptq_bound(st, &src->shape), nv = (size_t)(L.rows * L.cols);
     KVQ_FAIL_IF(cap < need, KVQ_ERR_DST_TOO_SMALL, "gptq: %zu bytes needed, %zu given", need, cap);
     float *w = malloc((nv ? nv : 1) * sizeof *w), *scales = malloc((size_t)(L.rows * L.gpr + 1) * sizeof *scales);
@@ -285,7 +286,7 @@ static kvq_err gptq_encode(void *p, const kvq_tensor *src, void *dst, size_t cap
     kvq_err e = !w || !scales || !codes ? KVQ_ERROR(KVQ_ERR_NOMEM, "gptq: out of memory") : KVQ_OK;
     if (!e) {
         memcpy(w, src->data, nv * sizeof *w);
-        for (int64_t r = 0; st->had && r < L.rows; r++) kvq_fwht(w + r * L.cols, L.cols);
+        for (int64_t r = 0; st->had && r < L.rows; r++) kvq_had_apply(w + r * L.cols, L.cols, 0);
         e = hessian_factor(st, w, L.rows, L.cols, &U);
     }
     if (!e) e = quantize_cols(st, &L, w, U, codes, scales);
@@ -337,7 +338,7 @@ static kvq_err gptq_decode_rows(void *p, const void *src, size_t n, const kvq_sh
             float sc = st->group ? kvq_f16_to_f32(kvq_rd16(row + 2 * (j / L.span))) : global;
             o[j] = (float)(codes[j] - off) * sc;
         }
-        if (st->had) kvq_fwht(o, L.cols);
+        if (st->had) kvq_had_apply(o, L.cols, 1);
     }
     free(codes);
     for (int64_t i = 0; i < (r1 - r0) * L.cols; i++)

@@ -9,7 +9,8 @@
  *    each SSM input with its structure):
  *      2-D [tokens][n]      one scale per tensor (in_proj / out_proj /
  *                           classifier inputs); had=1 rotates each row by
- *                           the Walsh–Hadamard matrix first and back after
+ *                           the Hadamard matrix Q of quant/quamba2.h (2^k,
+ *                           12·2^k or 40·2^k wide) first and by Qᵀ after
  *                           decoding (the online Hadamard fused with the
  *                           int8 quantization, §4.2);
  *      3-D [t][G][N]        one scale per SSD group (B and C);
@@ -42,6 +43,7 @@
  */
 #include "kvq_internal.h"
 #include "quant/codecs.h"
+#include "quant/quamba2.h"
 #include "quant/quant_common.h"
 
 #include <math.h>
@@ -56,7 +58,7 @@ static const kvq_param qb_params[] = {
     {"cluster", 0, 1, 1, 1, NULL, "4-D SSM input x: 1 sort-and-cluster scales, 0 one scale"},
     {"hg", 1, 16, 4, 1, NULL, "head clusters per SSD group (sort-and-cluster)"},
     {"cg", 1, 16, 4, 1, NULL, "channel groups per head cluster (sort-and-cluster)"},
-    {"had", 0, 1, 0, 1, NULL, "2-D inputs: Walsh-Hadamard rotation before quantization (2^k wide)"},
+    {"had", 0, 1, 0, 1, NULL, "2-D inputs: Hadamard rotation before quantization (2^k, 12·2^k or 40·2^k wide)"},
 };
 
 typedef struct {
@@ -304,8 +306,8 @@ static kvq_err qb_calibrate(void *p, const kvq_tensor *x)
         KVQ_FAIL_IF(!st->amax || !st->smean, KVQ_ERR_NOMEM, "quamba2: out of memory");
         st->n = n;
     }
-    float *rot = st->had && kvq_is_pow2(n) ? malloc((size_t)n * sizeof *rot) : NULL;
-    KVQ_FAIL_IF(st->had && kvq_is_pow2(n) && !rot, KVQ_ERR_NOMEM, "quamba2: out of memory");
+    float *rot = st->had && kvq_had_base(n) ? malloc((size_t)n * sizeof *rot) : NULL;
+    KVQ_FAIL_IF(st->had && kvq_had_base(n) && !rot, KVQ_ERR_NOMEM, "quamba2: out of memory");
     const float *src = x->data;
     for (int64_t c = 0; c < n; c++) {
         double sum = 0;
@@ -318,7 +320,7 @@ static kvq_err qb_calibrate(void *p, const kvq_tensor *x)
     }
     for (int64_t r = 0; rot && r < rows; r++) {
         memcpy(rot, src + r * n, (size_t)n * sizeof *rot);
-        kvq_fwht(rot, n);
+        kvq_had_apply(rot, n, 0);
         st->amax_rot = fmaxf(st->amax_rot, kvq_absmax(rot, (size_t)n));
     }
     free(rot);
@@ -354,7 +356,7 @@ static kvq_err scales_for(qb_state *st, const kvq_shape *s, float *scale1, const
     if (k == QB_TENSOR) {
         float m = 0;
         for (int64_t c = 0; c < st->n; c++) m = fmaxf(m, st->amax[c]);
-        if (st->had && s->ndim == 2 && kvq_is_pow2(C)) m = st->amax_rot;
+        if (st->had && s->ndim == 2 && kvq_had_base(C)) m = st->amax_rot;
         *scale1 = m / qmax_of(st);
         *sc = scale1;
         *ns = 1;
@@ -410,7 +412,7 @@ static kvq_err qb_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, 
     KVQ_TRY(scales_for(st, s, &one, &sc, &gid, &ns));
     int64_t C, nv = kvq_shape_numel(s);
     kind_of(st, s, &C);
-    int rotate = st->had && s->ndim == 2 && kvq_is_pow2(C);
+    int rotate = st->had && s->ndim == 2 && kvq_had_base(C);
     size_t need = 2 + 4 * (size_t)ns + (gid ? 2 * (size_t)C : 0) + (size_t)nv;
     KVQ_FAIL_IF(cap < need, KVQ_ERR_DST_TOO_SMALL, "quamba2: %zu bytes needed, %zu given", need, cap);
     uint8_t *o = dst;
@@ -429,7 +431,7 @@ static kvq_err qb_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, 
         const float *xr = x + t * C;
         if (rotate) {
             memcpy(row, xr, (size_t)C * sizeof *row);
-            kvq_fwht(row, C);
+            kvq_had_apply(row, C, 0);
             xr = row;
         }
         for (int64_t c = 0; c < C; c++) {
@@ -475,8 +477,8 @@ static kvq_err qb_decode_rows(void *p, const void *src, size_t n, const kvq_shap
         memcpy(&sc1, &u, 4);
         out[i - r0 * cols] = (float)(int8_t)codes[i] * sc1;
     }
-    int rotate = st->had && s->ndim == 2 && kvq_is_pow2(C);
-    for (int64_t r = r0; rotate && r < r1; r++) kvq_fwht(out + (r - r0) * cols, cols);
+    int rotate = st->had && s->ndim == 2 && kvq_had_base(C);
+    for (int64_t r = r0; rotate && r < r1; r++) kvq_had_apply(out + (r - r0) * cols, cols, 1);
     return KVQ_OK;
 }
 

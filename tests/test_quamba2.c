@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "kvq.h"
+#include "quant/quamba2.h"      /* kvq_had_* */
 #include "quant/quant_common.h" /* kvq_fwht */
 
 #define MODEL  "../shared/data/models/mamba2-2.9M/model.safetensors"
@@ -289,6 +290,92 @@ static void test_hadamard(void **state)
     }
 }
 
+/* Hadamard sizes 12·2^k and 40·2^k (§4.2): constructed ±1 base matrices
+ * with h·hᵀ = m·I, the orthonormal Q = (H_m ⊗ H_2^k)/√n with Q·Qᵀ = I,
+ * every |Q_ij| = 1/√n, Qᵀ undoing Q, the fused identity, and the codecs'
+ * had=1 paths on such widths. */
+static void test_hadamard_sizes(void **state)
+{
+    (void)state;
+    int8_t h[40 * 40];
+    const int bases[] = {12, 40};
+    for (int b = 0; b < 2; b++) {
+        int m = bases[b];
+        assert_int_equal(kvq_had_matrix(m, h), 0);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < m; j++) {
+                int dotv = 0;
+                for (int k = 0; k < m; k++) dotv += h[i * m + k] * h[j * m + k];
+                assert_int_equal(dotv, i == j ? m : 0);
+            }
+    }
+    assert_int_equal(kvq_had_matrix(20, h), -1);
+    const int64_t sizes[] = {12, 24, 48, 40, 80, 160};
+    const int64_t bad[] = {20, 36, 7, 0, 100};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_int_equal(kvq_had_base(bad[i]), 0);
+    assert_int_equal(kvq_had_base(256), 1);
+    static float Q[160][160], e[160], x[160], y[160];
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int n = (int)sizes[si];
+        assert_int_equal(kvq_had_base(n), n % 12 == 0 ? 12 : 40);
+        for (int i = 0; i < n; i++) { /* column i of Q = Q·e_i */
+            memset(e, 0, sizeof e);
+            e[i] = 1;
+            kvq_had_apply(e, n, 0);
+            for (int j = 0; j < n; j++) Q[j][i] = e[j];
+        }
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < n; j++) {
+                double dotv = 0;
+                for (int k = 0; k < n; k++) dotv += (double)Q[i][k] * Q[j][k];
+                assert_true(fabs(dotv - (i == j)) < 1e-5);
+            }
+            for (int j = 0; j < n; j++) assert_true(fabs(fabs(Q[i][j]) * sqrt(n) - 1.0) < 1e-5);
+        }
+        for (int i = 0; i < n; i++) x[i] = y[i] = rnd();
+        kvq_had_apply(y, n, 0);
+        kvq_had_apply(y, n, 1);
+        for (int i = 0; i < n; i++) assert_true(fabs(x[i] - y[i]) < 1e-5);
+        /* fused: (Q·w)·(Q·x) = w·x for a weight row w */
+        float w[160], hx[160];
+        double ref = 0, fused = 0, mag = 0;
+        for (int i = 0; i < n; i++) w[i] = rnd(), hx[i] = x[i], ref += (double)w[i] * x[i];
+        for (int i = 0; i < n; i++) mag += fabs((double)w[i] * x[i]);
+        kvq_had_apply(w, n, 0);
+        kvq_had_apply(hx, n, 0);
+        for (int i = 0; i < n; i++) fused += (double)w[i] * hx[i];
+        assert_true(fabs(ref - fused) < 1e-5 * mag); /* f32 rounding of two transforms */
+    }
+    /* codecs on a 48-wide tensor: close round trips; 36 refused */
+    enum { R = 16, N = 48 };
+    static float wt[R * N], yt[R * N];
+    for (int i = 0; i < R * N; i++) wt[i] = rnd() * (i % 17 == 0 ? 20.0f : 1.0f);
+    const char *specs[] = {"gptq:bits=8,group=0,opt=rtn,had=1", "quamba2:had=1"};
+    for (int k = 0; k < 2; k++) {
+        kvq_ctx *ctx = NULL;
+        assert_int_equal(kvq_ctx_create(specs[k], &ctx), KVQ_OK);
+        int64_t d[2] = {R, N};
+        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, wt, 2, d), o = kvq_tensor_view(KVQ_DTYPE_F32, yt, 2, d);
+        assert_int_equal(kvq_ctx_calibrate(ctx, &t), KVQ_OK);
+        size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n;
+        void *buf = malloc(cap);
+        assert_int_equal(kvq_ctx_encode_payload(ctx, &t, buf, cap, &n), KVQ_OK);
+        assert_int_equal(kvq_ctx_decode_payload(ctx, buf, n, &o), KVQ_OK);
+        assert_true(kvq_err_stats_compute(wt, yt, R * N).rel_fro < 0.02);
+        free(buf);
+        kvq_ctx_free(ctx);
+    }
+    kvq_ctx *g = NULL;
+    assert_int_equal(kvq_ctx_create("gptq:bits=8,group=0,opt=rtn,had=1", &g), KVQ_OK);
+    int64_t d36[2] = {2, 36};
+    kvq_tensor t36 = kvq_tensor_view(KVQ_DTYPE_F32, wt, 2, d36);
+    size_t cap = kvq_ctx_payload_bound(g, &t36.shape), n36;
+    void *buf = malloc(cap);
+    assert_int_equal(kvq_ctx_encode_payload(g, &t36, buf, cap, &n36), KVQ_ERR_SHAPE);
+    free(buf);
+    kvq_ctx_free(g);
+}
+
 /* ---- GPTQ: layer-output error below RTN on the same grid ------------------------------ */
 static double layer_err(const char *spec, const float *W, const float *X, int R, int N, int n_tok)
 {
@@ -465,7 +552,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan),           cmocka_unit_test(test_kmeans_monotone),
         cmocka_unit_test(test_grouped_int8),   cmocka_unit_test(test_uncalibrated_and_shape),
-        cmocka_unit_test(test_hadamard),       cmocka_unit_test(test_gptq_beats_rtn),
+        cmocka_unit_test(test_hadamard),       cmocka_unit_test(test_hadamard_sizes),
+        cmocka_unit_test(test_gptq_beats_rtn),
         cmocka_unit_test(test_reorder_invariance), cmocka_unit_test(test_state_codec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
