@@ -37,14 +37,26 @@
 /* Block types with slots; KVQ_KT_NONE marks "no fused kernel". */
 typedef enum { KVQ_KT_NONE = 0, KVQ_KT_Q8_0 = 1, KVQ_KT_Q4_0 = 2, KVQ_KT_COUNT = 3 } kvq_kt;
 
+/* What a quantize slot saw, reported per call (a bit set) so the codec
+ * needs no separate pass over its input or output: */
+#define KVQ_KERN_NONFINITE   1u /* some input value was NaN or ±Inf        */
+#define KVQ_KERN_SCALE_RANGE 2u /* some block's scale left the f16 range   */
+
 /* quantize: nb blocks of 32 values x → blocks at dst (ggml reference
- *   rules, see quant/ggml.c).  A block whose scale leaves the f16 range is
- *   written with that Inf scale; callers check with kvq_kern_bad_scale().
+ *   rules, see quant/ggml.c).  Returns 0 or KVQ_KERN_* bits.  The bytes of
+ *   a block that set a bit are unspecified (the codec reports an error);
+ *   every other block is exact.  Non-finite input is detected from the
+ *   block's largest exponent field inside the same pass.
  * dequantize: nb blocks → 32·nb floats.  Scales are not checked.
- * dot: Σ_i dequant(blocks)_i · x_i over nb blocks (scales not checked). */
-typedef void (*kvq_kern_quant_fn)(const float *x, uint8_t *dst, size_t nb);
+ * dot: Σ_i dequant(blocks)_i · x_i over nb blocks (scales not checked).
+ * dots: out[i] = dot(src + i·stride, x, nb) for i < nrows: several rows
+ *   per call with x reused from registers (the decoder's matmul over rows
+ *   of a few blocks, where a call per row would dominate). */
+typedef unsigned (*kvq_kern_quant_fn)(const float *x, uint8_t *dst, size_t nb);
 typedef void (*kvq_kern_dequant_fn)(const uint8_t *src, float *y, size_t nb);
 typedef float (*kvq_kern_dot_fn)(const uint8_t *src, const float *x, size_t nb);
+typedef void (*kvq_kern_dots_fn)(const uint8_t *src, size_t stride, size_t nrows, const float *x, size_t nb,
+                                 float *out);
 typedef float (*kvq_kern_absmax_fn)(const float *x, size_t n);
 
 typedef struct kvq_kernels {
@@ -52,6 +64,7 @@ typedef struct kvq_kernels {
     kvq_kern_quant_fn   quantize[KVQ_KT_COUNT];
     kvq_kern_dequant_fn dequantize[KVQ_KT_COUNT];
     kvq_kern_dot_fn     dot[KVQ_KT_COUNT];
+    kvq_kern_dots_fn    dots[KVQ_KT_COUNT];
     kvq_kern_absmax_fn  absmax;
     int fast_dot;  /* 1 when the dot slots beat dequantize + an f32 dot:
                       the decoder then runs them for single tokens (the
@@ -76,9 +89,10 @@ size_t kvq_kern_block_bytes(kvq_kt t);
 /* Index of the first of nb blocks whose f16 scale is Inf/NaN, or nb. */
 size_t kvq_kern_bad_scale(kvq_kt t, const uint8_t *blocks, size_t nb);
 /* The scalar per-block quantizers (ref.c); the AVX2 code falls back to
- * them on blocks whose scale is f32-subnormal (ggml's undefined cases). */
-void kvq_kern_q8_0_block_ref(const float *x, uint8_t *blk);
-void kvq_kern_q4_0_block_ref(const float *x, uint8_t *blk);
+ * them on blocks whose scale is f32-subnormal (ggml's undefined cases).
+ * They return KVQ_KERN_* bits as the quantize slots do. */
+unsigned kvq_kern_q8_0_block_ref(const float *x, uint8_t *blk);
+unsigned kvq_kern_q4_0_block_ref(const float *x, uint8_t *blk);
 
 /* ---- CUDA (kernels/cuda.c over the .cu files in kernels/cuda/) ----------
  * Host buffers in and out; the device copies are made inside.  Without a

@@ -65,8 +65,12 @@ static kvq_err gg_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     KVQ_FAIL_IF(cap < nb * bb, KVQ_ERR_DST_TOO_SMALL, "%s: need %zu bytes, buffer has %zu", type_name(t),
                 nb * bb, cap);
     uint8_t *o = dst;
-    kvq_kernels_get()->quantize[kern_type(t)](src->data, o, nb);
-    size_t bad = kvq_kern_bad_scale(kern_type(t), o, nb);
+    /* One pass: the slot reports NaN/Inf input and out-of-range scales
+     * (KVQ_FLAG_CHECKS_FINITE); only a failed call searches for the culprit. */
+    unsigned got = kvq_kernels_get()->quantize[kern_type(t)](src->data, o, nb);
+    if (KVQ_UNLIKELY(got & KVQ_KERN_NONFINITE))
+        KVQ_TRY(kvq_nonfinite_check(t == GG_Q8_0 ? &kvq_codec_q8_0 : &kvq_codec_q4_0, src->data, nb * QK, 0));
+    size_t bad = got & KVQ_KERN_SCALE_RANGE ? kvq_kern_bad_scale(kern_type(t), o, nb) : nb;
     KVQ_FAIL_IF(bad < nb, KVQ_ERR_PARAM_RANGE, "%s: block %zu (element %zu): scale %g exceeds the f16 range",
                 type_name(t), bad, bad * QK, (double)kvq_f16_to_f32(kvq_rd16(o + bad * bb)));
     *n = nb * bb;
@@ -137,7 +141,7 @@ static kvq_err init_q4_0(void *st, const kvq_params *p)
 #define GG_DOMAINS (KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV)
 
 const kvq_codec kvq_codec_q8_0 = {
-    .abi = KVQ_CODEC_ABI, .name = "q8_0", .id = 20, .domain = GG_DOMAINS, .flags = 0,
+    .abi = KVQ_CODEC_ABI, .name = "q8_0", .id = 20, .domain = GG_DOMAINS, .flags = KVQ_FLAG_CHECKS_FINITE,
     .state_size = sizeof(gg_state), .params = NULL, .n_params = 0, .max_rel_err = Q8_0_REL_ERR,
     .summary = "ggml Q8_0: 32-value blocks, f16 scale + int8 (byte-exact with ggml)",
     .init = init_q8_0, .bound = gg_bound, .encode = gg_encode, .decode = gg_decode,
@@ -145,7 +149,7 @@ const kvq_codec kvq_codec_q8_0 = {
 };
 
 const kvq_codec kvq_codec_q4_0 = {
-    .abi = KVQ_CODEC_ABI, .name = "q4_0", .id = 21, .domain = GG_DOMAINS, .flags = 0,
+    .abi = KVQ_CODEC_ABI, .name = "q4_0", .id = 21, .domain = GG_DOMAINS, .flags = KVQ_FLAG_CHECKS_FINITE,
     .state_size = sizeof(gg_state), .params = NULL, .n_params = 0, .max_rel_err = Q4_0_REL_ERR,
     .summary = "ggml Q4_0: 32-value blocks, f16 scale + 4-bit codes (byte-exact with ggml)",
     .init = init_q4_0, .bound = gg_bound, .encode = gg_encode, .decode = gg_decode,

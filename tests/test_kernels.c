@@ -102,8 +102,7 @@ static void compare_quantize(const kvq_kernels *a, const kvq_kernels *r, const f
         uint8_t *pa = malloc(nb * bb), *pr = malloc(nb * bb);
         assert_non_null(pa);
         assert_non_null(pr);
-        a->quantize[t](x, pa, nb);
-        r->quantize[t](x, pr, nb);
+        assert_int_equal(a->quantize[t](x, pa, nb), r->quantize[t](x, pr, nb));
         for (size_t b = 0; b < nb; b++)
             if (memcmp(pa + b * bb, pr + b * bb, bb) != 0)
                 fail_msg("type %d block %zu: avx2 bytes differ from the reference", t, b);
@@ -134,6 +133,65 @@ static void test_quantize_adversarial(void **state)
     for (unsigned b = 0; b < N_ADV_BLK; b++) adversarial_block(x + (size_t)b * KVQ_QK, b);
     compare_quantize(a, kvq_kernels_ref(), x, N_ADV_BLK);
     free(x);
+}
+
+/* The status a quantize slot reports (kernels.h KVQ_KERN_*), for every
+ * table: NaN (either sign), ±Inf anywhere in any block → NONFINITE; a
+ * finite value too large for an f16 scale → SCALE_RANGE only; clean → 0. */
+#define STATUS_BLOCKS 64
+#define SCALE_TOO_BIG 1e7f /* /127 and /8 both exceed the f16 maximum 65504 */
+
+static void check_status(const kvq_kernels *k)
+{
+    float x[STATUS_BLOCKS * KVQ_QK];
+    uint8_t p[STATUS_BLOCKS * KVQ_Q8_0_BYTES];
+    uint32_t bad_bits[4] = {0x7FC00000u, 0xFFC00001u, 0x7F800000u, 0xFF800000u}; /* ±NaN, ±Inf */
+    for (int t = KVQ_KT_Q8_0; t < KVQ_KT_COUNT; t++)
+        for (int rep = 0; rep < 64; rep++) {
+            fill_random(x, STATUS_BLOCKS * KVQ_QK);
+            size_t nb = 1 + rnd() % STATUS_BLOCKS, at = rnd() % (nb * KVQ_QK);
+            assert_int_equal(k->quantize[t](x, p, nb), 0);
+            float saved = x[at];
+            memcpy(&x[at], &bad_bits[rep % 4], sizeof x[at]);
+            if (!(k->quantize[t](x, p, nb) & KVQ_KERN_NONFINITE))
+                fail_msg("%s type %d: non-finite value %zu of %zu blocks not reported", k->name, t, at, nb);
+            x[at] = SCALE_TOO_BIG * (rep & 1 ? 1.0f : -1.0f);
+            assert_int_equal(k->quantize[t](x, p, nb), KVQ_KERN_SCALE_RANGE);
+            x[at] = saved;
+        }
+}
+
+static void test_quantize_status(void **state)
+{
+    (void)state;
+    check_status(kvq_kernels_ref());
+    if (kvq_kernels_avx2()) check_status(kvq_kernels_avx2());
+}
+
+/* Through the codec: NaN/Inf named by element (no core scan runs for
+ * these codecs: KVQ_FLAG_CHECKS_FINITE), a scale overflow by block. */
+static void test_codec_reports(void **state)
+{
+    (void)state;
+    static const char *const names[2] = {"q8_0", "q4_0"};
+    float x[8 * KVQ_QK];
+    uint8_t out[8 * KVQ_Q8_0_BYTES];
+    const int64_t dims[2] = {8, KVQ_QK};
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, dims);
+    for (int i = 0; i < 2; i++) {
+        kvq_ctx *c = NULL;
+        assert_int_equal(kvq_ctx_create(names[i], &c), KVQ_OK);
+        assert_true(kvq_ctx_codec(c)->flags & KVQ_FLAG_CHECKS_FINITE);
+        size_t n = 0;
+        fill_random(x, 8 * KVQ_QK);
+        x[77] = -INFINITY;
+        assert_int_equal(kvq_ctx_encode_payload(c, &t, out, sizeof out, &n), KVQ_ERR_NONFINITE);
+        assert_non_null(strstr(kvq_last_error_detail(), "element 77 is -inf"));
+        x[77] = SCALE_TOO_BIG;
+        assert_int_equal(kvq_ctx_encode_payload(c, &t, out, sizeof out, &n), KVQ_ERR_PARAM_RANGE);
+        assert_non_null(strstr(kvq_last_error_detail(), "block 2 (element 64)"));
+        kvq_ctx_free(c);
+    }
 }
 
 /* Random blocks: any code byte, a finite f16 scale (normal or subnormal). */
@@ -237,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_quantize_random),  cmocka_unit_test(test_quantize_adversarial),
         cmocka_unit_test(test_dequantize_exact), cmocka_unit_test(test_dot_tolerance),
         cmocka_unit_test(test_absmax_exact),     cmocka_unit_test(test_codec_uses_slots),
+        cmocka_unit_test(test_quantize_status),  cmocka_unit_test(test_codec_reports),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,6 +33,8 @@
 #define Q4_0_OFFSET 8.5f
 #define Q4_0_CODE_MAX 15
 #define Q4_0_ZERO  8
+#define F32_ABS_MASK 0x7FFFFFFF /* all bits but the sign                    */
+#define F32_EXP_MASK 0x7F800000u /* |x| bits at or above this: Inf or NaN     */
 
 AVX_TARGET static inline float hsum(__m256 v)
 {
@@ -75,18 +77,56 @@ AVX_TARGET static inline __m256i round_rha(__m256 v)
 
 static inline int subnormal_scale(float d) { return d != 0.0f && fabsf(d) < FLT_MIN; }
 
-AVX_TARGET static void q8_0_block(const float *x, uint8_t *blk)
+/* The largest |x| bit pattern of four vectors, lane-wise.  For finite
+ * values the integer order of |x|'s bits is the float order, and NaN/Inf
+ * have the largest patterns, so one running maximum over a call both gives
+ * each block's amax and detects non-finite input (as ref.c's exponent
+ * maximum does) without a separate pass. */
+AVX_TARGET static inline __m256i abs_bits_max(const __m256 v[4])
+{
+    const __m256i mag = _mm256_set1_epi32(F32_ABS_MASK);
+    __m256i a0 = _mm256_and_si256(_mm256_castps_si256(v[0]), mag);
+    __m256i a1 = _mm256_and_si256(_mm256_castps_si256(v[1]), mag);
+    __m256i a2 = _mm256_and_si256(_mm256_castps_si256(v[2]), mag);
+    __m256i a3 = _mm256_and_si256(_mm256_castps_si256(v[3]), mag);
+    return _mm256_max_epi32(_mm256_max_epi32(a0, a1), _mm256_max_epi32(a2, a3));
+}
+
+AVX_TARGET static inline uint32_t hmax_u31(__m256i v)
+{
+    __m128i s = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_max_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_max_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return (uint32_t)_mm_cvtsi128_si32(s);
+}
+
+/* Call status from the running |x| maximum and the OR of scale checks. */
+AVX_TARGET static inline unsigned call_status(__m256i amax, unsigned st)
+{
+    return st | (hmax_u31(amax) >= F32_EXP_MASK ? KVQ_KERN_NONFINITE : 0u);
+}
+
+static inline unsigned store_scale(uint8_t *blk, float d)
+{
+    uint16_t h = kvq_f32_to_f16(d);
+    kvq_wr16(blk, h);
+    return (h & KVQ_F16_EXP_MASK) == KVQ_F16_EXP_MASK ? KVQ_KERN_SCALE_RANGE : 0u;
+}
+
+/* Quantizes one block; *amax accumulates the |x| bit maxima. */
+AVX_TARGET static unsigned q8_0_block(const float *x, uint8_t *blk, __m256i *amax)
 {
     __m256 v[4];
     for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + LANES * i);
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                             _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
-    float d = hmax(m) / Q8_0_QMAX;
-    if (subnormal_scale(d)) {
-        kvq_kern_q8_0_block_ref(x, blk);
-        return;
-    }
+    __m256i m = abs_bits_max(v);
+    *amax = _mm256_max_epi32(*amax, m);
+    uint32_t mb = hmax_u31(m);
+    float a;
+    memcpy(&a, &mb, sizeof a);
+    float d = a / Q8_0_QMAX;
+    if (subnormal_scale(d)) return kvq_kern_q8_0_block_ref(x, blk);
+    /* A non-finite block makes d Inf/NaN and id 0/NaN: the codes below are
+     * then garbage but defined (cvtt gives INT_MIN), and the call reports it. */
     const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
     __m256i q[4];
     for (int i = 0; i < 4; i++) q[i] = round_rha(_mm256_mul_ps(v[i], id));
@@ -95,21 +135,20 @@ AVX_TARGET static void q8_0_block(const float *x, uint8_t *blk)
     __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256((__m256i *)(void *)(blk + 2), p);
-    kvq_wr16(blk, kvq_f32_to_f16(d));
+    return store_scale(blk, d);
 }
 
-AVX_TARGET static void q4_0_block(const float *x, uint8_t *blk)
+AVX_TARGET static unsigned q4_0_block(const float *x, uint8_t *blk, __m256i *amax)
 {
     __m256 v[4];
     for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + LANES * i);
+    *amax = _mm256_max_epi32(*amax, abs_bits_max(v));
     __m256 lo = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
     __m256 hi = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
     float mn = -hmax(_mm256_sub_ps(_mm256_setzero_ps(), lo)), mx = hmax(hi);
     float d = (mx > -mn ? mx : mn) / Q4_0_DIV;
-    if (mx == -mn || subnormal_scale(d)) { /* tie of signs, or ggml's undefined cases */
-        kvq_kern_q4_0_block_ref(x, blk);
-        return;
-    }
+    if (mx == -mn || subnormal_scale(d)) /* tie of signs, or ggml's undefined cases */
+        return kvq_kern_q4_0_block_ref(x, blk);
     const __m256 id = _mm256_set1_ps(1.0f / d), off = _mm256_set1_ps(Q4_0_OFFSET);
     const __m256i cmax = _mm256_set1_epi32(Q4_0_CODE_MAX);
     __m256i c[4];
@@ -121,17 +160,23 @@ AVX_TARGET static void q4_0_block(const float *x, uint8_t *blk)
     __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(e0, e1), 0xD8); /* quads 0,2,1,3 */
     __m128i b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
     _mm_storeu_si128((__m128i *)(void *)(blk + 2), b);
-    kvq_wr16(blk, kvq_f32_to_f16(d));
+    return store_scale(blk, d);
 }
 
-AVX_TARGET static void quant_q8_0(const float *x, uint8_t *dst, size_t nb)
+AVX_TARGET static unsigned quant_q8_0(const float *x, uint8_t *dst, size_t nb)
 {
-    for (size_t b = 0; b < nb; b++) q8_0_block(x + b * KVQ_QK, dst + b * KVQ_Q8_0_BYTES);
+    __m256i amax = _mm256_setzero_si256();
+    unsigned st = 0;
+    for (size_t b = 0; b < nb; b++) st |= q8_0_block(x + b * KVQ_QK, dst + b * KVQ_Q8_0_BYTES, &amax);
+    return call_status(amax, st);
 }
 
-AVX_TARGET static void quant_q4_0(const float *x, uint8_t *dst, size_t nb)
+AVX_TARGET static unsigned quant_q4_0(const float *x, uint8_t *dst, size_t nb)
 {
-    for (size_t b = 0; b < nb; b++) q4_0_block(x + b * KVQ_QK, dst + b * KVQ_Q4_0_BYTES);
+    __m256i amax = _mm256_setzero_si256();
+    unsigned st = 0;
+    for (size_t b = 0; b < nb; b++) st |= q4_0_block(x + b * KVQ_QK, dst + b * KVQ_Q4_0_BYTES, &amax);
+    return call_status(amax, st);
 }
 
 /* The 32 codes of a block as four 8-lane float vectors (Q8_0: q; Q4_0: q − 8). */

@@ -51,18 +51,49 @@ static inline float inverse_scale(float d, int *ok)
     return *ok ? id : 0.0f;
 }
 
-void kvq_kern_q8_0_block_ref(const float *restrict x, uint8_t *restrict blk)
+/* KVQ_KERN_NONFINITE when a block value is NaN/Inf: a value is finite iff
+ * its exponent field is not all ones, so the largest exponent field of the
+ * block decides (STATUS_LANES running maxima: gcc vectorises them). */
+#define STATUS_LANES 8
+#define F32_EXP_MASK 0x7F800000u
+
+static inline unsigned block_nonfinite(const float *x)
 {
+    uint32_t lane[STATUS_LANES] = {0};
+    for (int j = 0; j < KVQ_QK; j += STATUS_LANES)
+        for (int l = 0; l < STATUS_LANES; l++) {
+            uint32_t u;
+            memcpy(&u, &x[j + l], sizeof u);
+            u &= F32_EXP_MASK;
+            lane[l] = lane[l] > u ? lane[l] : u;
+        }
+    uint32_t m = 0;
+    for (int l = 0; l < STATUS_LANES; l++) m = m > lane[l] ? m : lane[l];
+    return m == F32_EXP_MASK ? KVQ_KERN_NONFINITE : 0u;
+}
+
+/* Stores the f16 scale; KVQ_KERN_SCALE_RANGE when it rounded to Inf. */
+static inline unsigned store_scale(uint8_t *blk, float d)
+{
+    uint16_t h = kvq_f32_to_f16(d);
+    kvq_wr16(blk, h);
+    return (h & KVQ_F16_EXP_MASK) == KVQ_F16_EXP_MASK ? KVQ_KERN_SCALE_RANGE : 0u;
+}
+
+unsigned kvq_kern_q8_0_block_ref(const float *restrict x, uint8_t *restrict blk)
+{
+    if (block_nonfinite(x)) return KVQ_KERN_NONFINITE; /* no codes: x·id could leave int range */
     float d = kvq_absmax(x, KVQ_QK) / Q8_0_QMAX;
     int ok;
     float id = inverse_scale(d, &ok);
     int8_t *qs = (int8_t *)(blk + 2);
     for (int j = 0; j < KVQ_QK; j++) qs[j] = (int8_t)kvq_round_rha(x[j] * id);
-    kvq_wr16(blk, kvq_f32_to_f16(d));
+    return store_scale(blk, d);
 }
 
-void kvq_kern_q4_0_block_ref(const float *restrict x, uint8_t *restrict blk)
+unsigned kvq_kern_q4_0_block_ref(const float *restrict x, uint8_t *restrict blk)
 {
+    if (block_nonfinite(x)) return KVQ_KERN_NONFINITE;
     float d = kvq_signed_absmax(x, KVQ_QK) / Q4_0_DIV;
     int ok;
     float id = inverse_scale(d, &ok);
@@ -75,17 +106,21 @@ void kvq_kern_q4_0_block_ref(const float *restrict x, uint8_t *restrict blk)
     }
     if (!ok) memset(c, 0, sizeof c); /* x86 ggml: Inf/NaN → int8 gives 0 */
     kvq_nibbles_pack(c, KVQ_QK, KVQ_NIB_SPLIT_HALF, blk + 2);
-    kvq_wr16(blk, kvq_f32_to_f16(d));
+    return store_scale(blk, d);
 }
 
-static void quant_q8_0(const float *x, uint8_t *dst, size_t nb)
+static unsigned quant_q8_0(const float *x, uint8_t *dst, size_t nb)
 {
-    for (size_t b = 0; b < nb; b++) kvq_kern_q8_0_block_ref(x + b * KVQ_QK, dst + b * KVQ_Q8_0_BYTES);
+    unsigned st = 0;
+    for (size_t b = 0; b < nb; b++) st |= kvq_kern_q8_0_block_ref(x + b * KVQ_QK, dst + b * KVQ_Q8_0_BYTES);
+    return st;
 }
 
-static void quant_q4_0(const float *x, uint8_t *dst, size_t nb)
+static unsigned quant_q4_0(const float *x, uint8_t *dst, size_t nb)
 {
-    for (size_t b = 0; b < nb; b++) kvq_kern_q4_0_block_ref(x + b * KVQ_QK, dst + b * KVQ_Q4_0_BYTES);
+    unsigned st = 0;
+    for (size_t b = 0; b < nb; b++) st |= kvq_kern_q4_0_block_ref(x + b * KVQ_QK, dst + b * KVQ_Q4_0_BYTES);
+    return st;
 }
 
 static void dequant_q8_0(const uint8_t *src, float *restrict y, size_t nb)
@@ -142,6 +177,16 @@ static inline float dot_blocks(kvq_kt t, const uint8_t *src, const float *x, siz
 static float dot_q8_0(const uint8_t *src, const float *x, size_t nb) { return dot_blocks(KVQ_KT_Q8_0, src, x, nb); }
 static float dot_q4_0(const uint8_t *src, const float *x, size_t nb) { return dot_blocks(KVQ_KT_Q4_0, src, x, nb); }
 
+static void dots_q8_0(const uint8_t *src, size_t stride, size_t nrows, const float *x, size_t nb, float *out)
+{
+    for (size_t r = 0; r < nrows; r++) out[r] = dot_blocks(KVQ_KT_Q8_0, src + r * stride, x, nb);
+}
+
+static void dots_q4_0(const uint8_t *src, size_t stride, size_t nrows, const float *x, size_t nb, float *out)
+{
+    for (size_t r = 0; r < nrows; r++) out[r] = dot_blocks(KVQ_KT_Q4_0, src + r * stride, x, nb);
+}
+
 static float absmax_ref(const float *x, size_t n) { return kvq_absmax(x, n); }
 
 void kvq_kernels_fill_ref(kvq_kernels *k)
@@ -154,5 +199,7 @@ void kvq_kernels_fill_ref(kvq_kernels *k)
     k->dequantize[KVQ_KT_Q4_0] = dequant_q4_0;
     k->dot[KVQ_KT_Q8_0] = dot_q8_0;
     k->dot[KVQ_KT_Q4_0] = dot_q4_0;
+    k->dots[KVQ_KT_Q8_0] = dots_q8_0;
+    k->dots[KVQ_KT_Q4_0] = dots_q4_0;
     k->absmax = absmax_ref;
 }
