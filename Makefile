@@ -52,7 +52,8 @@ CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 BASE_CFLAGS += -DKVQ_HAVE_CUDA=1
 CU_OBJ      := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
-NVCCFLAGS   ?= -O2 -arch=$(CUDA_ARCH) -Xcompiler -fPIC -I. -Ilibkvq
+NVCCFLAGS   ?= -O2 -arch=$(CUDA_ARCH) -Xcompiler -fPIC,-Wall,-Wextra $(if $(filter 1,$(WERROR)),-Werror all-warnings) \
+               -I. -Ilibkvq
 endif
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CU_OBJ)
@@ -76,7 +77,7 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC    $<")
-	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 $(LIBKVQ): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")

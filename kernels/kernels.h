@@ -95,14 +95,73 @@ unsigned kvq_kern_q8_0_block_ref(const float *x, uint8_t *blk);
 unsigned kvq_kern_q4_0_block_ref(const float *x, uint8_t *blk);
 
 /* ---- CUDA (kernels/cuda.c over the .cu files in kernels/cuda/) ----------
- * Host buffers in and out; the device copies are made inside.  Without a
- * CUDA build or without a device they return KVQ_ERR_UNSUPPORTED with the
+ * Host buffers in and out; the device copies are made inside.  Arguments
+ * are checked first (KVQ_ERR_ARG / KVQ_ERR_SHAPE, on any machine); then,
+ * without a CUDA build or without a device, KVQ_ERR_UNSUPPORTED with the
  * detail "no CUDA device" / "built without CUDA" (tests skip on it).
- * quantize/dequantize match the CPU reference exactly; gemv (y = W·x over
- * rows×cols blocks, cols a multiple of 32) within f32 summation order. */
+ *
+ * Formats (kvq_cuda_fmt): Q8_0 and Q4_0 keep their kvq_kt values; MXFP4 is
+ * the mxfp4 codec's payload (17-byte blocks of 32); NVFP4 is the nvfp4
+ * codec's payload with its default tscale=1: a 4-byte f32 tensor scale G,
+ * then 36-byte blocks of 64 (quant/fp_mx.c; layouts in kernels/cuda/blocks.h).
+ * nb counts blocks of the format; payload bytes are kvq_cuda_payload_bytes.
+ * quantize/dequantize equal the CPU codecs exactly (mxfp4: where glibc's
+ * and CUDA's log2f round alike, see kernels/cuda/fp4.cu); products agree
+ * within f32 summation order. */
+typedef enum {
+    KVQ_CF_Q8_0 = KVQ_KT_Q8_0,
+    KVQ_CF_Q4_0 = KVQ_KT_Q4_0,
+    KVQ_CF_MXFP4 = KVQ_KT_COUNT,
+    KVQ_CF_NVFP4,
+    KVQ_CF_COUNT
+} kvq_cuda_fmt;
+
+#define KVQ_MXFP4_BLOCK  32 /* values per MXFP4 block                     */
+#define KVQ_MXFP4_BYTES  17 /* E8M0 + 16 bytes of E2M1 nibbles           */
+#define KVQ_NVFP4_BLOCK  64 /* values per NVFP4 block (4 scales of 16)    */
+#define KVQ_NVFP4_BYTES  36 /* 4 UE4M3 + 32 bytes of E2M1 nibbles        */
+#define KVQ_NVFP4_HDR     4 /* f32 tensor scale in front of the blocks    */
+
+/* Values per block of f (0 for an unknown f). */
+int kvq_cuda_block_values(kvq_cuda_fmt f);
+/* Bytes of nb blocks of f as the codec stores them (NVFP4: + header); 0
+ * for an unknown f. */
+size_t kvq_cuda_payload_bytes(kvq_cuda_fmt f, size_t nb);
+
 int kvq_cuda_available(void); /* 1 when a build with CUDA sees a device */
-kvq_err kvq_cuda_quantize(kvq_kt t, const float *x, uint8_t *dst, size_t nb);
-kvq_err kvq_cuda_dequantize(kvq_kt t, const uint8_t *src, float *y, size_t nb);
+kvq_err kvq_cuda_quantize(kvq_cuda_fmt f, const float *x, uint8_t *dst, size_t nb);
+kvq_err kvq_cuda_dequantize(kvq_cuda_fmt f, const uint8_t *src, float *y, size_t nb);
+/* y[rows] = W·x, W rows×cols of q8_0/q4_0 blocks (cols % 32 == 0),
+ * dequantization in registers (one warp per row). */
 kvq_err kvq_cuda_gemv(kvq_kt t, const uint8_t *w, int rows, int cols, const float *x, float *y);
+/* Y[nb][rows] = X[nb][cols]·Wᵀ for a batch of nb tokens (prompt
+ * processing): W (payload of format f, rows×cols) is dequantized to f32 on
+ * the device tile by tile of rows, each tile multiplied by cublasGemmEx
+ * (f32 in, f32 compute). */
+kvq_err kvq_cuda_gemm(kvq_cuda_fmt f, const uint8_t *w, int rows, int cols, const float *x, int nb, float *y);
+/* GEAR's low-rank residual (compress/gear.c) for a page of T tokens, H KV
+ * heads of d channels, rank r, through one strided-batched cuBLAS GEMM:
+ *   y[t][h·d + c] += Σ_j A[h][j][t] · B[h][j][c]
+ * A [H][r][T] are gear's stored A columns, B [H][r][d] its B columns
+ * already multiplied by their scales s_j (both widened to f32). */
+kvq_err kvq_cuda_lowrank_residual(const float *A, const float *B, int H, int T, int d, int r, float *y);
+/* The low-rank term of attention scores without forming A·Bᵀ: for query
+ * head h (KV head h / (n_heads / H)),
+ *   s[h][t] += (Σ_c q[h][c] · B[kvh][j][c]) · A[kvh][j][t] summed over j,
+ * i.e. (q·Bᵀ)·A per KV head: two strided-batched GEMMs.  s is
+ * [n_heads][T] (unscaled; the caller divides by sqrtf(d) with its D term). */
+kvq_err kvq_cuda_lowrank_scores(const float *A, const float *B, int H, int T, int d, int r, const float *q,
+                                int n_heads, float *s);
+/* Attention of one query (n_heads heads, GQA) over n_ctx tokens whose K
+ * and V rows [n_ctx][n_kv_heads][head_size] are q8_0/q4_0 payloads (a
+ * cache's sealed pages back to back), as libkvq/cache.c computes it:
+ * score = Σ q·k / sqrtf(head_size), llama2.c softmax, out = Σ p·v; codes
+ * are dequantized in registers in both loops.  out is [n_heads][head_size]. */
+typedef struct {
+    kvq_kt k_type, v_type;
+    const uint8_t *k, *v;
+    int n_ctx, n_kv_heads, head_size;
+} kvq_cuda_kv;
+kvq_err kvq_cuda_attend(const kvq_cuda_kv *kv, const float *q, int n_heads, float *out);
 
 #endif
