@@ -7,7 +7,7 @@
  * with an f32 vector (the decoder's matmul, dequantization fused into the
  * product), and absmax.  cpu/ref.c fills every slot with the scalar
  * reference; cpu/avx2.c overrides the slots it implements when the CPU has
- * AVX2 and FMA (checked at run time with __builtin_cpu_supports, so the
+ * AVX2, FMA and F16C (checked at run time with __builtin_cpu_supports, so the
  * binary still runs without them).  Codecs and the decoder call
  * kvq_kernels_get() and never test for SIMD themselves.
  *

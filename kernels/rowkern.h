@@ -34,9 +34,15 @@ typedef struct kvq_rowkern kvq_rowkern;
 
 /* Σ_i decode(row r)_i · x_i over the tensor's `cols` values. */
 typedef float (*kvq_rowkern_dot_fn)(const kvq_rowkern *k, int64_t r, const float *x);
+/* out[i] = dot(r0 + i) for rows [r0, r1): several rows per call, x kept in
+ * registers (rows of a few blocks, where a call per row dominates).
+ * Optional (NULL: the caller loops over dot); where present it must give
+ * dot()'s value within the same tolerance. */
+typedef void (*kvq_rowkern_dots_fn)(const kvq_rowkern *k, int64_t r0, int64_t r1, const float *x, float *out);
 
 struct kvq_rowkern {
-    kvq_rowkern_dot_fn dot;
+    kvq_rowkern_dot_fn  dot;
+    kvq_rowkern_dots_fn dots; /* optional, see above                      */
     int      fast;      /* 1 when dot beats decode_rows + an f32 dot: the
                            decoder then uses it for single tokens         */
     int64_t  rows, cols;
@@ -48,6 +54,7 @@ struct kvq_rowkern {
     float    fp[4];     /* codec-defined constants (per-tensor scale)    */
     void   (*aux)(void); /* codec-defined helper kernel (cast back to its
                             own type before the call)                   */
+    void   (*aux_rows)(void); /* a second one (e.g. the multi-row slot)  */
     float    lut[KVQ_ROWKERN_LUT]; /* code → value table where useful     */
 };
 

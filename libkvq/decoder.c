@@ -377,11 +377,18 @@ static void mm_block(const mm_job *j, int k, const float *w, int r0, int r1)
     }
 }
 
-/* Rows [r0, r1) of a matrix through its row kernel: each stored row is
- * read once for all nb input rows, no dequantized copy. */
+/* Rows [r0, r1) of a matrix through its row kernel, no dequantized copy:
+ * with a multi-row product, all rows per input row in one call (outputs
+ * of one input row are contiguous); else each stored row once for all
+ * nb input rows. */
 static void mm_fused(const mm_job *j, int k, int r0, int r1)
 {
     const kvq_rowkern *rk = &j->m[k]->rk;
+    if (rk->dots) {
+        for (int t = 0; t < j->nb; t++)
+            rk->dots(rk, r0, r1, j->x + (size_t)t * j->x_stride, j->out[k] + (size_t)t * j->out_stride[k] + r0);
+        return;
+    }
     for (int r = r0; r < r1; r++)
         for (int t = 0; t < j->nb; t++)
             j->out[k][(size_t)t * j->out_stride[k] + (size_t)r] = rk->dot(rk, r, j->x + (size_t)t * j->x_stride);

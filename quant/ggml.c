@@ -158,12 +158,18 @@ const kvq_codec kvq_codec_q4_0 = {
 
 /* ---- row kernel (kernels/rowkern.h) --------------------------------------------
  * Region 0 is the blocks, one row = cols/32 blocks; ip[0] the block type,
- * ip[1] blocks per row; aux the table's dot slot.  Every scale is checked
+ * ip[1] blocks per row; aux the table's dot slot, aux_rows its dots slot.  Every scale is checked
  * here once, so the products need no checks. */
 static float gg_row_dot(const kvq_rowkern *k, int64_t r, const float *x)
 {
     kvq_kern_dot_fn dot = (kvq_kern_dot_fn)k->aux;
     return dot(k->p[0] + (size_t)r * k->stride[0], x, (size_t)k->ip[1]);
+}
+
+static void gg_row_dots(const kvq_rowkern *k, int64_t r0, int64_t r1, const float *x, float *out)
+{
+    kvq_kern_dots_fn dots = (kvq_kern_dots_fn)k->aux_rows;
+    dots(k->p[0] + (size_t)r0 * k->stride[0], k->stride[0], (size_t)(r1 - r0), x, (size_t)k->ip[1], out);
 }
 
 kvq_err kvq_ggml_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k)
@@ -180,5 +186,7 @@ kvq_err kvq_ggml_rowkern(const void *st, const void *payload, size_t n, const kv
     k->ip[1] = (int)(k->cols / QK);
     k->stride[0] = (size_t)k->ip[1] * block_bytes(t);
     k->aux = (void (*)(void))kt->dot[kern_type(t)];
+    k->dots = gg_row_dots;
+    k->aux_rows = (void (*)(void))kt->dots[kern_type(t)];
     return KVQ_OK;
 }

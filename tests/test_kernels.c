@@ -252,6 +252,37 @@ static void test_dot_tolerance(void **state)
         }
 }
 
+/* dots (several rows per call) equals each table's own dot bit for bit
+ * (same per-row summation order), for every row count 1..DOTS_MAX_ROWS. */
+#define DOTS_MAX_ROWS 11
+
+static void check_dots(const kvq_kernels *k)
+{
+    float x[8 * KVQ_QK], out[DOTS_MAX_ROWS];
+    uint8_t p[DOTS_MAX_ROWS * 8 * KVQ_Q8_0_BYTES];
+    for (int t = KVQ_KT_Q8_0; t < KVQ_KT_COUNT; t++)
+        for (size_t nb = 1; nb <= 8; nb++)
+            for (size_t rows = 1; rows <= DOTS_MAX_ROWS; rows++) {
+                size_t stride = nb * kvq_kern_block_bytes((kvq_kt)t);
+                fill_random(x, nb * KVQ_QK);
+                random_blocks((kvq_kt)t, p, rows * nb);
+                k->dots[t](p, stride, rows, x, nb, out);
+                for (size_t r = 0; r < rows; r++) {
+                    float want = k->dot[t](p + r * stride, x, nb);
+                    if (memcmp(&want, &out[r], sizeof want) != 0)
+                        fail_msg("%s type %d, %zu rows of %zu blocks: row %zu dots %.9g, dot %.9g", k->name, t,
+                                 rows, nb, r, (double)out[r], (double)want);
+                }
+            }
+}
+
+static void test_dots_equal_dot(void **state)
+{
+    (void)state;
+    check_dots(kvq_kernels_ref());
+    if (kvq_kernels_avx2()) check_dots(kvq_kernels_avx2());
+}
+
 static void test_absmax_exact(void **state)
 {
     (void)state;
@@ -296,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_dequantize_exact), cmocka_unit_test(test_dot_tolerance),
         cmocka_unit_test(test_absmax_exact),     cmocka_unit_test(test_codec_uses_slots),
         cmocka_unit_test(test_quantize_status),  cmocka_unit_test(test_codec_reports),
+        cmocka_unit_test(test_dots_equal_dot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,6 +45,24 @@ static void fill(float *x, size_t n, float scale)
     for (size_t i = 0; i < n; i++) x[i] = unif() * scale * (i % OUTLIER_EVERY == 7 ? 20.0f : 1.0f);
 }
 
+/* The optional multi-row product over every sub-range [r0, r1) of a few
+ * shapes equals dot() per row within ROWKERN_TOL (of |dot| + its own
+ * rounding: both sum the same terms). */
+static void check_dots(const kvq_rowkern *k, const float *x, const char *label)
+{
+    static const int ranges[][2] = {{0, ROWS}, {0, 1}, {3, 8}, {5, ROWS - 1}, {ROWS - 4, ROWS}};
+    float out[ROWS];
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+        int r0 = ranges[i][0], r1 = ranges[i][1];
+        k->dots(k, r0, r1, x, out);
+        for (int r = r0; r < r1; r++) {
+            double want = k->dot(k, r, x), got = out[r - r0];
+            if (fabs(got - want) > ROWKERN_TOL * (fabs(want) + 1.0))
+                fail_msg("%s: rows [%d, %d): row %d dots %.9g, dot %.9g", label, r0, r1, r, got, want);
+        }
+    }
+}
+
 /* Encode a ROWS×COLS matrix with ctx, bind, compare every row's product.
  * Returns 0 when the codec/parameters have no row kernel (skipped). */
 static int check_ctx(kvq_ctx *ctx, const char *label)
@@ -85,6 +103,7 @@ static int check_ctx(kvq_ctx *ctx, const char *label)
                 fail_msg("%s: row %d: dot %.9g, decode_rows %.9g (tolerance %.3g)", label, r, got, ref,
                          ROWKERN_TOL * mag);
         }
+        if (k.dots) check_dots(&k, x, label);
         /* One byte short is refused, never read past. */
         if (n > 0) assert_int_equal(kvq_rowkern_bind(ctx, p, n - 1, &t.shape, &k), KVQ_ERR_CORRUPT);
     }

@@ -2,9 +2,10 @@
  * avx2.c — AVX2/FMA overrides of the kernel slots (issue 9 item 2;
  * STYLE.md "Kernels follow BLIS": only what is faster is overridden).
  *
- * Every function carries __attribute__((target("avx2,fma"))) and the table
- * is filled only when __builtin_cpu_supports says the CPU has both, so the
- * rest of the binary keeps the baseline ISA and runs anywhere.
+ * Every function carries __attribute__((target("avx2,fma,f16c"))) and the
+ * table is filled only when __builtin_cpu_supports says the CPU has all
+ * three, so the rest of the binary keeps the baseline ISA and runs
+ * anywhere.
  *
  * Exactness against cpu/ref.c (tests/test_kernels.c checks it):
  *   quantize: the same f32 operations in the same order — d = amax/127 or
@@ -17,6 +18,7 @@
  *   dot: per block Σ q·x in four 8-lane FMA accumulators, then d·s into
  *     the running sum: summation order differs from ref.c, so results
  *     agree within f32 rounding (tolerance in tests/test_kernels.c).
+ *   dots: four rows per pass over x, each row summed exactly as dot().
  */
 #include "kernels/kernels.h"
 #include "kvq_internal.h"
@@ -26,7 +28,7 @@
 #include <immintrin.h>
 #include <math.h>
 
-#define AVX_TARGET __attribute__((target("avx2,fma")))
+#define AVX_TARGET __attribute__((target("avx2,fma,f16c")))
 #define LANES      8
 #define Q8_0_QMAX  127.0f
 #define Q4_0_DIV   (-8.0f)
@@ -106,9 +108,22 @@ AVX_TARGET static inline unsigned call_status(__m256i amax, unsigned st)
     return st | (hmax_u31(amax) >= F32_EXP_MASK ? KVQ_KERN_NONFINITE : 0u);
 }
 
-static inline unsigned store_scale(uint8_t *blk, float d)
+/* f16 scales through F16C: both directions are IEEE conversions (RNE to
+ * f16, exact to f32), the same values kvq_f32_to_f16 / kvq_f16_to_f32
+ * compute, without a library call per block. */
+AVX_TARGET static inline float f16_load(const uint8_t *p)
 {
-    uint16_t h = kvq_f32_to_f16(d);
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(kvq_rd16(p))));
+}
+
+AVX_TARGET static inline uint16_t f16_of(float d)
+{
+    return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT), 0);
+}
+
+AVX_TARGET static inline unsigned store_scale(uint8_t *blk, float d)
+{
+    uint16_t h = f16_of(d);
     kvq_wr16(blk, h);
     return (h & KVQ_F16_EXP_MASK) == KVQ_F16_EXP_MASK ? KVQ_KERN_SCALE_RANGE : 0u;
 }
@@ -209,7 +224,7 @@ AVX_TARGET static inline void dequant(kvq_kt t, const uint8_t *src, float *y, si
 {
     size_t bb = kvq_kern_block_bytes(t);
     for (size_t b = 0; b < nb; b++, src += bb, y += KVQ_QK) {
-        __m256 f[4], d = _mm256_set1_ps(kvq_f16_to_f32(kvq_rd16(src)));
+        __m256 f[4], d = _mm256_set1_ps(f16_load(src));
         codes(t, src, f);
         for (int i = 0; i < 4; i++) _mm256_storeu_ps(y + LANES * i, _mm256_mul_ps(f[i], d));
     }
@@ -226,9 +241,51 @@ AVX_TARGET static inline float dot(kvq_kt t, const uint8_t *src, const float *x,
         __m256 s1 = _mm256_mul_ps(f[1], _mm256_loadu_ps(x + LANES));
         s0 = _mm256_fmadd_ps(f[2], _mm256_loadu_ps(x + 2 * LANES), s0);
         s1 = _mm256_fmadd_ps(f[3], _mm256_loadu_ps(x + 3 * LANES), s1);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(kvq_f16_to_f32(kvq_rd16(src))), _mm256_add_ps(s0, s1), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(src)), _mm256_add_ps(s0, s1), acc);
     }
     return hsum(acc);
+}
+
+/* DOTS_ROWS rows against one x: each block of x is loaded once for all
+ * rows.  Every row keeps dot()'s own accumulator, and the final reduction
+ * is hsum()'s order for each row (halves added, a 4×4 transpose, then
+ * (0 + 2) + (1 + 3)), so dots() equals dot() bit for bit, whatever rows a
+ * thread is given. */
+#define DOTS_ROWS 4
+
+AVX_TARGET static inline void dots4(kvq_kt t, const uint8_t *src, size_t stride, const float *x, size_t nb,
+                                    float *out)
+{
+    size_t bb = kvq_kern_block_bytes(t);
+    __m256 acc[DOTS_ROWS];
+    for (int r = 0; r < DOTS_ROWS; r++) acc[r] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++, x += KVQ_QK) {
+        __m256 xv[4];
+        for (int i = 0; i < 4; i++) xv[i] = _mm256_loadu_ps(x + LANES * i);
+        for (int r = 0; r < DOTS_ROWS; r++) {
+            const uint8_t *blk = src + (size_t)r * stride + b * bb;
+            __m256 f[4];
+            codes(t, blk, f);
+            __m256 s0 = _mm256_mul_ps(f[0], xv[0]);
+            __m256 s1 = _mm256_mul_ps(f[1], xv[1]);
+            s0 = _mm256_fmadd_ps(f[2], xv[2], s0);
+            s1 = _mm256_fmadd_ps(f[3], xv[3], s1);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(blk)), _mm256_add_ps(s0, s1), acc[r]);
+        }
+    }
+    __m128 h[DOTS_ROWS];
+    for (int r = 0; r < DOTS_ROWS; r++)
+        h[r] = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+    _MM_TRANSPOSE4_PS(h[0], h[1], h[2], h[3]);
+    _mm_storeu_ps(out, _mm_add_ps(_mm_add_ps(h[0], h[2]), _mm_add_ps(h[1], h[3])));
+}
+
+AVX_TARGET static inline void dots(kvq_kt t, const uint8_t *src, size_t stride, size_t nrows, const float *x,
+                                   size_t nb, float *out)
+{
+    size_t r = 0;
+    for (; r + DOTS_ROWS <= nrows; r += DOTS_ROWS) dots4(t, src + r * stride, stride, x, nb, out + r);
+    for (; r < nrows; r++) out[r] = dot(t, src + r * stride, x, nb);
 }
 
 AVX_TARGET static void dequant_q8_0(const uint8_t *s, float *y, size_t nb) { dequant(KVQ_KT_Q8_0, s, y, nb); }
@@ -236,11 +293,22 @@ AVX_TARGET static void dequant_q4_0(const uint8_t *s, float *y, size_t nb) { deq
 AVX_TARGET static float dot_q8_0(const uint8_t *s, const float *x, size_t nb) { return dot(KVQ_KT_Q8_0, s, x, nb); }
 AVX_TARGET static float dot_q4_0(const uint8_t *s, const float *x, size_t nb) { return dot(KVQ_KT_Q4_0, s, x, nb); }
 
+AVX_TARGET static void dots_q8_0(const uint8_t *s, size_t stride, size_t nrows, const float *x, size_t nb, float *o)
+{
+    dots(KVQ_KT_Q8_0, s, stride, nrows, x, nb, o);
+}
+
+AVX_TARGET static void dots_q4_0(const uint8_t *s, size_t stride, size_t nrows, const float *x, size_t nb, float *o)
+{
+    dots(KVQ_KT_Q4_0, s, stride, nrows, x, nb, o);
+}
+
 int kvq_kernels_fill_avx2(kvq_kernels *k)
 {
     kvq_kernels_fill_ref(k);
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
+        return 0;
     k->name = "avx2";
     k->quantize[KVQ_KT_Q8_0] = quant_q8_0;
     k->quantize[KVQ_KT_Q4_0] = quant_q4_0;
@@ -248,6 +316,8 @@ int kvq_kernels_fill_avx2(kvq_kernels *k)
     k->dequantize[KVQ_KT_Q4_0] = dequant_q4_0;
     k->dot[KVQ_KT_Q8_0] = dot_q8_0;
     k->dot[KVQ_KT_Q4_0] = dot_q4_0;
+    k->dots[KVQ_KT_Q8_0] = dots_q8_0;
+    k->dots[KVQ_KT_Q4_0] = dots_q4_0;
     k->absmax = absmax_avx2;
     k->fast_dot = 1;
     return 1;
