@@ -262,9 +262,10 @@ static size_t fp_bound(const void *st, const kvq_shape *sh)
 }
 
 /* Quantises the whole tensor with format index fi into out (NULL: the
- * objective only). */
-static double fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp_layout *L, uint8_t *out,
-                            float *scratch)
+ * objective only, into *obj).  NaN/Inf are seen by the spans' maxima
+ * (KVQ_FLAG_CHECKS_FINITE: the core does not scan). */
+static kvq_err fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp_layout *L, uint8_t *out,
+                             float *scratch, double *obj)
 {
     const kvq_fp_lut *lut = &s->lut[fi];
     int have_h = s->H && s->hn == L->cols;
@@ -277,7 +278,10 @@ static double fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp_
         for (int64_t g = 0, c0 = 0; c0 < L->cols; g++, c0 += L->span) {
             int64_t len = L->cols - c0 < L->span ? L->cols - c0 : L->span;
             fp_obj o = {have_h ? s->H : NULL, L->cols, c0, have_h && !s->gran_group};
-            double M = (double)kvq_absmax(xr + c0, (size_t)len), e = 0.0;
+            uint32_t mb = kvq_absmax_bits(xr + c0, (size_t)len);
+            if (mb >= KVQ_F32_INF_BITS)
+                return kvq_nonfinite_check(&kvq_codec_fp, xr + c0, (size_t)len, (size_t)(xr + c0 - x));
+            double M = (double)kvq_f32_of_bits(mb), e = 0.0;
             /* a fixed format without search needs no objective when writing:
              * the scale is search_span's single candidate */
             float sc = !(M > 0) ? store_scale(1.0, s->gran_group, lut->mag[lut->n - 1])
@@ -292,7 +296,8 @@ static double fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp_
         }
         if (row) fp_pack_codes(lut->f, s->nib, codes, L->cols, row + (size_t)L->gpr * L->entry);
     }
-    return total;
+    if (obj) *obj = total;
+    return KVQ_OK;
 }
 
 static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
@@ -305,21 +310,21 @@ static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     float *scratch = malloc((size_t)(3 * L.cols + 1) * sizeof(float));
     KVQ_FAIL_IF(!scratch, KVQ_ERR_NOMEM, "fp: out of memory");
     int best = lo;
-    if (hi > lo) {
-        double be = INFINITY;
-        for (int i = lo; i <= hi; i++) {
-            fp_layout Li = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[i]), &src->shape);
-            double e = fp_encode_fmt(s, i, src->data, &Li, NULL, scratch);
-            if (e < be) be = e, best = i;
-        }
+    kvq_err err = KVQ_OK;
+    double be = INFINITY;
+    for (int i = lo; hi > lo && i <= hi && !err; i++) {
+        fp_layout Li = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[i]), &src->shape);
+        double e = INFINITY;
+        err = fp_encode_fmt(s, i, src->data, &Li, NULL, scratch, &e);
+        if (e < be) be = e, best = i;
     }
     L = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[best]), &src->shape);
     uint8_t *out = dst;
     out[0] = (uint8_t)best;
-    fp_encode_fmt(s, best, src->data, &L, out, scratch);
+    if (!err) err = fp_encode_fmt(s, best, src->data, &L, out, scratch, NULL);
     free(scratch);
-    *n = L.total;
-    return KVQ_OK;
+    if (!err) *n = L.total;
+    return err;
 }
 
 /* Scale g of a row, checked (a non-finite one can only come from damage). */
@@ -371,7 +376,7 @@ static kvq_err fp_decode_rows(void *st, const void *src, size_t n, const kvq_sha
 
 const kvq_codec kvq_codec_fp = {
     .abi = KVQ_CODEC_ABI, .name = "fp", .id = 30,
-    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV, .flags = 0,
+    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV, .flags = KVQ_FLAG_CHECKS_FINITE,
     .state_size = sizeof(fp_state), .params = fp_params,
     .n_params = sizeof fp_params / sizeof fp_params[0], .max_rel_err = FP_REL_ERR,
     .summary = "LLM-FP4 ExMy with real per-row/group bias, paper or clip search (layer-output MSE when calibrated)",

@@ -85,10 +85,12 @@ static uint8_t mx_exponent(float amax)
  * (ties toward zero: strict compares), in int32 lanes so gcc -O2
  * vectorises the 32-value loop; tests/test_fp.c checks it against the
  * table path and ggml's golden bytes. */
-static void mx_encode_block(const float *restrict x, uint8_t *restrict out)
+static int mx_encode_block(const float *restrict x, uint8_t *restrict out)
 {
     int32_t c[MX_BLOCK];
-    uint8_t e = mx_exponent(kvq_absmax(x, MX_BLOCK));
+    uint32_t amax = kvq_absmax_bits(x, MX_BLOCK);
+    if (amax >= KVQ_F32_INF_BITS) return 1; /* NaN or Inf: nothing written */
+    uint8_t e = mx_exponent(kvq_f32_of_bits(amax));
     const float inv = e <= MX_E_BITS_MAX ? pow2f(127 - (int)e) : ldexpf(1.0f, 127 - (int)e); /* 1/2^(e−127) */
     out[0] = e;
     for (int j = 0; j < MX_BLOCK; j++) {
@@ -97,6 +99,7 @@ static void mx_encode_block(const float *restrict x, uint8_t *restrict out)
         c[j] = m | (((x[j] < 0.0f) & (m != 0)) << 3);
     }
     for (int j = 0; j < MX_BLOCK / 2; j++) out[1 + j] = (uint8_t)(c[j] | c[j + MX_BLOCK / 2] << 4);
+    return 0;
 }
 
 static kvq_err mx_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
@@ -107,7 +110,9 @@ static kvq_err mx_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     KVQ_FAIL_IF(cap < need, KVQ_ERR_DST_TOO_SMALL, "mxfp4: need %zu bytes, buffer has %zu", need, cap);
     const float *x = src->data;
     uint8_t *out = dst;
-    for (size_t b = 0; b < need / MX_BYTES; b++) mx_encode_block(x + b * MX_BLOCK, out + b * MX_BYTES);
+    for (size_t b = 0; b < need / MX_BYTES; b++)
+        if (mx_encode_block(x + b * MX_BLOCK, out + b * MX_BYTES))
+            return kvq_nonfinite_check(&kvq_codec_mxfp4, x + b * MX_BLOCK, MX_BLOCK, b * MX_BLOCK);
     *n = need;
     return KVQ_OK;
 }
@@ -189,39 +194,46 @@ static void nv_codes_fast(const float *restrict v, float d, uint8_t *restrict pa
     for (int j = 0; j < NV_SUB / 2; j++) packed[j] = (uint8_t)(c[j] | c[j + NV_SUB / 2] << 4);
 }
 
-/* max |v| of 16 values as a fixed tree (exact: max does not round). */
-static inline float nv_absmax16(const float *v)
-{
-    float m[8];
-    for (int j = 0; j < 8; j++) {
-        float a = fabsf(v[j]), b = fabsf(v[j + 8]);
-        m[j] = a > b ? a : b;
-    }
-    for (int w = 4; w; w /= 2)
-        for (int j = 0; j < w; j++) m[j] = m[j] > m[j + w] ? m[j] : m[j + w];
-    return m[0];
-}
-
 /* One block of 64: the four sub-block scales first (independent chains of
- * absmax, division and UE4M3 rounding the CPU overlaps), then the codes. */
-static void nv_encode_block(const float *x, float inv_g, uint8_t *out)
+ * absmax, division and UE4M3 rounding the CPU overlaps), then the codes.
+ * 1 when the block holds a NaN or Inf (nothing written). */
+static int nv_encode_block(const float *x, float inv_g, uint8_t *out)
 {
-    float v[NV_BLOCK], amax[NV_BLOCK / NV_SUB], d[NV_BLOCK / NV_SUB];
+    float v[NV_BLOCK], d[NV_BLOCK / NV_SUB];
+    uint32_t amax[NV_BLOCK / NV_SUB];
     for (int j = 0; j < NV_BLOCK; j++) v[j] = x[j] * inv_g;
-    for (int s = 0; s < NV_BLOCK / NV_SUB; s++) amax[s] = nv_absmax16(v + s * NV_SUB);
+    for (int s = 0; s < NV_BLOCK / NV_SUB; s++) amax[s] = kvq_absmax_bits(v + s * NV_SUB, NV_SUB);
+    uint32_t top = amax[0] > amax[1] ? amax[0] : amax[1], top2 = amax[2] > amax[3] ? amax[2] : amax[3];
+    if ((top > top2 ? top : top2) >= KVQ_F32_INF_BITS) return 1;
     for (int s = 0; s < NV_BLOCK / NV_SUB; s++) {
-        out[s] = kvq_ue4m3_from_f32(amax[s] / NV_E2M1_MAX);
+        out[s] = kvq_ue4m3_from_f32(kvq_f32_of_bits(amax[s]) / NV_E2M1_MAX);
         d[s] = kvq_ue4m3_value(out[s]) * 0.5f;
     }
     for (int s = 0; s < NV_BLOCK / NV_SUB; s++) {
         uint8_t *dst = out + NV_BLOCK / NV_SUB + s * NV_SUB / 2, codes[NV_SUB];
-        if (d[s] > 0.0f && amax[s] <= NV_FAST_RANGE * d[s]) {
+        if (d[s] > 0.0f && kvq_f32_of_bits(amax[s]) <= NV_FAST_RANGE * d[s]) {
             nv_codes_fast(v + s * NV_SUB, d[s], dst); /* packed split-half */
         } else {
             for (int j = 0; j < NV_SUB; j++) codes[j] = nv_best(v[s * NV_SUB + j], d[s]);
             kvq_nibbles_pack(codes, NV_SUB, KVQ_NIB_SPLIT_HALF, dst);
         }
     }
+    return 0;
+}
+
+/* The per-tensor scale G = amax/(448·6) (tscale=1; else 1), kept so that
+ * decode stays finite; 1 when the tensor holds a NaN or Inf. */
+static int nv_tensor_scale(const nv_state *s, const float *x, size_t n, float *g)
+{
+    *g = 1.0f;
+    if (!s->tscale) return 0; /* no tensor pass: the blocks see NaN/Inf themselves */
+    uint32_t ab = kvq_absmax_bits(x, n);
+    if (ab >= KVQ_F32_INF_BITS) return 1;
+    float amax = kvq_f32_of_bits(ab);
+    if (amax > 0.0f) *g = amax / (NV_E4M3_MAX * NV_E2M1_MAX);
+    if (!(*g >= FLT_MIN)) *g = 1.0f; /* amax so small that g underflows: ggml's blocks alone */
+    while (!isfinite(*g * NV_E4M3_MAX * NV_E2M1_MAX)) *g = nextafterf(*g, 0.0f); /* decode stays finite */
+    return 0;
 }
 
 static kvq_err nv_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
@@ -233,13 +245,13 @@ static kvq_err nv_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     KVQ_FAIL_IF(cap < need, KVQ_ERR_DST_TOO_SMALL, "nvfp4: need %zu bytes, buffer has %zu", need, cap);
     const float *x = src->data;
     size_t nb = (need - NV_HDR) / NV_BYTES;
-    float amax = kvq_absmax(x, nb * NV_BLOCK);
-    float g = s->tscale && amax > 0.0f ? amax / (NV_E4M3_MAX * NV_E2M1_MAX) : 1.0f;
-    if (!(g >= FLT_MIN)) g = 1.0f; /* amax so small that g underflows: ggml's blocks alone */
-    while (!isfinite(g * NV_E4M3_MAX * NV_E2M1_MAX)) g = nextafterf(g, 0.0f); /* decode stays finite */
+    float g;
+    if (nv_tensor_scale(s, x, nb * NV_BLOCK, &g)) return kvq_nonfinite_check(&kvq_codec_nvfp4, x, nb * NV_BLOCK, 0);
     uint8_t *out = dst;
     memcpy(out, &g, 4);
-    for (size_t b = 0; b < nb; b++) nv_encode_block(x + b * NV_BLOCK, 1.0f / g, out + NV_HDR + b * NV_BYTES);
+    for (size_t b = 0; b < nb; b++)
+        if (nv_encode_block(x + b * NV_BLOCK, 1.0f / g, out + NV_HDR + b * NV_BYTES))
+            return kvq_nonfinite_check(&kvq_codec_nvfp4, x + b * NV_BLOCK, NV_BLOCK, b * NV_BLOCK);
     *n = need;
     return KVQ_OK;
 }
@@ -278,7 +290,7 @@ static kvq_err nv_decode_rows(void *st, const void *src, size_t n, const kvq_sha
 
 const kvq_codec kvq_codec_mxfp4 = {
     .abi = KVQ_CODEC_ABI, .name = "mxfp4", .id = 32,
-    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV, .flags = 0,
+    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV, .flags = KVQ_FLAG_CHECKS_FINITE,
     .state_size = 0, .params = NULL, .n_params = 0, .max_rel_err = MX_REL_ERR,
     .summary = "OCP MXFP4: E2M1 x32 + E8M0 scale, ggml block_mxfp4 bytes and tie rule (4.25 bpw)",
     .bound = mx_bound, .encode = mx_encode, .decode = NULL, .decode_rows = mx_decode_rows,
@@ -286,7 +298,7 @@ const kvq_codec kvq_codec_mxfp4 = {
 
 const kvq_codec kvq_codec_nvfp4 = {
     .abi = KVQ_CODEC_ABI, .name = "nvfp4", .id = 33,
-    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV, .flags = 0,
+    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV, .flags = KVQ_FLAG_CHECKS_FINITE,
     .state_size = sizeof(nv_state), .params = nv_params, .n_params = sizeof nv_params / sizeof nv_params[0],
     .max_rel_err = NV_REL_ERR,
     .summary = "NVFP4: E2M1 x16 + UE4M3 scale (ggml blocks of 64) + per-tensor f32 scale (4.5 bpw)",

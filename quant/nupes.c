@@ -96,8 +96,32 @@ int32_t kvq_nupes_code(unsigned bits, double a, float w, float M)
  * no pow per value.  pow is not guaranteed monotone to the last ulp, so a
  * band of relative width NU_BAND around each t_k is left to the formula
  * itself: r inside a band (counts against the band's two edges differ) is
- * coded by code_of_ratio, so the result equals kvq_nupes_code exactly. */
-#define NU_BAND 0x1p-20 /* >> f32 rounding of the scaled thresholds below */
+ * coded by code_of_ratio, so the result equals kvq_nupes_code exactly.
+ *
+ * The f32 path compares a = |w|·fl(1/M) (within 2^-23 of r = |w|/M,
+ * relatively, while a is normal) with the per-tensor f32 band edges
+ * flo_k = fl(t_k(1 − 2^-19)), fhi_k = fl(t_k(1 + 2^-19)): a < flo_k puts r
+ * below t_k(1 − NU_BAND) and a >= fhi_k above t_k(1 + NU_BAND), so an
+ * unambiguous f32 count is the double path's count, and an ambiguous one
+ * goes to the formula.  It needs flo_1 >= NU_F_MIN (a below that is code 0
+ * whatever its rounding).  Up to 4 bits the count is 2·7 compares; wider
+ * codes read it from a table of buckets: a's exponent and top
+ * NU_TAB_MBITS mantissa bits pick a bucket of relative width <= 2^-8, and
+ * since t_{k+1}/t_k >= (Qm + 1/2)/(Qm − 1/2) >= 1 + 2^-7 at most one band
+ * meets a bucket (nu_thr_init checks it): code = base + (a >= lo),
+ * ambiguous when a >= lo differs from a >= hi. */
+#define NU_BAND      0x1p-20 /* >> f32 rounding of the scaled thresholds below */
+#define NU_FBAND     0x1p-19 /* f32 band: NU_BAND + a's rounding, with margin  */
+#define NU_F_MIN     0x1p-100
+#define NU_TAB_MBITS 8
+#define NU_TAB_SHIFT (23 - NU_TAB_MBITS)
+#define NU_TAB_MAX   (48 << NU_TAB_MBITS) /* 48 binades below 1 */
+#define NU_ONE_BITS  0x3F800000u          /* 1.0f */
+
+typedef struct {
+    float   lo, hi; /* the band that meets the bucket, or +inf     */
+    int32_t base;   /* thresholds whose band lies below the bucket */
+} nu_bucket;
 
 typedef struct {
     int32_t qm;
@@ -105,6 +129,12 @@ typedef struct {
     double  a;
     double  lo[KVQ_NUPES_MAX_LEVELS];        /* t_k(1 − band), k = 1..qm; +inf */
     double  hi[KVQ_NUPES_MAX_LEVELS];        /* t_k(1 + band), beyond qm      */
+    int     fast;                            /* 1: the f32 bands are usable   */
+    float   flo[KVQ_NUPES_MAX_LEVELS + 1];   /* f32 bands (+inf beyond qm)    */
+    float   fhi[KVQ_NUPES_MAX_LEVELS + 1];
+    nu_bucket *tab;                          /* qm > 7: buckets, or NULL      */
+    int32_t tab_first;                       /* bucket 0: bits(2^−E) >> shift */
+    int32_t tab_n;
 } nu_thr;
 
 static double threshold(int32_t qm, double a, int32_t k)
@@ -122,17 +152,58 @@ static double threshold(int32_t qm, double a, int32_t k)
     return t;
 }
 
+/* The bucket table of the f32 bands; NULL when a's range is too wide or
+ * (never for Qm <= 127) two bands would meet one bucket. */
+static nu_bucket *nu_table(nu_thr *t)
+{
+    uint32_t first = (kvq_f32_bits(t->flo[1]) & KVQ_F32_INF_BITS) >> NU_TAB_SHIFT; /* 2^−E <= flo_1 */
+    int32_t n = (int32_t)((NU_ONE_BITS >> NU_TAB_SHIFT) - first) + 1;
+    if (n > NU_TAB_MAX) return NULL;
+    nu_bucket *tab = malloc((size_t)n * sizeof *tab);
+    if (!tab) return NULL;
+    int32_t k = 1;
+    for (int32_t i = 0; i < n; i++) {
+        float b0 = kvq_f32_of_bits((first + (uint32_t)i) << NU_TAB_SHIFT);
+        float b1 = kvq_f32_of_bits((first + (uint32_t)i + 1) << NU_TAB_SHIFT);
+        while (k <= t->qm && t->fhi[k] <= b0) k++;
+        tab[i].base = k - 1;
+        int meets = k <= t->qm && t->flo[k] < b1;
+        tab[i].lo = meets ? t->flo[k] : INFINITY;
+        tab[i].hi = meets ? t->fhi[k] : INFINITY;
+        if (meets && k < t->qm && t->flo[k + 1] < b1) {
+            free(tab);
+            return NULL;
+        }
+    }
+    t->tab_first = (int32_t)first;
+    t->tab_n = n;
+    return tab;
+}
+
 static void nu_thr_init(nu_thr *t, unsigned bits, double a)
 {
     t->qm = nu_qm(bits);
     t->steps = bits - 1;
     t->a = a;
     t->lo[0] = t->hi[0] = -INFINITY;
-    for (int32_t k = 1; k < KVQ_NUPES_MAX_LEVELS; k++) {
+    t->flo[0] = t->fhi[0] = -INFINITY;
+    for (int32_t k = 1; k <= KVQ_NUPES_MAX_LEVELS; k++) {
         double tk = k <= t->qm ? threshold(t->qm, a, k) : INFINITY;
-        t->lo[k] = tk * (1.0 - NU_BAND);
-        t->hi[k] = tk * (1.0 + NU_BAND);
+        if (k < KVQ_NUPES_MAX_LEVELS) {
+            t->lo[k] = tk * (1.0 - NU_BAND);
+            t->hi[k] = tk * (1.0 + NU_BAND);
+        }
+        t->flo[k] = (float)(tk * (1.0 - NU_FBAND));
+        t->fhi[k] = (float)(tk * (1.0 + NU_FBAND));
     }
+    t->fast = t->flo[1] >= NU_F_MIN;
+    t->tab = t->fast && t->qm > 7 ? nu_table(t) : NULL;
+}
+
+static void nu_thr_free(nu_thr *t)
+{
+    free(t->tab);
+    t->tab = NULL;
 }
 
 /* #{k : r >= e[k]} for the 2^(bits−1) − 1 thresholds (branch-free bisection). */
@@ -143,22 +214,31 @@ static inline int32_t count_ge(const double *e, unsigned steps, double r)
     return pos;
 }
 
-/* Up to 4 bits: the band edges scaled by M once per group and rounded to
- * f32 (relative error < 2^-23, far inside the band), so each value costs
- * 14 f32 compares of |w| and no division: a constant-trip loop gcc -O2
- * vectorises.  |w| >= fl(hi_k·M) puts |w|/M above t_k·(1 + 2^-21) and
- * |w| < fl(lo_k·M) below t_k·(1 − 2^-21), so equal counts are the code;
- * otherwise amb[j] sends the value to the formula. */
+/* The formula for the values a fast path left ambiguous. */
+static void nu_fix_ambiguous(const nu_thr *t, const float *x, int64_t k, float M, const uint8_t *amb, int32_t *q)
+{
+    for (int64_t j = 0; j < k; j++)
+        if (amb[j]) {
+            double r = fabs((double)x[j]) / (double)M;
+            int32_t c = code_of_ratio(t->qm, t->a, r > 1.0 ? 1.0 : r);
+            q[j] = x[j] < 0.0f ? -c : c;
+        }
+}
+
+/* Up to 4 bits: 14 f32 compares of a = |w|·inv against band edges (the
+ * f32 bands with inv = 1/M, or the double bands scaled by M with inv = 1),
+ * a constant-trip loop gcc -O2 vectorises; amb[j] marks a value whose two
+ * counts differ (for the formula). */
 #define NU_RUN4 32
 
 static inline int32_t nu_codes4_run(const float *lo, const float *hi, const float *restrict x, int64_t n,
-                                    int32_t *restrict q, uint8_t *restrict amb)
+                                    float inv, int32_t *restrict q, uint8_t *restrict amb)
 {
     int32_t any = 0;
     const float a1 = lo[1], a2 = lo[2], a3 = lo[3], a4 = lo[4], a5 = lo[5], a6 = lo[6], a7 = lo[7];
     const float b1 = hi[1], b2 = hi[2], b3 = hi[3], b4 = hi[4], b5 = hi[5], b6 = hi[6], b7 = hi[7];
     for (int64_t j = 0; j < n; j++) {
-        float a = fabsf(x[j]);
+        float a = fabsf(x[j]) * inv;
         int32_t c = (a >= a1) + (a >= a2) + (a >= a3) + (a >= a4) + (a >= a5) + (a >= a6) + (a >= a7);
         int32_t h = (a >= b1) + (a >= b2) + (a >= b3) + (a >= b4) + (a >= b5) + (a >= b6) + (a >= b7);
         q[j] = x[j] < 0.0f ? -c : c;
@@ -171,25 +251,50 @@ static inline int32_t nu_codes4_run(const float *lo, const float *hi, const floa
 /* 0: done; 1: thresholds too small for f32 (the caller takes the double path). */
 static int nu_codes4_span(const nu_thr *t, const float *x, int64_t len, float M, int32_t *q)
 {
-    float lo[8], hi[8];
-    for (int k = 1; k < 8; k++) {
-        lo[k] = (float)(t->lo[k] * M);
-        hi[k] = (float)(t->hi[k] * M);
+    float slo[8], shi[8], inv = 1.0f;
+    const float *lo = t->flo, *hi = t->fhi;
+    if (t->fast) {
+        inv = 1.0f / M;
+    } else { /* the double bands scaled by M (relative error < 2^-23, far inside the band) */
+        for (int k = 1; k < 8; k++) {
+            slo[k] = (float)(t->lo[k] * M);
+            shi[k] = (float)(t->hi[k] * M);
+        }
+        if (!(slo[1] >= FLT_MIN)) return 1;
+        lo = slo, hi = shi;
     }
-    if (!(lo[1] >= FLT_MIN)) return 1;
     uint8_t amb[NU_RUN4];
     for (int64_t c0 = 0; c0 < len; c0 += NU_RUN4) {
         int64_t k = len - c0 < NU_RUN4 ? len - c0 : NU_RUN4;
-        int32_t any = k == NU_RUN4 ? nu_codes4_run(lo, hi, x + c0, NU_RUN4, q + c0, amb)
-                                   : nu_codes4_run(lo, hi, x + c0, k, q + c0, amb);
-        for (int64_t j = 0; any && j < k; j++)
-            if (amb[j]) {
-                double r = fabs((double)x[c0 + j]) / (double)M;
-                int32_t c = code_of_ratio(t->qm, t->a, r > 1.0 ? 1.0 : r);
-                q[c0 + j] = x[c0 + j] < 0.0f ? -c : c;
-            }
+        int32_t any = k == NU_RUN4 ? nu_codes4_run(lo, hi, x + c0, NU_RUN4, inv, q + c0, amb)
+                                   : nu_codes4_run(lo, hi, x + c0, k, inv, q + c0, amb);
+        if (any) nu_fix_ambiguous(t, x + c0, k, M, amb, q + c0);
     }
     return 0;
+}
+
+/* Wider codes through the bucket table (t->tab set). */
+static void nu_codes_tab_span(const nu_thr *t, const float *x, int64_t len, float M, int32_t *q)
+{
+    const nu_bucket *tab = t->tab;
+    const int32_t first = t->tab_first;
+    const float inv = 1.0f / M;
+    uint8_t amb[NU_RUN4];
+    for (int64_t c0 = 0; c0 < len; c0 += NU_RUN4) {
+        int64_t k = len - c0 < NU_RUN4 ? len - c0 : NU_RUN4;
+        int32_t any = 0;
+        for (int64_t j = 0; j < k; j++) {
+            float a = fabsf(x[c0 + j]) * inv;
+            a = a < 1.0f ? a : 1.0f;
+            int32_t i = (int32_t)(kvq_f32_bits(a) >> NU_TAB_SHIFT) - first;
+            const nu_bucket *b = &tab[i > 0 ? i : 0];
+            int32_t c = b->base + (a >= b->lo), h = b->base + (a >= b->hi);
+            q[c0 + j] = x[c0 + j] < 0.0f ? -c : c;
+            amb[j] = (uint8_t)(c != h);
+            any |= c != h;
+        }
+        if (any) nu_fix_ambiguous(t, x + c0, k, M, amb, q + c0);
+    }
 }
 
 /* Codes of x[len] against one stored maximum M (kvq_nupes_code's values). */
@@ -200,6 +305,10 @@ static void nu_codes_span(const nu_thr *t, const float *x, int64_t len, float M,
         return;
     }
     if (t->qm <= 7 && !nu_codes4_span(t, x, len, M, q)) return;
+    if (t->tab) {
+        nu_codes_tab_span(t, x, len, M, q);
+        return;
+    }
     for (int64_t j = 0; j < len; j++) {
         double r = fabs((double)x[j]) / (double)M;
         r = r > 1.0 ? 1.0 : r;
@@ -306,6 +415,7 @@ static double weight_err(nu_work *w, double a, int requant)
             e += d * d;
         }
     }
+    if (requant) nu_thr_free(&t);
     return e;
 }
 
@@ -442,13 +552,18 @@ static kvq_err drive(nu_work *w, double *a)
 }
 
 /* ---- encode / decode -------------------------------------------------------------------- */
-/* The stored maxima of rows [r0, r1). */
+/* The stored maxima of rows [r0, r1); NaN/Inf are found here
+ * (KVQ_FLAG_CHECKS_FINITE: the core does not scan). */
 static kvq_err nu_prepare(nu_work *w, int64_t r0, int64_t r1)
 {
     for (int64_t r = r0; r < r1; r++)
         for (int64_t g = 0; g < w->L.gpr; g++) {
             int64_t c0 = g * w->s->group, len = w->L.cols - c0 < w->s->group ? w->L.cols - c0 : w->s->group;
-            float m = kvq_absmax(w->x + r * w->L.cols + c0, (size_t)len);
+            const float *xg = w->x + r * w->L.cols + c0;
+            uint32_t mb = kvq_absmax_bits(xg, (size_t)len);
+            if (mb >= KVQ_F32_INF_BITS)
+                return kvq_nonfinite_check(&kvq_codec_nupes, xg, (size_t)len, (size_t)(r * w->L.cols + c0));
+            float m = kvq_f32_of_bits(mb);
             uint16_t h = kvq_f32_to_f16(m);
             KVQ_FAIL_IF((h & 0x7C00u) == 0x7C00u, KVQ_ERR_PARAM_RANGE,
                         "nupes: row %lld: max %g exceeds the f16 range of the stored maxima", (long long)r, (double)m);
@@ -468,6 +583,11 @@ static inline void nu_run_codes(const int32_t *restrict q, int64_t n, int32_t qm
 static void nu_pack_row(const int32_t *q, int64_t cols, unsigned bits, int32_t qm, uint8_t *codes, uint8_t *dst)
 {
     int64_t c = 0;
+    if (bits == 8) { /* the stream is the codes, one byte each */
+        for (; c + NU_RUN4 <= cols; c += NU_RUN4) nu_run_codes(q + c, NU_RUN4, qm, dst + c);
+        nu_run_codes(q + c, cols - c, qm, dst + c);
+        return;
+    }
     for (; c + NU_RUN4 <= cols; c += NU_RUN4) {
         nu_run_codes(q + c, NU_RUN4, qm, codes + c);
         if (bits == 4) kvq_nibbles_pack(codes + c, NU_RUN4, KVQ_NIB_ADJACENT, dst + c / 2);
@@ -525,6 +645,7 @@ static kvq_err nu_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
         nu_thr t;
         nu_thr_init(&t, s->bits, a);
         e = nu_write(&w, &t, a, dst);
+        nu_thr_free(&t);
     } else if (!e) {
         e = nu_write(&w, NULL, a, dst);
     }
@@ -572,7 +693,7 @@ static kvq_err nu_decode_rows(void *st, const void *src, size_t n, const kvq_sha
 
 const kvq_codec kvq_codec_nupes = {
     .abi = KVQ_CODEC_ABI, .name = "nupes", .id = 34,
-    .domain = KVQ_DOMAIN_WEIGHT, .flags = 0,
+    .domain = KVQ_DOMAIN_WEIGHT, .flags = KVQ_FLAG_CHECKS_FINITE,
     .state_size = sizeof(nu_state), .params = nu_params, .n_params = sizeof nu_params / sizeof nu_params[0],
     .max_rel_err = NU_REL_ERR,
     .summary = "NUPES-style power-exponent levels M(k/Qm)^(1/a), exponent searched; data-driven codes with --calib",

@@ -97,6 +97,52 @@ static inline float kvq_absmax(const float *x, size_t n)
     return m[0];
 }
 
+/* kvq_absmax_bits() : max |x_i| over n values (0 for n = 0) as the bits of
+ * a binary32, with non-finite input visible: the result is >=
+ * KVQ_F32_INF_BITS iff some x_i is Inf or NaN.  Non-negative binary32
+ * values order like their bit patterns and NaNs lie above Inf, so the
+ * integer maximum of |x_i|'s bits is both (kvq_absmax's value when all are
+ * finite: max does not round).  Lanes as in kvq_absmax. */
+#define KVQ_F32_ABS_MASK 0x7FFFFFFFu
+#define KVQ_F32_INF_BITS 0x7F800000u
+
+static inline uint32_t kvq_absmax_bits(const float *x, size_t n)
+{
+    int32_t m[KVQ_REDUCE_LANES] = {0}; /* < 2^31: signed compares vectorise on SSE2 */
+    size_t nv = n - n % KVQ_REDUCE_LANES;
+    for (size_t c = 0; c < nv; c += KVQ_REDUCE_LANES)
+        for (int l = 0; l < KVQ_REDUCE_LANES; l++) {
+            uint32_t u;
+            memcpy(&u, &x[c + l], 4);
+            int32_t a = (int32_t)(u & KVQ_F32_ABS_MASK);
+            m[l] = a > m[l] ? a : m[l];
+        }
+    for (size_t c = nv; c < n; c++) {
+        uint32_t u;
+        memcpy(&u, &x[c], 4);
+        int32_t a = (int32_t)(u & KVQ_F32_ABS_MASK);
+        m[0] = a > m[0] ? a : m[0];
+    }
+    for (int l = 1; l < KVQ_REDUCE_LANES; l++) m[0] = m[l] > m[0] ? m[l] : m[0];
+    return (uint32_t)m[0];
+}
+
+/* kvq_f32_bits() : the bits of a binary32. */
+static inline uint32_t kvq_f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* kvq_f32_of_bits() : the binary32 with bits u. */
+static inline float kvq_f32_of_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 /* kvq_signed_absmax() : ggml's Q4_0 "max" — the value (sign kept) of the
  * FIRST element whose magnitude is largest; +0 when all are ±0.  The
  * extremes decide it unless the largest magnitude occurs with both signs,
