@@ -594,9 +594,15 @@ typedef enum kvq_linear {
      * out_proj input (gated-norm output) [d_inner]; GATEUP/DOWN unused.
      * The SSM inputs after conv1d + SiLU are passed as shaped views so a
      * codec sees the SSD groups: */
-    KVQ_LIN_SSM_X = 5, /* x, [1][n_groups][heads per group][head dim]           */
+    KVQ_LIN_SSM_X = 5, /* x, [n_groups][heads per group][head dim][1]           */
     KVQ_LIN_SSM_B = 6, /* B, [1][n_groups][d_state]                             */
     KVQ_LIN_SSM_C = 7, /* C, [1][n_groups][d_state]                             */
+    /* Quamba2's other tensors (applied only by codecs that opt in by a
+     * zdt / state parameter, i.e. quamba2; libkvq/mamba2.c): in_proj
+     * outputs z and raw dt, and the SSM state (captured at chunk ends): */
+    KVQ_LIN_SSM_Z = 8,  /* z, [1][d_inner]                                      */
+    KVQ_LIN_SSM_DT = 9, /* dt before dt_bias and softplus, [1][n_heads]         */
+    KVQ_LIN_SSM_H = 10, /* state, [n_groups][heads per group][head dim][d_state] */
     KVQ_LIN__COUNT
 } kvq_linear;
 
@@ -1142,6 +1148,13 @@ KVQ_API void kvq_quamba2_plan_free(kvq_quamba2_plan *p);            /* NULL-safe
  * group.  Float logits are unchanged up to f32 rounding.  The decoder's
  * in_proj/out_proj become owned f32 copies. */
 KVQ_API kvq_err kvq_mamba2_reorder(kvq_decoder *d, int layer, const int *head_perm, const int *chan_perm);
+
+/* kvq_mamba2_state() : copies the SSM state of `layer` as the decoder
+ * holds it now (after the last token; the decoded state when a state
+ * codec keeps it encoded) into h[n_heads][head_dim][d_state] (caller's).
+ * KVQ_ERR_ARG for a decoder that is not Mamba-2 or a bad layer.  Lets a
+ * test compare states, e.g. before and after kvq_mamba2_reorder (§4.8.1). */
+KVQ_API kvq_err kvq_mamba2_state(const kvq_decoder *d, int layer, float *h);
 
 /* ======================================================================== */
 /*  Section: Quasicryth  (compress/quasicryth/, FORMAT.md §4)               */

@@ -63,8 +63,10 @@ typedef struct m2_layer {
     dec_mat out_proj;          /* (dim, d_inner)                                 */
     float *conv_state;         /* (K−1, conv_dim) last xBC inputs, oldest first  */
     float *h;                  /* (nheads, headdim, d_state) SSM state           */
-    void *h_enc;               /* encoded h (state codec), h_enc_n bytes         */
-    size_t h_enc_n;
+    kvq_ctx *hctx;             /* state codec (not owned), or NULL: h f32        */
+    kvq_shape h_shape;         /* the view hctx sees h as                        */
+    void *h_enc;               /* encoded h, h_enc_n of h_cap bytes              */
+    size_t h_enc_n, h_cap;
 } m2_layer;
 
 struct kvq_mamba2 {
@@ -77,8 +79,7 @@ struct kvq_mamba2 {
     float *cum;                /* (B) cumulative log-decay of one head           */
     float *cb;                 /* (B, B) C_t·B_s of one group                    */
     int pos;                   /* tokens consumed by the state                   */
-    kvq_ctx *state_codec;      /* NULL: h stays f32                              */
-    size_t h_cap;              /* payload bound of one layer's h                 */
+    kvq_ctx *state_codec;      /* the k_spec state codec (owned), or NULL         */
 };
 
 /* ---- binding ------------------------------------------------------------------ */
@@ -147,7 +148,7 @@ static kvq_err alloc_m2(kvq_decoder *d, kvq_mamba2 *mb)
                 "decoder: out of memory for the Mamba-2 run state");
     /* Payload scratch: the largest bound over the views the hooks pass. */
     int64_t flat[2] = {1, mb->d_inner > mb->dim ? mb->d_inner : mb->dim};
-    int64_t xd[4] = {1, mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim};
+    int64_t xd[4] = {mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim, 1};
     int64_t bd[3] = {1, mb->n_groups, mb->d_state};
     kvq_shape shapes[3] = {kvq_shape_make(2, flat), kvq_shape_make(4, xd), kvq_shape_make(3, bd)};
     for (int l = 0; l <= d->cfg.n_layers; l++)
@@ -165,20 +166,41 @@ static kvq_err alloc_m2(kvq_decoder *d, kvq_mamba2 *mb)
     return KVQ_OK;
 }
 
-/* The SSM-state codec: cache_cfg->k_spec when it names an SSM codec. */
+/* The codec of a Quamba2-only tensor (z, dt, the state) of layer l: the
+ * layer's activation codec for `which` when it serves KVQ_DOMAIN_SSM and
+ * opts in through a parameter named `toggle` set to 1 (quamba2's zdt,
+ * state); else NULL and the tensor stays f32, so a generic activation
+ * codec (rtn, fp) keeps quantizing only the linear inputs and x, B, C. */
+static kvq_ctx *ssm_ctx(const kvq_decoder *d, int l, kvq_linear which, const char *toggle)
+{
+    kvq_ctx *ctx = kvq_dec_act_ctx(d, l, which);
+    if (!ctx || !(kvq_ctx_codec(ctx)->domain & KVQ_DOMAIN_SSM)) return NULL;
+    int i = kvq_param_index(kvq_ctx_codec(ctx), toggle);
+    return i >= 0 && kvq_ctx_params(ctx)->v[i] != 0 ? ctx : NULL;
+}
+
+/* The state codec of every layer: cache_cfg->k_spec when set (one codec,
+ * h seen as [heads][head_dim][d_state]); else the layer's KVQ_LIN_SSM_H
+ * activation codec (calibrated per layer: static scales), h seen as
+ * [n_groups][heads per group][head_dim][d_state]; else none. */
 static kvq_err open_state_codec(kvq_decoder *d, kvq_mamba2 *mb)
 {
     const char *spec = d->opts.cache_cfg ? d->opts.cache_cfg->k_spec : NULL;
-    if (!spec) return KVQ_OK;
-    KVQ_TRY(kvq_ctx_create(spec, &mb->state_codec));
-    KVQ_FAIL_IF(!(kvq_ctx_codec(mb->state_codec)->domain & KVQ_DOMAIN_SSM), KVQ_ERR_ARG,
-                "decoder: %s does not serve SSM states (Mamba-2 keeps its state, not K/V pages)", spec);
-    int64_t dims[3] = {mb->n_heads, mb->head_dim, mb->d_state};
-    kvq_shape s = kvq_shape_make(3, dims);
-    mb->h_cap = kvq_ctx_payload_bound(mb->state_codec, &s);
+    if (spec) {
+        KVQ_TRY(kvq_ctx_create(spec, &mb->state_codec));
+        KVQ_FAIL_IF(!(kvq_ctx_codec(mb->state_codec)->domain & KVQ_DOMAIN_SSM), KVQ_ERR_ARG,
+                    "decoder: %s does not serve SSM states (Mamba-2 keeps its state, not K/V pages)", spec);
+    }
+    int64_t d3[3] = {mb->n_heads, mb->head_dim, mb->d_state};
+    int64_t d4[4] = {mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim, mb->d_state};
     for (int l = 0; l < d->cfg.n_layers; l++) {
-        mb->layer[l].h_enc = malloc(mb->h_cap);
-        KVQ_FAIL_IF(!mb->layer[l].h_enc, KVQ_ERR_NOMEM, "decoder: out of memory for the encoded SSM state");
+        m2_layer *L = &mb->layer[l];
+        L->hctx = mb->state_codec ? mb->state_codec : ssm_ctx(d, l, KVQ_LIN_SSM_H, "state");
+        if (!L->hctx) continue;
+        L->h_shape = mb->state_codec ? kvq_shape_make(3, d3) : kvq_shape_make(4, d4);
+        L->h_cap = kvq_ctx_payload_bound(L->hctx, &L->h_shape);
+        L->h_enc = malloc(L->h_cap);
+        KVQ_FAIL_IF(!L->h_enc, KVQ_ERR_NOMEM, "decoder: out of memory for the encoded SSM state");
     }
     return KVQ_OK;
 }
@@ -267,7 +289,7 @@ size_t kvq_decoder_ssm_state_bytes(const kvq_decoder *d)
     const kvq_mamba2 *mb = d->mamba;
     size_t conv = (size_t)(mb->kernel - 1) * (size_t)mb->conv_dim * sizeof(float), n = 0;
     size_t h = (size_t)mb->n_heads * (size_t)mb->head_dim * (size_t)mb->d_state * sizeof(float);
-    for (int l = 0; l < d->cfg.n_layers; l++) n += conv + (mb->state_codec ? mb->layer[l].h_enc_n : h);
+    for (int l = 0; l < d->cfg.n_layers; l++) n += conv + (mb->layer[l].hctx ? mb->layer[l].h_enc_n : h);
     return n;
 }
 
@@ -298,15 +320,15 @@ static void conv_silu(kvq_mamba2 *mb, m2_layer *L, int nb)
     }
 }
 
-/* Capture + codec for one shaped SSM input per token (x, B or C). */
-static kvq_err ssm_hook(kvq_decoder *d, int l, kvq_linear which, float *base, int nb, int off, int ndim,
-                        const int64_t *dims)
+/* Capture + codec for one shaped tensor per token (x, B, C, z or dt):
+ * token t's values start at base + t·stride; ctx NULL: capture only. */
+static kvq_err ssm_hook(kvq_decoder *d, int l, kvq_linear which, kvq_ctx *ctx, float *base, size_t stride, int nb,
+                        int ndim, const int64_t *dims)
 {
-    kvq_mamba2 *mb = d->mamba;
-    kvq_ctx *ctx = kvq_dec_act_ctx(d, l, which);
-    int n = (int)(dims[ndim - 1] * dims[ndim - 2] * (ndim > 3 ? dims[1] : 1));
+    int n = 1;
+    for (int i = 0; i < ndim; i++) n *= (int)dims[i];
     for (int t = 0; t < nb; t++) {
-        float *row = base + (size_t)t * (size_t)mb->conv_dim + (size_t)off;
+        float *row = base + (size_t)t * stride;
         if (d->opts.capture) d->opts.capture(d->opts.capture_user, l, which, row, n);
         if (!ctx) continue;
         kvq_tensor view = kvq_tensor_view(KVQ_DTYPE_F32, row, ndim, dims);
@@ -317,15 +339,29 @@ static kvq_err ssm_hook(kvq_decoder *d, int l, kvq_linear which, float *base, in
     return KVQ_OK;
 }
 
+/* The SSM inputs after the conv: x, B and C (their layer's codecs). */
 static kvq_err ssm_hooks(kvq_decoder *d, int l, int nb)
 {
     kvq_mamba2 *mb = d->mamba;
-    int64_t xd[4] = {1, mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim};
+    int64_t xd[4] = {mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim, 1};
     int64_t bd[3] = {1, mb->n_groups, mb->d_state};
-    int gs = mb->n_groups * mb->d_state;
-    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_X, mb->xbc, nb, 0, 4, xd));
-    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_B, mb->xbc, nb, mb->d_inner, 3, bd));
-    return ssm_hook(d, l, KVQ_LIN_SSM_C, mb->xbc, nb, mb->d_inner + gs, 3, bd);
+    size_t gs = (size_t)(mb->n_groups * mb->d_state), cd = (size_t)mb->conv_dim;
+    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_X, kvq_dec_act_ctx(d, l, KVQ_LIN_SSM_X), mb->xbc, cd, nb, 4, xd));
+    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_B, kvq_dec_act_ctx(d, l, KVQ_LIN_SSM_B), mb->xbc + mb->d_inner, cd, nb, 3,
+                     bd));
+    return ssm_hook(d, l, KVQ_LIN_SSM_C, kvq_dec_act_ctx(d, l, KVQ_LIN_SSM_C), mb->xbc + mb->d_inner + gs, cd, nb,
+                    3, bd);
+}
+
+/* The in_proj outputs z and dt (raw, before dt_bias): Quamba2 int8. */
+static kvq_err proj_hooks(kvq_decoder *d, int l, int nb)
+{
+    kvq_mamba2 *mb = d->mamba;
+    int64_t zd[2] = {1, mb->d_inner}, dd[2] = {1, mb->n_heads};
+    size_t W = (size_t)mb->d_in_proj;
+    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_Z, ssm_ctx(d, l, KVQ_LIN_SSM_Z, "zdt"), mb->zxbcdt, W, nb, 2, zd));
+    return ssm_hook(d, l, KVQ_LIN_SSM_DT, ssm_ctx(d, l, KVQ_LIN_SSM_DT, "zdt"),
+                    mb->zxbcdt + mb->d_inner + mb->conv_dim, W, nb, 2, dd);
 }
 
 /* The recurrence for head h at token t of the chunk (rows t of xbc, dt, y). */
@@ -418,20 +454,17 @@ static void gated_norm(kvq_mamba2 *mb, const m2_layer *L, int nb)
     }
 }
 
-static kvq_err state_load(kvq_mamba2 *mb, m2_layer *L)
+static kvq_err state_load(m2_layer *L)
 {
-    if (!mb->state_codec || !L->h_enc_n) return KVQ_OK;
-    int64_t dims[3] = {mb->n_heads, mb->head_dim, mb->d_state};
-    kvq_tensor v = kvq_tensor_view(KVQ_DTYPE_F32, L->h, 3, dims);
-    return kvq_ctx_decode_payload(mb->state_codec, L->h_enc, L->h_enc_n, &v);
+    if (!L->hctx || !L->h_enc_n) return KVQ_OK;
+    kvq_tensor v = kvq_tensor_view(KVQ_DTYPE_F32, L->h, L->h_shape.ndim, L->h_shape.dim);
+    return kvq_ctx_decode_payload(L->hctx, L->h_enc, L->h_enc_n, &v);
 }
 
-static kvq_err state_store(kvq_mamba2 *mb, m2_layer *L)
+static kvq_err state_store(m2_layer *L)
 {
-    if (!mb->state_codec) return KVQ_OK;
-    int64_t dims[3] = {mb->n_heads, mb->head_dim, mb->d_state};
-    kvq_tensor v = kvq_tensor_view(KVQ_DTYPE_F32, L->h, 3, dims);
-    return kvq_ctx_encode_payload(mb->state_codec, &v, L->h_enc, mb->h_cap, &L->h_enc_n);
+    kvq_tensor v = kvq_tensor_view(KVQ_DTYPE_F32, L->h, L->h_shape.ndim, L->h_shape.dim);
+    return kvq_ctx_encode_payload(L->hctx, &v, L->h_enc, L->h_cap, &L->h_enc_n);
 }
 
 static kvq_err mixer(kvq_decoder *d, int l, int nb)
@@ -442,6 +475,7 @@ static kvq_err mixer(kvq_decoder *d, int l, int nb)
     for (int t = 0; t < nb; t++) kvq_dec_rmsnorm(d->xb + t * W, d->x + t * dim, L->norm, mb->dim, d->cfg.norm_eps);
     KVQ_TRY(kvq_dec_act_hook(d, l, KVQ_LIN_QKV, d->xb, W, nb, mb->dim));
     KVQ_TRY(kvq_dec_matmul(d, d->xb, W, nb, &L->in_proj, mb->zxbcdt, (size_t)mb->d_in_proj));
+    KVQ_TRY(proj_hooks(d, l, nb));
     conv_silu(mb, L, nb);
     KVQ_TRY(ssm_hooks(d, l, nb));
     for (int t = 0; t < nb; t++)
@@ -449,18 +483,20 @@ static kvq_err mixer(kvq_decoder *d, int l, int nb)
             float raw = mb->zxbcdt[(size_t)t * (size_t)mb->d_in_proj + (size_t)(mb->d_inner + mb->conv_dim) + h];
             mb->dt[(size_t)t * H + h] = softplus(raw + L->dt_bias[h]);
         }
-    KVQ_TRY(state_load(mb, L));
-    if (mb->state_codec) {
+    KVQ_TRY(state_load(L));
+    if (L->hctx) {
         /* An encoded state is stored after every token, as decoding keeps
          * it, so a teacher-forced run sees the error generation sees. */
         for (int t = 0; t < nb; t++) {
             for (int h = 0; h < mb->n_heads; h++) ssd_step(mb, L, h, t);
-            KVQ_TRY(state_store(mb, L));
-            KVQ_TRY(state_load(mb, L));
+            KVQ_TRY(state_store(L));
+            KVQ_TRY(state_load(L));
         }
     } else {
         for (int h = 0; h < mb->n_heads; h++) ssd_head(mb, L, h, nb);
     }
+    if (d->opts.capture) /* the state at the chunk's end (calibration of static state scales) */
+        d->opts.capture(d->opts.capture_user, l, KVQ_LIN_SSM_H, L->h, mb->n_heads * mb->head_dim * mb->d_state);
     gated_norm(mb, L, nb);
     KVQ_TRY(kvq_dec_act_hook(d, l, KVQ_LIN_O, mb->y, (size_t)mb->d_inner, nb, mb->d_inner));
     KVQ_TRY(kvq_dec_matmul(d, mb->y, (size_t)mb->d_inner, nb, &L->out_proj, d->xb2, W));
@@ -484,6 +520,17 @@ kvq_err kvq_mamba2_forward(kvq_decoder *d, const int *tokens, int nb, int pos0, 
     for (int t = 0; t < nb; t++) kvq_dec_rmsnorm(d->x + t * dim, d->x + t * dim, d->final_norm, mb->dim, d->cfg.norm_eps);
     KVQ_TRY(kvq_dec_act_hook(d, d->cfg.n_layers, KVQ_LIN_CLS, d->x, dim, nb, mb->dim));
     return kvq_dec_matmul(d, d->x, dim, nb, &d->cls, d->logits, (size_t)d->cfg.vocab_size);
+}
+
+kvq_err kvq_mamba2_state(const kvq_decoder *d, int layer, float *h)
+{
+    KVQ_FAIL_IF(!d || !d->mamba || !h, KVQ_ERR_ARG, "kvq_mamba2_state: not a Mamba-2 decoder, or NULL h");
+    KVQ_FAIL_IF(layer < 0 || layer >= d->cfg.n_layers, KVQ_ERR_ARG, "kvq_mamba2_state: layer %d of %d", layer,
+                d->cfg.n_layers);
+    const kvq_mamba2 *mb = d->mamba;
+    size_t n = (size_t)mb->n_heads * (size_t)mb->head_dim * (size_t)mb->d_state;
+    memcpy(h, mb->layer[layer].h, n * sizeof *h);
+    return KVQ_OK;
 }
 
 /* ---- offline rearrangement (Quamba2 §4.4) ------------------------------------------ */

@@ -14,18 +14,28 @@
  *                           decoding (the online Hadamard fused with the
  *                           int8 quantization, §4.2);
  *      3-D [t][G][N]        one scale per SSD group (B and C);
- *      4-D [t][G][Hg][P]    x after the conv: sort-and-cluster (cluster=1:
- *                           `hg` head clusters × `cg` channel groups per
- *                           SSD group, so hg·cg scales per group, §4.3) or
- *                           one scale per tensor (cluster=0).
- *    Calibration keeps per channel max|x| and s_c = max over calibration
- *    samples of mean over tokens |x_c|; the clusters are computed from s
- *    the first time a 4-D tensor is encoded (its shape gives G, Hg, P).
+ *      4-D [G][Hg][P][N]    one object (no token axis): sort-and-cluster
+ *                           (cluster=1: the plan of §4.3 on the (h, p)
+ *                           channels, `hg` head clusters × `cg` channel
+ *                           groups per SSD group, one scale per (group, n),
+ *                           so hg·cg·N scales per SSD group) or one scale
+ *                           (cluster=0).  x after the conv comes as
+ *                           [G][Hg][P][1] (16 scales per group, §4.3); the
+ *                           SSM state as [G][Hg][P][d_state]: the static
+ *                           state scales per (SSD group, head group,
+ *                           channel group, d_state) of §4.2.
+ *    Calibration keeps per value max|x| and s = max over calibration
+ *    samples of mean over tokens |x|; the clusters are computed the first
+ *    time a 4-D tensor is encoded (its shape gives G, Hg, P, N) from s
+ *    averaged over n.  [ours]: for the state the paper reuses x's groups;
+ *    here the state's own channel statistics make its plan (a codec
+ *    context sees one tensor).  zdt and state are switches read by
+ *    libkvq/mamba2.c, which hands z, dt and the state to this codec only
+ *    when they are 1.
  *  - codec `quamba2_state` (id 72): the SSM state [heads][headdim][d_state]
- *    in int8 with one f16 scale per (head, state column) — [ours]: the
- *    paper keeps static scales per (group, head group, channel group,
- *    d_state); a per-(head, n) dynamic scale needs no calibration and is
- *    at least as fine.
+ *    in int8 with one f16 scale per (head, state column), recomputed from
+ *    each state (dynamic, no calibration) — the alternative to the static
+ *    scales above, at least as fine.
  *  - kvq_quamba2_cluster(): the sort-and-cluster plan itself (per-head
  *    channel sort, Ward clustering of unit-normalised sorted heads inside
  *    each SSD group, 1-D k-means of sorted channel positions with fixed
@@ -37,9 +47,11 @@
  * runs at most QB_KMEANS_ITERS iterations and, should its labels not be
  * monotone in position (the code asserts they are), the channel groups
  * fall back to equal contiguous splits.  Payload of `quamba2`: u16 scale
- * count S, S f32 scales, then (S > 1) a u16 group per channel, then one
- * signed byte per value; the channel of flat value i is i mod C (C =
- * values per token), so decode_rows reads any range.
+ * count S, S f32 scales, then (3-D, 4-D with cluster=1) a u16 group per
+ * channel entry (C/N of them: per channel for 3-D, per (h, p) for 4-D),
+ * then one signed byte per value; flat value i has channel c = i mod C (C
+ * = values per token, all values of a 4-D tensor) and scale
+ * S[group(c / N)·N + c mod N], so decode_rows reads any range.
  */
 #include "kvq_internal.h"
 #include "quant/codecs.h"
@@ -59,6 +71,8 @@ static const kvq_param qb_params[] = {
     {"hg", 1, 16, 4, 1, NULL, "head clusters per SSD group (sort-and-cluster)"},
     {"cg", 1, 16, 4, 1, NULL, "channel groups per head cluster (sort-and-cluster)"},
     {"had", 0, 1, 0, 1, NULL, "2-D inputs: Hadamard rotation before quantization (2^k, 12·2^k or 40·2^k wide)"},
+    {"zdt", 0, 1, 1, 1, NULL, "Mamba-2: also quantize the in_proj outputs z and dt (read by libkvq/mamba2.c)"},
+    {"state", 0, 1, 1, 1, NULL, "Mamba-2: hold the SSM state in int8 with static scales (read by libkvq/mamba2.c)"},
 };
 
 typedef struct {
@@ -68,10 +82,11 @@ typedef struct {
     float *amax;            /* (n) max |x_c|                                */
     float *smean;           /* (n) max over samples of mean |x_c|           */
     float amax_rot;         /* max |H·x| over calibration rows (had)        */
-    int64_t plan_dims[3];   /* G, Hg, P the cached groups were made for     */
-    uint16_t *group_of;     /* (n) sort-and-cluster group of each channel   */
-    float *gscale;          /* group scales                                 */
-    int n_groups;
+    int64_t plan_dims[5];   /* kind, C, dim1, G (4-D), N: what the cache is for */
+    uint16_t *group_of;     /* (n / N) group of each channel (SSD group of
+                               B/C, sort-and-cluster group of x / state)   */
+    float *gscale;          /* (n_scales) group scales; 4-D: [group][N]     */
+    int n_scales;
 } qb_state;
 
 /* ---- the sort-and-cluster plan ---------------------------------------------------- */
@@ -331,12 +346,19 @@ static kvq_err qb_calibrate(void *p, const kvq_tensor *x)
     return KVQ_OK;
 }
 
-/* Values per token C and the scale structure implied by the shape. */
+/* The scale structure implied by the shape: C = channels (values per
+ * token; a 4-D tensor is one object, all its values), N = values per
+ * channel-group entry that keep their own scale (d_state of a 4-D state,
+ * else 1), so channel c has group group_of[c / N] and scale
+ * gscale[group_of[c / N]·N + c % N]. */
 typedef enum { QB_TENSOR, QB_PER_DIM1, QB_CLUSTER } qb_kind;
 
-static qb_kind kind_of(const qb_state *st, const kvq_shape *s, int64_t *C)
+static qb_kind kind_of(const qb_state *st, const kvq_shape *s, int64_t *C, int64_t *N)
 {
-    *C = s->ndim >= 3 ? kvq_shape_numel(s) / (s->dim[0] ? s->dim[0] : 1) : kvq_shape_cols(s);
+    *N = s->ndim == 4 && st->cluster ? s->dim[3] : 1;
+    *C = s->ndim == 4 ? kvq_shape_numel(s)
+         : s->ndim == 3 ? kvq_shape_numel(s) / (s->dim[0] ? s->dim[0] : 1)
+                        : kvq_shape_cols(s);
     if (s->ndim == 3) return QB_PER_DIM1;
     if (s->ndim == 4 && st->cluster) return QB_CLUSTER;
     return QB_TENSOR;
@@ -344,13 +366,36 @@ static qb_kind kind_of(const qb_state *st, const kvq_shape *s, int64_t *C)
 
 static float qmax_of(const qb_state *st) { return (float)((1 << (st->bits - 1)) - 1); }
 
-/* Scales for a tensor of shape s: *ns scales, group of each channel in
- * *gid (NULL when one scale).  Pointers into st or into scale1. */
+/* The sort-and-cluster groups of a 4-D [G][Hg][P][N] tensor: the plan is
+ * made on s_(h,p) = mean over n of the calibrated mean |x| (N = 1: x
+ * itself), so each (h, p) gets a group and each (group, n) a scale. */
+static kvq_err cluster_groups(qb_state *st, int64_t G, int64_t Hg, int64_t P, int64_t N, int *n_groups)
+{
+    int64_t K = G * Hg * P;
+    float *sp = malloc((size_t)K * sizeof *sp);
+    KVQ_FAIL_IF(!sp, KVQ_ERR_NOMEM, "quamba2: out of memory");
+    for (int64_t k = 0; k < K; k++) {
+        double acc = 0;
+        for (int64_t n = 0; n < N; n++) acc += st->smean[k * N + n];
+        sp[k] = (float)(acc / (double)N);
+    }
+    kvq_quamba2_plan *plan = NULL;
+    kvq_err e = kvq_quamba2_cluster(sp, (int)G, (int)Hg, (int)P, st->hg, st->cg, &plan);
+    free(sp);
+    KVQ_TRY(e);
+    *n_groups = (int)G * plan->hg * plan->cg;
+    memcpy(st->group_of, plan->group_of, (size_t)K * sizeof *st->group_of);
+    kvq_quamba2_plan_free(plan);
+    return KVQ_OK;
+}
+
+/* Scales for a tensor of shape s: *ns scales, group of each channel (of
+ * C / N) in *gid (NULL when one scale).  Pointers into st or scale1. */
 static kvq_err scales_for(qb_state *st, const kvq_shape *s, float *scale1, const float **sc, const uint16_t **gid,
                           int *ns)
 {
-    int64_t C;
-    qb_kind k = kind_of(st, s, &C);
+    int64_t C, N;
+    qb_kind k = kind_of(st, s, &C, &N);
     KVQ_FAIL_IF(!st->n, KVQ_ERR_ARG, "quamba2: not calibrated (static scales come from calibration)");
     *gid = NULL;
     if (k == QB_TENSOR) {
@@ -364,41 +409,51 @@ static kvq_err scales_for(qb_state *st, const kvq_shape *s, float *scale1, const
     }
     KVQ_FAIL_IF(C != st->n, KVQ_ERR_SHAPE, "quamba2: %lld channels per token, calibrated on %lld", (long long)C,
                 (long long)st->n);
-    int64_t G = s->dim[1], Hg = k == QB_CLUSTER ? s->dim[2] : 1, P = s->dim[s->ndim - 1];
-    if (st->group_of && st->plan_dims[0] == G && st->plan_dims[1] == Hg && st->plan_dims[2] == P) {
-        *sc = st->gscale, *gid = st->group_of, *ns = st->n_groups;
+    int64_t key[5] = {k, C, s->dim[1], s->ndim == 4 ? s->dim[0] : 0, N};
+    if (st->group_of && !memcmp(st->plan_dims, key, sizeof key)) {
+        *sc = st->gscale, *gid = st->group_of, *ns = st->n_scales;
         return KVQ_OK;
     }
     free(st->group_of);
     free(st->gscale);
-    st->group_of = NULL;
     st->gscale = NULL;
-    kvq_quamba2_plan *plan = NULL;
-    if (k == QB_CLUSTER) KVQ_TRY(kvq_quamba2_cluster(st->smean, (int)G, (int)Hg, (int)P, st->hg, st->cg, &plan));
-    st->n_groups = plan ? (int)G * plan->hg * plan->cg : (int)G;
-    st->group_of = malloc((size_t)C * sizeof *st->group_of);
-    st->gscale = calloc((size_t)st->n_groups, sizeof *st->gscale);
-    if (!st->group_of || !st->gscale) {
-        kvq_quamba2_plan_free(plan);
-        return KVQ_ERROR(KVQ_ERR_NOMEM, "quamba2: out of memory");
+    st->group_of = malloc((size_t)(C / N) * sizeof *st->group_of);
+    KVQ_FAIL_IF(!st->group_of, KVQ_ERR_NOMEM, "quamba2: out of memory");
+    int ng = (int)s->dim[1];
+    if (k == QB_CLUSTER) {
+        kvq_err e = cluster_groups(st, s->dim[0], s->dim[1], s->dim[2], N, &ng);
+        if (!e && (int64_t)ng * N > QB_MAX_GROUPS)
+            e = KVQ_ERROR(KVQ_ERR_SHAPE, "quamba2: %d groups x %lld state columns exceed %d scales", ng, (long long)N,
+                          QB_MAX_GROUPS);
+        if (e) {
+            free(st->group_of);
+            st->group_of = NULL;
+            return e;
+        }
+    } else {
+        for (int64_t c = 0; c < C; c++) st->group_of[c] = (uint16_t)(c / (C / ng));
     }
-    for (int64_t c = 0; c < C; c++) st->group_of[c] = plan ? plan->group_of[c] : (uint16_t)(c / (C / G));
-    kvq_quamba2_plan_free(plan);
-    for (int64_t c = 0; c < C; c++)
-        st->gscale[st->group_of[c]] = fmaxf(st->gscale[st->group_of[c]], st->amax[c] / qmax_of(st));
-    st->plan_dims[0] = G, st->plan_dims[1] = Hg, st->plan_dims[2] = P;
-    *sc = st->gscale, *gid = st->group_of, *ns = st->n_groups;
+    st->n_scales = (int)(ng * N);
+    st->gscale = calloc((size_t)st->n_scales, sizeof *st->gscale);
+    KVQ_FAIL_IF(!st->gscale, KVQ_ERR_NOMEM, "quamba2: out of memory");
+    for (int64_t c = 0; c < C; c++) {
+        float *g = &st->gscale[st->group_of[c / N] * N + c % N];
+        *g = fmaxf(*g, st->amax[c] / qmax_of(st));
+    }
+    memcpy(st->plan_dims, key, sizeof key);
+    *sc = st->gscale, *gid = st->group_of, *ns = st->n_scales;
     return KVQ_OK;
 }
 
 static size_t qb_bound(const void *p, const kvq_shape *s)
 {
-    int64_t C;
-    qb_kind k = kind_of(p, s, &C);
-    /* a plan has at most one group per channel (hg <= heads, cg <= P) */
-    size_t groups = k == QB_TENSOR ? 1 : k == QB_PER_DIM1 ? (size_t)s->dim[1] : QB_MAX_GROUPS;
-    if (k == QB_CLUSTER && (size_t)C < groups) groups = (size_t)C;
-    return 2 + 4 * groups + (k == QB_TENSOR ? 0 : 2 * (size_t)C) + (size_t)kvq_shape_numel(s);
+    int64_t C, N;
+    qb_kind k = kind_of(p, s, &C, &N);
+    /* a plan has at most one group per (h, p) (hg <= heads, cg <= P), so
+     * at most C scales, and never more than the u16 count allows */
+    size_t scales = k == QB_TENSOR ? 1 : k == QB_PER_DIM1 ? (size_t)s->dim[1] : (size_t)C;
+    if (scales > QB_MAX_GROUPS) scales = QB_MAX_GROUPS;
+    return 2 + 4 * scales + (k == QB_TENSOR ? 0 : 2 * (size_t)(C / N)) + (size_t)kvq_shape_numel(s);
 }
 
 static kvq_err qb_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, size_t *n_out)
@@ -410,10 +465,10 @@ static kvq_err qb_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, 
     const uint16_t *gid;
     int ns;
     KVQ_TRY(scales_for(st, s, &one, &sc, &gid, &ns));
-    int64_t C, nv = kvq_shape_numel(s);
-    kind_of(st, s, &C);
+    int64_t C, N, nv = kvq_shape_numel(s);
+    kind_of(st, s, &C, &N);
     int rotate = st->had && s->ndim == 2 && kvq_had_base(C);
-    size_t need = 2 + 4 * (size_t)ns + (gid ? 2 * (size_t)C : 0) + (size_t)nv;
+    size_t need = 2 + 4 * (size_t)ns + (gid ? 2 * (size_t)(C / N) : 0) + (size_t)nv;
     KVQ_FAIL_IF(cap < need, KVQ_ERR_DST_TOO_SMALL, "quamba2: %zu bytes needed, %zu given", need, cap);
     uint8_t *o = dst;
     kvq_wr16(o, (uint16_t)ns);
@@ -423,7 +478,7 @@ static kvq_err qb_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, 
         kvq_wr32(o + 2 + 4 * i, b);
     }
     o += 2 + 4 * (size_t)ns;
-    for (int64_t c = 0; gid && c < C; c++, o += 2) kvq_wr16(o, gid[c]);
+    for (int64_t c = 0; gid && c < C / N; c++, o += 2) kvq_wr16(o, gid[c]);
     float *row = rotate ? malloc((size_t)C * sizeof *row) : NULL;
     KVQ_FAIL_IF(rotate && !row, KVQ_ERR_NOMEM, "quamba2: out of memory");
     const float *x = src->data, qm = qmax_of(st);
@@ -435,7 +490,7 @@ static kvq_err qb_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, 
             xr = row;
         }
         for (int64_t c = 0; c < C; c++) {
-            float d = sc[gid ? gid[c] : 0];
+            float d = sc[gid ? gid[c / N] * N + c % N : 0];
             float q = d > 0 ? (float)kvq_round_rne(xr[c] / d) : 0.0f;
             q = q > qm ? qm : q < -qm ? -qm : q;
             o[t * C + c] = (uint8_t)(int8_t)q;
@@ -446,36 +501,45 @@ static kvq_err qb_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, 
     return KVQ_OK;
 }
 
+/* Checks a payload's scales and group indices against shape s. */
+static kvq_err check_payload(const uint8_t *b, size_t n, qb_kind k, int64_t C, int64_t N, int64_t nv)
+{
+    KVQ_FAIL_IF(n < 2, KVQ_ERR_CORRUPT, "quamba2: payload of %zu bytes", n);
+    int ns = kvq_rd16(b), has_gid = k != QB_TENSOR;
+    size_t need = 2 + 4 * (size_t)ns + (has_gid ? 2 * (size_t)(C / N) : 0) + (size_t)nv;
+    KVQ_FAIL_IF(ns < 1 || (!has_gid && ns != 1) || ns % N || n != need, KVQ_ERR_CORRUPT,
+                "quamba2: payload of %zu bytes with %d scales, shape needs %zu", n, ns, need);
+    for (int i = 0; i < ns; i++) {
+        uint32_t u = kvq_rd32(b + 2 + 4 * i);
+        float sc;
+        memcpy(&sc, &u, 4);
+        KVQ_FAIL_IF(!isfinite(sc) || sc < 0, KVQ_ERR_CORRUPT, "quamba2: scale %d is %g", i, (double)sc);
+    }
+    const uint8_t *gid = b + 2 + 4 * (size_t)ns;
+    for (int64_t c = 0; has_gid && c < C / N; c++)
+        KVQ_FAIL_IF(kvq_rd16(gid + 2 * c) >= ns / N, KVQ_ERR_CORRUPT, "quamba2: channel %lld in group %u of %lld",
+                    (long long)c, kvq_rd16(gid + 2 * c), (long long)(ns / N));
+    return KVQ_OK;
+}
+
 static kvq_err qb_decode_rows(void *p, const void *src, size_t n, const kvq_shape *s, int64_t r0, int64_t r1,
                               float *out)
 {
     qb_state *st = p;
-    int64_t C, cols = kvq_shape_cols(s), nv = kvq_shape_numel(s);
-    qb_kind k = kind_of(st, s, &C);
+    int64_t C, N, cols = kvq_shape_cols(s), nv = kvq_shape_numel(s);
+    qb_kind k = kind_of(st, s, &C, &N);
     const uint8_t *b = src;
-    KVQ_FAIL_IF(n < 2, KVQ_ERR_CORRUPT, "quamba2: payload of %zu bytes", n);
-    int ns = kvq_rd16(b);
-    int has_gid = k != QB_TENSOR;
-    size_t need = 2 + 4 * (size_t)ns + (has_gid ? 2 * (size_t)C : 0) + (size_t)nv;
-    KVQ_FAIL_IF(ns < 1 || (!has_gid && ns != 1) || n != need, KVQ_ERR_CORRUPT,
-                "quamba2: payload of %zu bytes with %d scales, shape needs %zu", n, ns, need);
+    KVQ_TRY(check_payload(b, n, k, C, N, nv));
     KVQ_FAIL_IF(r0 < 0 || r1 > kvq_shape_rows(s) || r0 > r1, KVQ_ERR_ARG, "quamba2: rows [%lld, %lld)",
                 (long long)r0, (long long)r1);
-    float sc1;
-    const uint8_t *gid = b + 2 + 4 * (size_t)ns, *codes = gid + (has_gid ? 2 * (size_t)C : 0);
-    for (int i = 0; i < ns; i++) {
-        uint32_t u = kvq_rd32(b + 2 + 4 * i);
-        memcpy(&sc1, &u, 4);
-        KVQ_FAIL_IF(!isfinite(sc1) || sc1 < 0, KVQ_ERR_CORRUPT, "quamba2: scale %d is %g", i, (double)sc1);
-    }
-    for (int64_t c = 0; has_gid && c < C; c++)
-        KVQ_FAIL_IF(kvq_rd16(gid + 2 * c) >= ns, KVQ_ERR_CORRUPT, "quamba2: channel %lld in group %u of %d",
-                    (long long)c, kvq_rd16(gid + 2 * c), ns);
+    int ns = kvq_rd16(b), has_gid = k != QB_TENSOR;
+    const uint8_t *gid = b + 2 + 4 * (size_t)ns, *codes = gid + (has_gid ? 2 * (size_t)(C / N) : 0);
     for (int64_t i = r0 * cols; i < r1 * cols; i++) {
         int64_t c = i % C;
-        uint32_t u = kvq_rd32(b + 2 + 4 * (has_gid ? kvq_rd16(gid + 2 * c) : 0));
-        memcpy(&sc1, &u, 4);
-        out[i - r0 * cols] = (float)(int8_t)codes[i] * sc1;
+        uint32_t u = kvq_rd32(b + 2 + 4 * (has_gid ? kvq_rd16(gid + 2 * (c / N)) * N + c % N : 0));
+        float sc;
+        memcpy(&sc, &u, 4);
+        out[i - r0 * cols] = (float)(int8_t)codes[i] * sc;
     }
     int rotate = st->had && s->ndim == 2 && kvq_had_base(C);
     for (int64_t r = r0; rotate && r < r1; r++) kvq_had_apply(out + (r - r0) * cols, cols, 1);
@@ -495,7 +559,7 @@ const kvq_codec kvq_codec_quamba2 = {
      * both keep |x̂ − x| <= |x| per value (same sign, |x̂| <= 2|x| or 0),
      * so ‖x̂ − x‖ <= ‖x‖ always — the only bound a static scale allows */
     .max_rel_err = 1.0,
-    .summary = "Quamba2 static int8 activations: per tensor, per SSD group, sort-and-cluster x; optional Hadamard",
+    .summary = "Quamba2 static int8: per tensor, per SSD group, sort-and-cluster x and SSM state; optional Hadamard",
     .init = qb_init,
     .calibrate = qb_calibrate,
     .bound = qb_bound,
