@@ -26,6 +26,10 @@ int kvq_cmd_report(int argc, char **argv);
 int kvq_cmd_bench(int argc, char **argv);
 /* `kvq bench decode` (dispatched by cmd_bench.c's table) */
 int kvq_bench_decode(int argc, char **argv);
+/* `kvq bench codecs|decode --device cuda` (cli/cmd_bench_device.c): x is
+ * the CPU bench's rows×cols tensor; n_specs 0 = the device defaults. */
+int kvq_bench_codecs_cuda(const float *x, long rows, long cols, const char *const *specs, int n_specs, int runs);
+int kvq_bench_decode_cuda(const kvq_model *m, const char *path, const char *quant, int reps);
 /* `kvq plt lossless|prefix` (cli/cmd_plt.c) */
 int kvq_cmd_plt(int argc, char **argv);
 

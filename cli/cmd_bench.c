@@ -198,6 +198,7 @@ typedef struct {
     double seconds;
     const char *specs[MAX_CODECS];
     int n_specs;
+    int cuda;                 /* --device cuda: cli/cmd_bench_device.c */
 } codecs_args;
 
 typedef struct {
@@ -296,10 +297,13 @@ static const char *const default_specs[] = {"q8_0", "q4_0", "rtn:bits=4", "f16"}
 static void codecs_usage(FILE *f)
 {
     fprintf(f, "usage: kvq bench codecs [--codec SPEC]... [--rows R --cols C] [--seconds S] [--runs N]\n"
+               "                        [--device cpu|cuda]\n"
                "  single-thread encode/decode throughput in GB/s of f32 input, median of runs;\n"
                "  q8_0/q4_0 also against a scalar ggml _ref quantizer measured in the same run\n"
                "  defaults: --codec q8_0 --codec q4_0 --codec rtn:bits=4 --codec f16, %dx%d,\n"
-               "            --seconds %.1f (per figure), --runs %d (at least)\n",
+               "            --seconds %.1f (per figure), --runs %d (at least)\n"
+               "  --device cuda: quantize/dequantize on the GPU (q8_0 q4_0 mxfp4 nvfp4), best of\n"
+               "            --runs, against a device-to-device copy of the same tensor\n",
             DEF_ROWS, DEF_COLS, DEF_SECONDS, DEF_RUNS);
 }
 
@@ -326,6 +330,10 @@ static int parse_codecs_args(int argc, char **argv, codecs_args *a)
             if (!strcmp(o, "--rows")) a->rows = n;
             else if (!strcmp(o, "--cols")) a->cols = n;
             else a->runs = (int)n;
+        } else if (!strcmp(o, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
+                return cli_usage_error("bench codecs", "--device wants cpu or cuda, got '%s'", v);
+            a->cuda = !strcmp(v, "cuda");
         } else if (!strcmp(o, "--seconds")) {
             char *end;
             a->seconds = strtod(v, &end);
@@ -335,7 +343,7 @@ static int parse_codecs_args(int argc, char **argv, codecs_args *a)
             return cli_usage_error("bench codecs", "unknown option '%s'", o);
         }
     }
-    if (!a->n_specs)
+    if (!a->n_specs && !a->cuda)
         for (size_t k = 0; k < sizeof default_specs / sizeof default_specs[0]; k++)
             a->specs[a->n_specs++] = default_specs[k];
     return -1;
@@ -367,6 +375,12 @@ static int bench_codecs(int argc, char **argv)
         return cli_error("bench codecs", KVQ_ERR_NOMEM);
     }
     fill_weights(x, n);
+    if (a.cuda) {
+        rc = kvq_bench_codecs_cuda(x, (long)a.rows, (long)a.cols, a.specs, a.n_specs, a.runs);
+        free(x);
+        free(y);
+        return rc;
+    }
     int64_t d[2] = {a.rows, a.cols};
     kvq_tensor tx = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d), ty = kvq_tensor_view(KVQ_DTYPE_F32, y, 2, d);
     double bytes = (double)n * sizeof(float);

@@ -241,20 +241,30 @@ static kvq_err run_prompt(kvq_decoder *d, const int *tokens, int n, double *secs
 typedef struct {
     const char *model, *quant;
     long n, threads, reps;
+    int cuda;                 /* --device cuda: cli/cmd_bench_device.c */
 } bench_args;
 
 static int parse(int argc, char **argv, bench_args *a)
 {
-    *a = (bench_args){NULL, DEFAULT_QUANT, 0, 1, DEFAULT_REPS};
+    *a = (bench_args){NULL, DEFAULT_QUANT, 0, 1, DEFAULT_REPS, 0};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
             printf("usage: kvq bench decode MODEL [-n TOKENS (default min(512, seq_len))] [--threads T]\n"
                    "                              [--reps R (default %d)] [--quant SPEC|none (default %s)]\n"
+                   "                              [--device cpu|cuda]\n"
                    "  prompt-processing and generation tok/s, and generation against a plain\n"
                    "  run.c-style C forward pass over the same tokens in the same run; then\n"
-                   "  the same with the weights quantized by SPEC\n", DEFAULT_REPS, DEFAULT_QUANT);
+                   "  the same with the weights quantized by SPEC\n"
+                   "  --device cuda: one token's matmuls on the GPU (f32 cuBLAS vs SPEC = q8_0|q4_0\n"
+                   "  GEMV), best of --reps tokens\n", DEFAULT_REPS, DEFAULT_QUANT);
             return CLI_EXIT_OK;
+        }
+        if (!strcmp(o, "--device")) {
+            if (i + 1 >= argc || (strcmp(argv[i + 1], "cpu") && strcmp(argv[i + 1], "cuda")))
+                return cli_usage_error("bench decode", "--device wants cpu or cuda");
+            a->cuda = !strcmp(argv[++i], "cuda");
+            continue;
         }
         if (!strcmp(o, "--quant")) {
             if (i + 1 >= argc) return cli_usage_error("bench decode", "missing value for --quant");
@@ -344,9 +354,17 @@ int kvq_bench_decode(int argc, char **argv)
     bench_args a;
     int rc = parse(argc, argv, &a);
     if (rc >= 0) return rc;
+    char device[2];
+    kvq_err e = a.cuda ? kvq_cuda_device(device, sizeof device) : KVQ_OK; /* no device: say so before loading */
+    if (e) return cli_error("bench decode --device cuda", e);
     kvq_model *m = NULL;
-    kvq_err e = kvq_model_load(a.model, &m);
+    e = kvq_model_load(a.model, &m);
     if (e) return cli_error(a.model, e);
+    if (a.cuda) {
+        rc = kvq_bench_decode_cuda(m, a.model, a.quant, (int)a.reps);
+        kvq_model_free(m);
+        return rc;
+    }
     const kvq_model_config *c = kvq_model_config_get(m);
     int n = (int)(a.n ? a.n : (DEFAULT_TOKENS < c->seq_len ? DEFAULT_TOKENS : c->seq_len));
     if (n > c->seq_len) {

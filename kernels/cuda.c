@@ -8,13 +8,19 @@
  * present → the kernel runs, a CUDA or cuBLAS failure becomes KVQ_ERR_IO
  * naming it; no device → KVQ_ERR_UNSUPPORTED "no CUDA device"; built
  * without CUDA → KVQ_ERR_UNSUPPORTED "built without CUDA".  Never a crash.
+ * The public half (kvq.h "CUDA device") is at the end: the device's name
+ * and the two measurements behind `kvq bench codecs|decode --device cuda`.
  */
 #include "kernels/kernels.h"
 #include "kvq_internal.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #define CU_DIM_MAX (1 << 30) /* rows, cols, tokens: int-sized with room for products in size_t */
+#define CU_REPS_MAX 100000   /* bench passes                                               */
+#define LINEARS_PER_LAYER 7  /* wq wk wv wo w1 w2 w3                                       */
 
 /* ---- geometry (every build) ----------------------------------------------------- */
 int kvq_cuda_block_values(kvq_cuda_fmt f)
@@ -210,4 +216,155 @@ kvq_err kvq_cuda_attend(const kvq_cuda_kv *kv, const float *q, int n_heads, floa
                 "cuda attend: %d query heads is not a multiple of %d KV heads", n_heads, kv->n_kv_heads);
     KVQ_TRY(need_device("attend"));
     return CU_RUN("attend", kvq_cu_attend(kv, q, n_heads, out));
+}
+
+/* ---- public: kvq.h "CUDA device" ---------------------------------------------------- */
+kvq_err kvq_cuda_device(char *name, size_t cap)
+{
+    KVQ_FAIL_IF(!name || !cap, KVQ_ERR_ARG, "cuda device: no buffer for the name");
+    name[0] = '\0';
+    KVQ_TRY(need_device("device"));
+    return CU_RUN("device", kvq_cu_device_name(name, cap));
+}
+
+static kvq_cuda_fmt fmt_of(const char *codec)
+{
+    static const struct {
+        const char *name;
+        kvq_cuda_fmt f;
+    } fmts[] = {{"q8_0", KVQ_CF_Q8_0}, {"q4_0", KVQ_CF_Q4_0}, {"mxfp4", KVQ_CF_MXFP4}, {"nvfp4", KVQ_CF_NVFP4}};
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++)
+        if (!strcmp(codec, fmts[i].name)) return fmts[i].f;
+    return KVQ_CF_COUNT;
+}
+
+/* The CPU codec's payload of x (encode) or floats of q (decode). */
+static kvq_err cpu_codec(const char *codec, int64_t rows, int64_t cols, const float *x, uint8_t *q, size_t nq,
+                         float *y)
+{
+    kvq_ctx *ctx;
+    int64_t d[2] = {rows, cols};
+    size_t n = 0;
+    KVQ_TRY(kvq_ctx_create(codec, &ctx));
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x ? (void *)x : y, 2, d);
+    kvq_err e = x ? kvq_ctx_encode_payload(ctx, &t, q, nq, &n) : kvq_ctx_decode_payload(ctx, q, nq, &t);
+    kvq_ctx_free(ctx);
+    KVQ_FAIL_IF(!e && x && n != nq, KVQ_ERR_CORRUPT, "cuda bench: %s wrote %zu bytes, the device layout has %zu",
+                codec, n, nq);
+    return e;
+}
+
+kvq_err kvq_cuda_bench_codec(const char *codec, const float *x, int64_t rows, int64_t cols, int reps,
+                             kvq_cuda_codec_bench *r)
+{
+    CHECK_PTR("bench", codec);
+    CHECK_PTR("bench", x);
+    CHECK_PTR("bench", r);
+    kvq_cuda_fmt f = fmt_of(codec);
+    KVQ_FAIL_IF(f == KVQ_CF_COUNT, KVQ_ERR_ARG, "cuda bench: codec '%s' has no CUDA kernel (q8_0, q4_0, mxfp4, "
+                "nvfp4)", codec);
+    KVQ_TRY(check_count("bench", "rows", rows, 1));
+    KVQ_TRY(check_dim("bench", "cols", cols, kvq_cuda_block_values(f)));
+    KVQ_TRY(check_count("bench", "values", rows * cols, 1));
+    KVQ_TRY(check_count("bench", "reps", reps, 1));
+    KVQ_TRY(need_device("bench"));
+    memset(r, 0, sizeof *r);
+    size_t n = (size_t)(rows * cols), nb = n / (size_t)kvq_cuda_block_values(f);
+    r->payload_bytes = kvq_cuda_payload_bytes(f, nb);
+    uint8_t *qg = malloc(r->payload_bytes), *qc = malloc(r->payload_bytes);
+    float *yg = malloc(n * sizeof *yg), *yc = malloc(n * sizeof *yc);
+    kvq_err e = qg && qc && yg && yc ? KVQ_OK : KVQ_ERROR(KVQ_ERR_NOMEM, "cuda bench: %zu values", n);
+    if (!e) e = cpu_codec(codec, rows, cols, x, qc, r->payload_bytes, NULL);
+    if (!e) e = CU_RUN("bench", kvq_cu_time_codec((int)f, x, nb, reps, qg, yg, r));
+    if (!e) e = cpu_codec(codec, rows, cols, NULL, qg, r->payload_bytes, yc);
+    if (!e) {
+        r->quantize_exact = !memcmp(qg, qc, r->payload_bytes);
+        r->dequantize_exact = !memcmp(yg, yc, n * sizeof *yg);
+    }
+    free(qg), free(qc), free(yg), free(yc);
+    return e;
+}
+
+/* The linears of a model: host f32 copies, quantized copies, shapes. */
+typedef struct {
+    int n;
+    float **f32;
+    uint8_t **q;
+    int *rows, *cols;
+} linears;
+
+static void linears_free(linears *l)
+{
+    for (int i = 0; i < l->n; i++) {
+        if (l->f32) free(l->f32[i]);
+        if (l->q) free(l->q[i]);
+    }
+    free(l->f32), free(l->q), free(l->rows), free(l->cols);
+}
+
+/* Linear i of m: LINEARS_PER_LAYER per layer in forward order, then the
+ * classifier (tied to the embedding when the model has no output.weight). */
+static const kvq_weight *linear_at(const kvq_model *m, int i, char *name, size_t cap)
+{
+    static const char *const kinds[LINEARS_PER_LAYER] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                                         "ffn_gate", "ffn_down", "ffn_up"};
+    int layers = kvq_model_config_get(m)->n_layers;
+    if (i < layers * LINEARS_PER_LAYER) {
+        snprintf(name, cap, "blk.%d.%s.weight", i / LINEARS_PER_LAYER, kinds[i % LINEARS_PER_LAYER]);
+        return kvq_model_weight(m, name);
+    }
+    snprintf(name, cap, "output.weight");
+    const kvq_weight *w = kvq_model_weight(m, name);
+    return w ? w : kvq_model_weight(m, "token_embd.weight");
+}
+
+static kvq_err linear_load(const kvq_model *m, kvq_kt t, int i, linears *l)
+{
+    char name[64];
+    const kvq_weight *w = linear_at(m, i, name, sizeof name);
+    KVQ_FAIL_IF(!w, KVQ_ERR_NOT_FOUND, "cuda bench: model has no %s", name);
+    int64_t rows = kvq_shape_rows(&w->shape), cols = kvq_shape_cols(&w->shape);
+    KVQ_TRY(check_count("bench", name, rows, 1));
+    KVQ_TRY(check_dim("bench", name, cols, KVQ_QK));
+    l->rows[i] = (int)rows, l->cols[i] = (int)cols;
+    size_t n = (size_t)(rows * cols), nb = n / KVQ_QK;
+    l->f32[i] = malloc(n * sizeof(float));
+    l->q[i] = malloc(nb * kvq_kern_block_bytes(t));
+    KVQ_FAIL_IF(!l->f32[i] || !l->q[i], KVQ_ERR_NOMEM, "cuda bench: %s (%zu values)", name, n);
+    KVQ_TRY(kvq_weight_rows(w, 0, rows, l->f32[i]));
+    (void)kvq_kernels_get()->quantize[t](l->f32[i], l->q[i], nb); /* status bits: weights are finite */
+    return KVQ_OK;
+}
+
+kvq_err kvq_cuda_bench_matmuls(const kvq_model *m, const char *codec, int reps, kvq_cuda_matmul_bench *r)
+{
+    CHECK_PTR("bench", m);
+    CHECK_PTR("bench", codec);
+    CHECK_PTR("bench", r);
+    kvq_cuda_fmt f = fmt_of(codec);
+    KVQ_FAIL_IF(f != KVQ_CF_Q8_0 && f != KVQ_CF_Q4_0, KVQ_ERR_ARG,
+                "cuda bench: matmuls over '%s' weights have no CUDA GEMV (q8_0, q4_0)", codec);
+    KVQ_TRY(check_count("bench", "reps", reps, 1));
+    KVQ_TRY(need_device("bench"));
+    memset(r, 0, sizeof *r);
+    kvq_kt t = (kvq_kt)f;
+    linears l = {0};
+    l.n = kvq_model_config_get(m)->n_layers * LINEARS_PER_LAYER + 1;
+    l.f32 = calloc((size_t)l.n, sizeof *l.f32), l.q = calloc((size_t)l.n, sizeof *l.q);
+    l.rows = calloc((size_t)l.n, sizeof *l.rows), l.cols = calloc((size_t)l.n, sizeof *l.cols);
+    kvq_err e = l.f32 && l.q && l.rows && l.cols ? KVQ_OK : KVQ_ERROR(KVQ_ERR_NOMEM, "cuda bench: %d linears", l.n);
+    for (int i = 0; i < l.n && !e; i++) {
+        e = linear_load(m, t, i, &l);
+        double w = (double)l.rows[i] * l.cols[i];
+        r->weights += w;
+        r->f32_bytes += (size_t)w * sizeof(float);
+        r->q_bytes += (size_t)w / KVQ_QK * kvq_kern_block_bytes(t);
+    }
+    r->n_mats = l.n;
+    if (!e) e = CU_RUN("bench", kvq_cu_time_gemvs(KVQ_KT_NONE, (const uint8_t *const *)l.f32, l.rows, l.cols,
+                                                  l.n, reps, &r->f32_s));
+    if (!e) e = CU_RUN("bench", kvq_cu_time_gemvs((int)t, (const uint8_t *const *)l.q, l.rows, l.cols, l.n, reps,
+                                                  &r->q_s));
+    linears_free(&l);
+    return e;
 }

@@ -1395,6 +1395,43 @@ KVQ_API kvq_err kvq_plt_store_stats_get(const kvq_plt_store *s, kvq_plt_store_st
  * the scalar reference). */
 KVQ_API const char *kvq_kernels_name(void);
 
+/* ======================================================================== */
+/*  CUDA device  (kernels/cuda.c, kernels/cuda_bench.c, kernels/cuda/)      */
+/* ======================================================================== */
+/* What `kvq bench codecs|decode --device cuda` measure.  Without a CUDA
+ * build or a device every call returns KVQ_ERR_UNSUPPORTED with a detail
+ * ("built without CUDA" / "no CUDA device"). */
+/* kvq_cuda_device() : KVQ_OK and "NAME (sm_XY, N GiB)" in name[cap]. */
+KVQ_API kvq_err kvq_cuda_device(char *name, size_t cap);
+
+typedef struct kvq_cuda_codec_bench {
+    double quantize_s, dequantize_s; /* best device seconds of one pass over x  */
+    double copy_s;                   /* best device-to-device cudaMemcpy of x   */
+    size_t payload_bytes;            /* the encoded tensor                      */
+    int quantize_exact;              /* device bytes == the CPU codec's bytes   */
+    int dequantize_exact;            /* device floats == the CPU codec's decode */
+} kvq_cuda_codec_bench;
+/* kvq_cuda_bench_codec() : codec "q8_0", "q4_0", "mxfp4" or "nvfp4" (its
+ * defaults) over x [rows][cols] (cols a multiple of the block) on the
+ * device, best of reps passes; the device results are compared with the
+ * CPU codec's in the same call. */
+KVQ_API kvq_err kvq_cuda_bench_codec(const char *codec, const float *x, int64_t rows, int64_t cols, int reps,
+                                     kvq_cuda_codec_bench *r);
+
+typedef struct kvq_cuda_matmul_bench {
+    int n_mats;                /* matrices per token: 7 per layer + classifier  */
+    double weights;            /* weights multiplied per token                  */
+    size_t f32_bytes, q_bytes; /* device bytes of the f32 and quantized weights */
+    double f32_s, q_s;         /* best seconds per token: cublasSgemv over f32,
+                                  the quantized GEMV (dequantized in registers) */
+} kvq_cuda_matmul_bench;
+/* kvq_cuda_bench_matmuls() : one token's matmuls of model m (every linear
+ * of every layer and the classifier, as GEMVs over a device vector) with
+ * the weights as f32 and quantized by codec "q8_0" or "q4_0" (CPU kernels,
+ * then uploaded once), best of reps tokens.  Only the matmuls: no norms,
+ * RoPE, attention or transfers. */
+KVQ_API kvq_err kvq_cuda_bench_matmuls(const kvq_model *m, const char *codec, int reps, kvq_cuda_matmul_bench *r);
+
 #ifdef KVQ_EXPERIMENTAL
 /* ======================================================================== */
 /*  Experimental API: may change between minor versions                     */

@@ -1,8 +1,11 @@
 /*
  * test_cuda.c — the CUDA kernels (the kernels/cuda/ .cu files through kernels/cuda.c;
  * issue 9 item 4) against the CPU reference:
- *   - quantize bytes and dequantized floats exactly equal: q8_0/q4_0 vs
- *     the reference kernel table, mxfp4/nvfp4 vs the codecs (fp_mx.c);
+ *   - quantize bytes and dequantized floats exactly equal to the CPU codecs
+ *     (q8_0/q4_0 through the kernel slots, mxfp4/nvfp4 quant/fp_mx.c) on
+ *     2^20 values, and to ggml's golden bytes in ../shared/data/golden
+ *     (skipped with a message when absent; nvfp4: dequantize only, as
+ *     ggml stores no tensor scale);
  *   - GEMV, cuBLAS GEMM over dequantized tiles, GEAR's low-rank residual
  *     and scores, and attention over q8_0/q4_0 pages (vs kvq_cache_attend)
  *     within stated tolerances relative to Σ|terms|.
@@ -31,6 +34,7 @@
 #define GEMV_TOL  1e-5       /* relative to Σ|w·x| of the output          */
 #define BLAS_TOL  1e-5       /* GEMM, low rank: relative to Σ|terms|      */
 #define ATT_TOL   1e-4       /* attention: relative to max |v|            */
+#define GOLDEN    "../shared/data/golden/" /* ggml's reference encodings      */
 
 static uint32_t rng = 12345u;
 static float unif(void)
@@ -209,6 +213,69 @@ static void test_quantize_dequantize_exact(void **state)
         printf("%s: %zu blocks, quantize and dequantize equal the CPU codec\n", names[i], nb);
     }
     free(x), free(yg), free(yc), free(qg), free(qc);
+}
+
+static void *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    uint8_t *p = NULL;
+    if (!fseek(f, 0, SEEK_END) && (*n = (size_t)ftell(f)) > 0 && !fseek(f, 0, SEEK_SET) && (p = malloc(*n + 8)))
+        if (fread(p, 1, *n, f) != *n) free(p), p = NULL;
+    fclose(f);
+    return p;
+}
+
+/* One golden input: device quantize == ggml's bytes (q8_0, q4_0, mxfp4);
+ * device dequantize of ggml's bytes == the CPU codec's (all four). */
+static void golden_case(const char *name)
+{
+    static const char *const names[] = {"q8_0", "q4_0", "mxfp4", "nvfp4"};
+    static const kvq_cuda_fmt fmts[] = {KVQ_CF_Q8_0, KVQ_CF_Q4_0, KVQ_CF_MXFP4, KVQ_CF_NVFP4};
+    char path[256];
+    size_t nx, ng;
+    snprintf(path, sizeof path, GOLDEN "%s.f32", name);
+    float *x = read_all(path, &nx);
+    assert_non_null(x);
+    size_t n = nx / sizeof(float);
+    float *yg = malloc(n * sizeof *yg), *yc = malloc(n * sizeof *yc);
+    uint8_t *q = malloc(2 * nx + KVQ_NVFP4_HDR), *p = malloc(2 * nx + KVQ_NVFP4_HDR);
+    assert_true(yg && yc && q && p);
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, GOLDEN "%s.%s", name, names[i]);
+        uint8_t *gold = read_all(path, &ng);
+        assert_non_null(gold);
+        size_t nb = n / (size_t)kvq_cuda_block_values(fmts[i]), hdr = fmts[i] == KVQ_CF_NVFP4 ? KVQ_NVFP4_HDR : 0;
+        const float one = 1.0f;
+        assert_int_equal(ng + hdr, kvq_cuda_payload_bytes(fmts[i], nb));
+        memcpy(p, &one, sizeof one); /* nvfp4: G = 1 in front of ggml's blocks */
+        memcpy(p + hdr, gold, ng);
+        if (!hdr) {
+            assert_int_equal(kvq_cuda_quantize(fmts[i], x, q, nb), KVQ_OK);
+            assert_same(q, gold, ng, path);
+        }
+        assert_int_equal(kvq_cuda_dequantize(fmts[i], p, yg, nb), KVQ_OK);
+        cpu_decode(names[i], p, ng + hdr, 1, (int64_t)n, yc);
+        assert_same(yg, yc, n * sizeof *yg, path);
+        free(gold);
+    }
+    printf("%s: device bytes equal ggml's (q8_0 q4_0 mxfp4), decodes equal the CPU (all four)\n", name);
+    free(x), free(yg), free(yc), free(q), free(p);
+}
+
+static void test_golden(void **state)
+{
+    (void)state;
+    if (!have_gpu()) skip();
+    FILE *f = fopen(GOLDEN "adversarial.f32", "rb");
+    if (!f) {
+        printf("SKIP: " GOLDEN " not found (golden encodings live in ../shared/data)\n");
+        skip();
+    }
+    fclose(f);
+    golden_case("adversarial");
+    golden_case("stories260K.layer0.wq");
+    golden_case("stories260K.tok_embeddings");
 }
 
 /* ---- GPU: products within tolerance ------------------------------------------------- */
@@ -393,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_argument_checks),
         cmocka_unit_test(test_no_device),
         cmocka_unit_test(test_quantize_dequantize_exact),
+        cmocka_unit_test(test_golden),
         cmocka_unit_test(test_gemv_tolerance),
         cmocka_unit_test(test_gemm_tolerance),
         cmocka_unit_test(test_lowrank_residual),

@@ -65,10 +65,6 @@ KVQ_BLOCKS_ASSERT(KVQ_MXFP4_BLOCK == KVQ_QK, "an MXFP4 block is one warp of valu
  * kernels/cuda_bench.c call them. */
 #define KVQ_CU_BLAS_FAILED 100000
 
-typedef struct {
-    double quantize_s, dequantize_s, copy_s; /* best seconds of one pass    */
-} kvq_cu_timing;
-
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -85,9 +81,9 @@ int kvq_cu_lowrank_scores(const float *A, const float *B, int H, int T, int d, i
 int kvq_cu_attend(const kvq_cuda_kv *kv, const float *q, int n_heads, float *out);
 /* Device-resident timing of quantize, dequantize (x → payload → y, nb
  * blocks, input x on the host) and of a device-to-device cudaMemcpy of the
- * f32 tensor, best of reps; the payload and the dequantized floats come
- * back to q and y for the caller's exactness check. */
-int kvq_cu_time_codec(int fmt, const float *x, size_t nb, int reps, uint8_t *q, float *y, kvq_cu_timing *t);
+ * f32 tensor, best of reps, into t's *_s fields; the payload and the
+ * dequantized floats come back to q and y for the caller's exactness check. */
+int kvq_cu_time_codec(int fmt, const float *x, size_t nb, int reps, uint8_t *q, float *y, kvq_cuda_codec_bench *t);
 /* Seconds of one "token" of n_mats GEMVs (weights w[i], rows[i]×cols[i] of
  * type, uploaded once), best of reps; type KVQ_KT_NONE: f32 weights
  * through cublasSgemv. */

@@ -50,7 +50,7 @@ static cudaError_t ev_seconds(ev_pair *e, int warm, double *best)
 /* ---- codecs --------------------------------------------------------------------- */
 enum { TC_X, TC_Q, TC_Y, TC_COPY, TC_AMAX };
 
-static cudaError_t codec_passes(int fmt, void *const *p, size_t nb, int reps, kvq_cu_timing *t, float *g)
+static cudaError_t codec_passes(int fmt, void *const *p, size_t nb, int reps, kvq_cuda_codec_bench *t, float *g)
 {
     const size_t n = nb * kvq_cu_block_values(fmt);
     ev_pair ev = {};
@@ -84,7 +84,7 @@ static cudaError_t codec_passes(int fmt, void *const *p, size_t nb, int reps, kv
     } while (0)
 
 extern "C" int kvq_cu_time_codec(int fmt, const float *x, size_t nb, int reps, uint8_t *q, float *y,
-                                 kvq_cu_timing *t)
+                                 kvq_cuda_codec_bench *t)
 {
     kvq_cu_bufs bufs = {};
     const size_t n = nb * kvq_cu_block_values(fmt), nq = nb * kvq_cu_block_bytes(fmt);
