@@ -58,6 +58,11 @@ typedef float (*kvq_kern_dot_fn)(const uint8_t *src, const float *x, size_t nb);
 typedef void (*kvq_kern_dots_fn)(const uint8_t *src, size_t stride, size_t nrows, const float *x, size_t nb,
                                  float *out);
 typedef float (*kvq_kern_absmax_fn)(const float *x, size_t n);
+/* dots_f16: out[i] = Σ_j f16(w[i·stride + j]) · x[j], j < n, for i < nrows
+ * (plain f16 weights, e.g. a quantizer's fallback tensors; w needs only
+ * 2-byte units, no alignment; little-endian f16). */
+typedef void (*kvq_kern_dots_f16_fn)(const uint8_t *w, size_t stride, size_t nrows, const float *x, size_t n,
+                                     float *out);
 
 typedef struct kvq_kernels {
     const char *name;                      /* "ref", "avx2"                   */
@@ -66,6 +71,7 @@ typedef struct kvq_kernels {
     kvq_kern_dot_fn     dot[KVQ_KT_COUNT];
     kvq_kern_dots_fn    dots[KVQ_KT_COUNT];
     kvq_kern_absmax_fn  absmax;
+    kvq_kern_dots_f16_fn dots_f16;
     int fast_dot;  /* 1 when the dot slots beat dequantize + an f32 dot:
                       the decoder then runs them for single tokens (the
                       scalar reference is slower than gcc's vectorised

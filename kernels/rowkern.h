@@ -73,6 +73,11 @@ kvq_err kvq_rowkern_bind(kvq_ctx *ctx, const void *payload, size_t n, const kvq_
  * make a particular tensor unsupported). */
 int kvq_rowkern_has(const kvq_codec *c);
 
+/* kvq_rowkern_bind_f16() : the row kernel of plain little-endian f16
+ * weights (no codec: e.g. the f16 fallback of kvq_model_quantize for
+ * tensors a codec cannot take), n = rows·cols·2 bytes at data. */
+kvq_err kvq_rowkern_bind_f16(const void *data, size_t n, const kvq_shape *s, kvq_rowkern *k);
+
 /* The binders (one per codec file; kernels/rowkern.c lists them). */
 kvq_err kvq_ggml_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
 

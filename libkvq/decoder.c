@@ -70,16 +70,19 @@ static int host_little_endian(void)
 }
 
 /* Codes with a row kernel (kernels/rowkern.h: q8_0, q4_0 and the other
- * fixed-grid codecs that bind one): the matmul multiplies straight from
- * the stored codes for single tokens.  Binding checks the payload once
- * (its size, every scale), so the products need no checks.  Parameters
- * without a row kernel fall back to row dequantization. */
+ * fixed-grid codecs that bind one), and plain f16 weights: the matmul
+ * multiplies straight from the stored codes for single tokens.  Binding
+ * checks the payload once (its size, every scale), so the products need
+ * no checks.  Parameters without a row kernel fall back to row
+ * dequantization. */
 static kvq_err bind_fused(dec_mat *m)
 {
     const kvq_weight *w = m->w;
     m->fused = 0;
-    if (!w->codec || !kvq_rowkern_has(kvq_ctx_codec(w->codec))) return KVQ_OK;
-    kvq_err e = kvq_rowkern_bind(w->codec, w->data, w->size, &w->shape, &m->rk);
+    int plain_f16 = !w->codec && w->dtype == KVQ_DTYPE_F16 && host_little_endian();
+    if (!plain_f16 && (!w->codec || !kvq_rowkern_has(kvq_ctx_codec(w->codec)))) return KVQ_OK;
+    kvq_err e = plain_f16 ? kvq_rowkern_bind_f16(w->data, w->size, &w->shape, &m->rk)
+                          : kvq_rowkern_bind(w->codec, w->data, w->size, &w->shape, &m->rk);
     if (e == KVQ_ERR_UNSUPPORTED) return KVQ_OK;
     if (e) {
         kvq_error_prefix(w->name);

@@ -283,6 +283,35 @@ static void test_dots_equal_dot(void **state)
     if (kvq_kernels_avx2()) check_dots(kvq_kernels_avx2());
 }
 
+/* dots_f16: AVX2 against the reference within DOT_TOL, and its 4-row
+ * pass equal to its single rows bit for bit (row counts 1..7, widths with
+ * and without a tail of < 8 values). */
+static void test_dots_f16(void **state)
+{
+    (void)state;
+    const kvq_kernels *a = need_avx2(), *r = kvq_kernels_ref();
+    if (!a) skip();
+    enum { F16_ROWS = 7, F16_MAXC = 203 };
+    float x[F16_MAXC], w[F16_ROWS * F16_MAXC], oa[F16_ROWS], orf[F16_ROWS], one;
+    uint16_t h[F16_ROWS * F16_MAXC];
+    for (size_t n = 1; n <= F16_MAXC; n += 13)
+        for (size_t rows = 1; rows <= F16_ROWS; rows++) {
+            fill_random(x, n);
+            fill_random(w, rows * n);
+            kvq_f32_to_f16_row(w, h, rows * n);
+            a->dots_f16((const uint8_t *)h, n, rows, x, n, oa);
+            r->dots_f16((const uint8_t *)h, n, rows, x, n, orf);
+            for (size_t i = 0; i < rows; i++) {
+                double mag = 0.0;
+                for (size_t j = 0; j < n; j++) mag += fabs((double)kvq_f16_to_f32(h[i * n + j]) * x[j]);
+                if (fabs((double)oa[i] - (double)orf[i]) > DOT_TOL * mag + 1e-37)
+                    fail_msg("f16 %zu cols row %zu: avx2 %.9g ref %.9g", n, i, (double)oa[i], (double)orf[i]);
+                a->dots_f16((const uint8_t *)(h + i * n), n, 1, x, n, &one);
+                assert_memory_equal(&one, &oa[i], sizeof one);
+            }
+        }
+}
+
 static void test_absmax_exact(void **state)
 {
     (void)state;
@@ -327,7 +356,7 @@ int main(void)
         cmocka_unit_test(test_dequantize_exact), cmocka_unit_test(test_dot_tolerance),
         cmocka_unit_test(test_absmax_exact),     cmocka_unit_test(test_codec_uses_slots),
         cmocka_unit_test(test_quantize_status),  cmocka_unit_test(test_codec_reports),
-        cmocka_unit_test(test_dots_equal_dot),
+        cmocka_unit_test(test_dots_equal_dot),   cmocka_unit_test(test_dots_f16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -140,6 +140,45 @@ static void test_specs(void **state)
     }
 }
 
+/* Plain f16 weights (no codec): F16_COLS leaves a tail after whole
+ * 8-value vectors; every row and the multi-row product against a double
+ * sum of the widened values. */
+#define F16_COLS 172 /* stories260K's ffn_down rows: 21 vectors + 4 */
+
+static void test_f16_plain(void **state)
+{
+    (void)state;
+    int64_t dims[2] = {ROWS, F16_COLS};
+    kvq_shape s = kvq_shape_make(2, dims);
+    float *w = malloc(sizeof(float) * ROWS * F16_COLS), x[F16_COLS], out[ROWS];
+    uint16_t *h = malloc(sizeof(uint16_t) * ROWS * F16_COLS);
+    assert_true(w && h);
+    fill(w, (size_t)ROWS * F16_COLS, 0.05f);
+    fill(x, F16_COLS, 1.0f);
+    kvq_f32_to_f16_row(w, h, (size_t)ROWS * F16_COLS);
+    kvq_rowkern k;
+    size_t n = sizeof(uint16_t) * ROWS * F16_COLS;
+    assert_int_equal(kvq_rowkern_bind_f16(h, n, &s, &k), KVQ_OK);
+    assert_non_null(k.dots);
+    k.dots(&k, 0, ROWS, x, out);
+    for (int r = 0; r < ROWS; r++) {
+        double ref = 0.0, mag = 0.0;
+        for (int i = 0; i < F16_COLS; i++) {
+            double term = (double)kvq_f16_to_f32(h[r * F16_COLS + i]) * (double)x[i];
+            ref += term;
+            mag += fabs(term);
+        }
+        double got = k.dot(&k, r, x);
+        if (fabs(got - ref) > ROWKERN_TOL * mag || fabs((double)out[r] - ref) > ROWKERN_TOL * mag)
+            fail_msg("f16 row %d: dot %.9g, dots %.9g, reference %.9g", r, got, (double)out[r], ref);
+    }
+    check_dots(&k, x, "f16");
+    assert_int_equal(kvq_rowkern_bind_f16(h, n - 2, &s, &k), KVQ_ERR_CORRUPT);
+    assert_int_equal(kvq_rowkern_bind_f16(NULL, n, &s, &k), KVQ_ERR_ARG);
+    free(h);
+    free(w);
+}
+
 static void test_refusals(void **state)
 {
     (void)state;
@@ -169,6 +208,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_binder_at_defaults),
         cmocka_unit_test(test_specs),
+        cmocka_unit_test(test_f16_plain),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -189,6 +189,22 @@ static void dots_q4_0(const uint8_t *src, size_t stride, size_t nrows, const flo
 
 static float absmax_ref(const float *x, size_t n) { return kvq_absmax(x, n); }
 
+/* Plain f16 rows: values widened one by one, DOT_LANES partial sums. */
+static void dots_f16(const uint8_t *w, size_t stride, size_t nrows, const float *x, size_t n, float *out)
+{
+    for (size_t r = 0; r < nrows; r++) {
+        const uint8_t *row = w + r * stride * 2;
+        float acc[DOT_LANES] = {0}, tail = 0.0f;
+        size_t j = 0;
+        for (; j + DOT_LANES <= n; j += DOT_LANES)
+            for (int k = 0; k < DOT_LANES; k++) acc[k] += kvq_f16_to_f32(kvq_rd16(row + 2 * (j + k))) * x[j + k];
+        for (; j < n; j++) tail += kvq_f16_to_f32(kvq_rd16(row + 2 * j)) * x[j];
+        for (int h = DOT_LANES / 2; h > 0; h /= 2)
+            for (int k = 0; k < h; k++) acc[k] += acc[k + h];
+        out[r] = acc[0] + tail;
+    }
+}
+
 void kvq_kernels_fill_ref(kvq_kernels *k)
 {
     memset(k, 0, sizeof *k);
@@ -202,4 +218,5 @@ void kvq_kernels_fill_ref(kvq_kernels *k)
     k->dots[KVQ_KT_Q8_0] = dots_q8_0;
     k->dots[KVQ_KT_Q4_0] = dots_q4_0;
     k->absmax = absmax_ref;
+    k->dots_f16 = dots_f16;
 }
