@@ -271,8 +271,8 @@ kvq_err kvq_cuda_bench_codec(const char *codec, const float *x, int64_t rows, in
     memset(r, 0, sizeof *r);
     size_t n = (size_t)(rows * cols), nb = n / (size_t)kvq_cuda_block_values(f);
     r->payload_bytes = kvq_cuda_payload_bytes(f, nb);
-    uint8_t *qg = malloc(r->payload_bytes), *qc = malloc(r->payload_bytes);
-    float *yg = malloc(n * sizeof *yg), *yc = malloc(n * sizeof *yc);
+    uint8_t *qg = calloc(r->payload_bytes, 1), *qc = malloc(r->payload_bytes); /* qg, yg: device results */
+    float *yg = calloc(n, sizeof *yg), *yc = malloc(n * sizeof *yc);
     kvq_err e = qg && qc && yg && yc ? KVQ_OK : KVQ_ERROR(KVQ_ERR_NOMEM, "cuda bench: %zu values", n);
     if (!e) e = cpu_codec(codec, rows, cols, x, qc, r->payload_bytes, NULL);
     if (!e) e = CU_RUN("bench", kvq_cu_time_codec((int)f, x, nb, reps, qg, yg, r));
