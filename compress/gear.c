@@ -35,6 +35,7 @@
  *   or f32 each), scales f32 [r]].
  */
 #include "cache_internal.h"
+#include "kernels/kern_attn.h"
 #include "quant/codecs.h"
 #include "quant/kivi.h"
 #include "quant/quant_common.h"
@@ -340,7 +341,10 @@ static kvq_err gear_encode(void *st, const kvq_tensor *src, void *dst, size_t ca
 
 static float get_value(const uint8_t *p, gear_fbits fb)
 {
-    if (fb == FB_F16) return kvq_f16_to_f32(kvq_rd16(p));
+    if (fb == FB_F16) {
+        uint16_t h = kvq_rd16(p); /* non-finite halves stay non-finite: callers test isfinite */
+        return (h & F16_EXP_MASK) == F16_EXP_MASK ? kvq_f16_to_f32(h) : kvq_kern_f16_finite(h);
+    }
     uint32_t u = kvq_rd32(p);
     float v;
     memcpy(&v, &u, 4);
@@ -366,7 +370,13 @@ static kvq_err apply_sparse(const gear_geom *g, const gear_state *s, const uint8
  * when all are finite, else the index of the first that is not, plus 1. */
 static int64_t get_values(const uint8_t *p, int64_t n, gear_fbits fb, float *out)
 {
-    for (int64_t i = 0; i < n; i++) out[i] = get_value(p + (size_t)i * (fb == FB_F16 ? 2 : 4), fb);
+    if (fb == FB_F16) { /* the slot flags an Inf/NaN half, then it is located */
+        if (!kvq_kern_attn_get()->f16_row(p, out, (size_t)n)) return 0;
+        for (int64_t i = 0; i < n; i++)
+            if ((kvq_rd16(p + 2 * (size_t)i) & F16_EXP_MASK) == F16_EXP_MASK) return i + 1;
+        return 0;
+    }
+    for (int64_t i = 0; i < n; i++) out[i] = get_value(p + 4 * (size_t)i, fb);
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(out[i])) return i + 1;
     return 0;
@@ -479,24 +489,29 @@ static kvq_err read_factors(const gear_geom *g, const gear_state *s, const uint8
 static kvq_err attn_sparse(const gear_geom *g, const gear_state *s, const uint8_t *src, const kvq_kivi_attn_job *j,
                            int qk)
 {
+    const int ch = s->axis == KVQ_KIVI_CHANNEL;
+    const size_t rec = g->idx_bytes + 2;
     const uint8_t *sp = src + g->sparse_off;
-    for (int64_t v = 0; v < g->n_vec; v++)
-        for (int64_t e = 0; e < 2 * g->k; e++, sp += g->idx_bytes + 2) {
+    for (int64_t v = 0; v < g->n_vec; v++) {
+        /* vector v: a channel (kvh, c) over the tokens, or the row of (t, kvh) */
+        int64_t kvh = ch ? v / g->d : v % g->H, c0 = ch ? v % g->d : 0, t0 = ch ? 0 : v / g->H;
+        for (int64_t e = 0; e < 2 * g->k; e++, sp += rec) {
             int64_t i = g->idx_bytes == 1 ? sp[0] : kvq_rd16(sp);
             uint16_t hv = kvq_rd16(sp + g->idx_bytes);
             KVQ_FAIL_IF(i >= g->len || (hv & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_CORRUPT,
                         "gear: outlier %lld of vector %lld: index %lld of %lld, value 0x%04x", (long long)e,
                         (long long)v, (long long)i, (long long)g->len, hv);
-            int64_t at = vec_at(g, s, v, i), t = at / g->kd, col = at % g->kd, kvh = col / g->d;
+            int64_t t = ch ? i : t0, c = ch ? c0 : i;
             if (t >= j->n_tok) continue;
             float D;
-            KVQ_TRY(kvq_kivi_value_at(&g->kv, src, t, col, &D));
-            float delta = kvq_f16_to_f32(hv) - D;
+            KVQ_TRY(kvq_kivi_value_at(&g->kv, src, t, kvh, c, &D));
+            float delta = kvq_kern_f16_finite(hv) - D;
             for (int h = (int)kvh * j->group; h < (int)(kvh + 1) * j->group; h++) {
-                if (qk) j->y[(size_t)h * j->stride + (size_t)t] += j->x[h * g->d + col % g->d] * delta;
-                else j->y[h * g->d + col % g->d] += j->x[(size_t)h * j->stride + (size_t)t] * delta;
+                if (qk) j->y[(size_t)h * j->stride + (size_t)t] += j->x[h * g->d + c] * delta;
+                else j->y[h * g->d + c] += j->x[(size_t)h * j->stride + (size_t)t] * delta;
             }
         }
+    }
     return KVQ_OK;
 }
 

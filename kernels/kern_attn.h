@@ -12,7 +12,8 @@
  * to two loops over packed codes, which are the slots:
  *   dot_rows   : out[r] = Σ_{i<n} w[i]·c[r][i] for n_rows rows of codes at
  *                src + r·row_stride (the score loop, w = q∘Δ or q);
- *   axpy_codes : o[i] += a·c[i] + b for i < n (the value loop).
+ *   axpy_codes : o[i] += a·c[i] + b for i < n (the value loop);
+ *   f16_row    : stored f16 factors widened to f32 (exact in every table).
  * Codes are `bits` ∈ {2, 4, 8} wide (8: one byte each, which is also how
  * callers pass other widths, unpacked), starting at bit 0 of src.
  *
@@ -30,15 +31,20 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef void (*kvq_kern_dot_rows_fn)(const float *w, const uint8_t *src, size_t row_stride, unsigned bits,
                                      size_t n, size_t n_rows, float *out);
 typedef void (*kvq_kern_axpy_codes_fn)(float *o, float a, float b, const uint8_t *src, unsigned bits, size_t n);
+typedef int (*kvq_kern_f16_row_fn)(const uint8_t *src, float *dst, size_t n);
 
 typedef struct kvq_kern_attn {
     const char            *name;      /* "ref", "avx2" */
     kvq_kern_dot_rows_fn   dot_rows;
     kvq_kern_axpy_codes_fn axpy_codes;
+    kvq_kern_f16_row_fn    f16_row;   /* n LE halves → floats (GEAR's factors);
+                                         1 when one is Inf/NaN (its float is
+                                         then meaningless), else 0; exact */
 } kvq_kern_attn;
 
 /* kvq_kern_attn_get() : the table in use (chosen once, thread-safe). */
@@ -59,6 +65,21 @@ static inline unsigned kvq_kern_code_at(const uint8_t *src, size_t i, unsigned b
     unsigned sh = (unsigned)(bit & 7), v = src[byte];
     if (sh + bits > 8) v |= (unsigned)src[byte + 1] << 8;
     return (v >> sh) & ((1u << bits) - 1u);
+}
+
+#define KVQ_KERN_F16_EXP 0x7C00u /* exponent of all ones: Inf or NaN */
+
+/* f16 → f32, exact for every finite half (callers check the exponent is
+ * not all ones first): the bits moved into f32 position and scaled by
+ * 2^112 give normals and subnormals exactly, inline and branch-free — the
+ * per-group steps, zeros and factors are converted on every attention. */
+static inline float kvq_kern_f16_finite(uint16_t h)
+{
+    uint32_t u = (uint32_t)(h & 0x7FFFu) << 13;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    f *= 0x1p112f;
+    return (h & 0x8000u) ? -f : f;
 }
 
 #endif

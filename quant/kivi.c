@@ -20,6 +20,7 @@
  */
 #include "quant/kivi.h"
 #include "cache_internal.h"
+#include "kernels/kern_attn.h"
 #include "quant/codecs.h"
 #include "quant/quant_common.h"
 
@@ -131,24 +132,13 @@ static kvq_err make_grid(float lo, float hi, unsigned bits, uint8_t *entry, kivi
     return KVQ_OK;
 }
 
-static kvq_err read_grid(const uint8_t *entry, kivi_grid *g, int64_t where)
+kvq_err kvq_kivi_bad_entry(int64_t e, uint16_t hd, uint16_t hz)
 {
-    uint16_t hd = kvq_rd16(entry), hz = kvq_rd16(entry + 2);
-    KVQ_FAIL_IF((hd & F16_EXP_MASK) == F16_EXP_MASK || (hz & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_CORRUPT,
-                "kivi: entry %lld holds a non-finite step or zero (0x%04x, 0x%04x)", (long long)where, hd, hz);
-    g->d = kvq_f16_to_f32(hd);
-    g->z = kvq_f16_to_f32(hz);
-    return KVQ_OK;
+    return KVQ_ERROR(KVQ_ERR_CORRUPT, "kivi: entry %lld holds a non-finite step or zero (0x%04x, 0x%04x)",
+                     (long long)e, hd, hz);
 }
 
-kvq_err kvq_kivi_entry(const uint8_t *src, int64_t e, float *d, float *z)
-{
-    kivi_grid gr;
-    KVQ_TRY(read_grid(src + (size_t)e * KVQ_KIVI_ENTRY_BYTES, &gr, e));
-    *d = gr.d;
-    *z = gr.z;
-    return KVQ_OK;
-}
+static kvq_err read_grid(const uint8_t *src, int64_t e, kivi_grid *g) { return kvq_kivi_entry(src, e, &g->d, &g->z); }
 
 /* q = clamp(round((x − z)/Δ), 0, L).  |v| stays far below 2^31 (the range
  * of kvq_round_rha): |x − z| ≤ (max − min) + 2^-11·|min| and 1/Δ ≤ 2^24. */
@@ -202,7 +192,7 @@ static kvq_err decode_channel_block(const kvq_kivi_geom *g, const uint8_t *src, 
     for (int64_t j = 0; j < n; j++) {
         int64_t e = gt * kd + c0 + j;
         kivi_grid gr;
-        KVQ_TRY(read_grid(src + (size_t)e * KVQ_KIVI_ENTRY_BYTES, &gr, e));
+        KVQ_TRY(read_grid(src, e, &gr));
         z[j] = gr.z;
         d[j] = gr.d;
     }
@@ -252,7 +242,7 @@ static kvq_err encode_token_row(const kvq_kivi_geom *g, const float *x, int64_t 
         for (int64_t j = c0; j < stop;) {
             int64_t end = segment_end(g, j, stop);
             kivi_grid gr;
-            KVQ_TRY(read_grid(dst + (size_t)token_entry(g, t, j) * KVQ_KIVI_ENTRY_BYTES, &gr, 0));
+            KVQ_TRY(read_grid(dst, token_entry(g, t, j), &gr));
             float id = gr.d != 0.0f ? 1.0f / gr.d : 0.0f;
             for (int64_t i = j; i < end; i++) codes[i - c0] = quant_one(xr[i], gr.z, id, levels);
             j = end;
@@ -274,7 +264,7 @@ static kvq_err decode_token_row(const kvq_kivi_geom *g, const uint8_t *src, int6
         for (int64_t j = c0; j < stop;) {
             int64_t end = segment_end(g, j, stop), e = token_entry(g, t, j);
             kivi_grid gr;
-            KVQ_TRY(read_grid(src + (size_t)e * KVQ_KIVI_ENTRY_BYTES, &gr, e));
+            KVQ_TRY(read_grid(src, e, &gr));
             const uint8_t *q = codes + (j - c0);
             float *o = yr + j;
             if (end - j == KIVI_VEC) dequant_one(q, gr.z, gr.d, o, KIVI_VEC);

@@ -21,11 +21,13 @@
 #ifndef KVQ_QUANT_KIVI_H
 #define KVQ_QUANT_KIVI_H
 
+#include "kernels/kern_attn.h"
 #include "kvq_internal.h"
 
 typedef enum kvq_kivi_axis { KVQ_KIVI_CHANNEL = 0, KVQ_KIVI_TOKEN = 1 } kvq_kivi_axis;
 
 #define KVQ_KIVI_ENTRY_BYTES 4u /* f16 Δ + f16 z per group */
+#define KVQ_KIVI_F16_EXP     0x7C00u /* an f16 exponent of all ones: Inf/NaN */
 
 /* Where things are in a payload of one shape. */
 typedef struct kvq_kivi_geom {
@@ -48,9 +50,20 @@ kvq_err kvq_kivi_encode(const kvq_kivi_geom *g, const float *x, uint8_t *dst);
  * non-finite stored entry.  Reads only src; thread-safe. */
 kvq_err kvq_kivi_decode(const kvq_kivi_geom *g, const uint8_t *src, float *y);
 
-/* kvq_kivi_entry() : group e's stored step d and zero z; KVQ_ERR_CORRUPT
- * when either is not finite. */
-kvq_err kvq_kivi_entry(const uint8_t *src, int64_t e, float *d, float *z);
+/* kvq_kivi_entry() : group e's stored step d and zero z (src = the
+ * payload); KVQ_ERR_CORRUPT, through kvq_kivi_bad_entry(), when either is
+ * not finite.  Inline: attention reads entries in its inner loops. */
+kvq_err kvq_kivi_bad_entry(int64_t e, uint16_t hd, uint16_t hz);
+static inline kvq_err kvq_kivi_entry(const uint8_t *src, int64_t e, float *d, float *z)
+{
+    const uint8_t *p = src + (size_t)e * KVQ_KIVI_ENTRY_BYTES;
+    uint16_t hd = kvq_rd16(p), hz = kvq_rd16(p + 2);
+    *d = kvq_kern_f16_finite(hd); /* finite garbage for a bad half: refused below */
+    *z = kvq_kern_f16_finite(hz);
+    if ((hd & KVQ_KIVI_F16_EXP) == KVQ_KIVI_F16_EXP || (hz & KVQ_KIVI_F16_EXP) == KVQ_KIVI_F16_EXP)
+        return kvq_kivi_bad_entry(e, hd, hz);
+    return KVQ_OK;
+}
 
 /* ---- attention over an encoded page (quant/kivi_attn.c) -------------------
  * One query's attention over the first n_tok tokens of a payload of shape
@@ -78,8 +91,20 @@ size_t kvq_kivi_attn_scratch(const kvq_kivi_geom *g, int n_heads);
  * stored entry (nothing non-finite is produced from a damaged payload). */
 kvq_err kvq_kivi_attn_qk(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
 kvq_err kvq_kivi_attn_pv(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
-/* kvq_kivi_value_at() : the decoded value at token t, column col (of H·d),
- * exactly as kvq_kivi_decode() computes it. */
-kvq_err kvq_kivi_value_at(const kvq_kivi_geom *g, const uint8_t *src, int64_t t, int64_t col, float *x);
+/* kvq_kivi_value_at() : the decoded value at token t, KV head h, channel c,
+ * exactly as kvq_kivi_decode() computes it.  One 32-bit division (page
+ * dimensions are ints): GEAR corrects every outlier through it. */
+static inline kvq_err kvq_kivi_value_at(const kvq_kivi_geom *g, const uint8_t *src, int64_t t, int64_t h, int64_t c,
+                                        float *x)
+{
+    int64_t e = g->axis == KVQ_KIVI_CHANNEL
+                    ? (int64_t)((uint32_t)t / (uint32_t)g->group) * g->H * g->d + h * g->d + c
+                    : (t * g->H + h) * g->n_groups + (int64_t)((uint32_t)c / (uint32_t)g->group);
+    float dl, z;
+    KVQ_TRY(kvq_kivi_entry(src, e, &dl, &z));
+    unsigned q = kvq_kern_code_at(src + g->entries_bytes + (size_t)t * g->row_bytes, (size_t)(h * g->d + c), g->bits);
+    *x = z + dl * (float)q;
+    return KVQ_OK;
+}
 
 #endif /* KVQ_QUANT_KIVI_H */

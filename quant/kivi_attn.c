@@ -206,14 +206,3 @@ kvq_err kvq_kivi_attn_pv(const kvq_kivi_geom *g, const uint8_t *src, const kvq_k
     const kvq_kern_attn *k = kvq_kern_attn_get();
     return g->axis == KVQ_KIVI_TOKEN ? pv_token(g, src, j, k) : pv_channel(g, src, j, k);
 }
-
-kvq_err kvq_kivi_value_at(const kvq_kivi_geom *g, const uint8_t *src, int64_t t, int64_t col, float *x)
-{
-    int64_t e = g->axis == KVQ_KIVI_CHANNEL ? (t / g->group) * g->H * g->d + col
-                                            : (t * g->H + col / g->d) * g->n_groups + (col % g->d) / g->group;
-    float dl, z;
-    KVQ_TRY(kvq_kivi_entry(src, e, &dl, &z));
-    unsigned c = kvq_kern_code_at(src + g->entries_bytes + (size_t)t * g->row_bytes, (size_t)col, g->bits);
-    *x = z + dl * (float)c;
-    return KVQ_OK;
-}

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "kernels/kern_attn.h"
+#include "kvq.h"
 
 #define MAX_N    200
 #define N_ROWS   7
@@ -118,11 +119,41 @@ static void test_avx2_within_tolerance(void **st)
         }
 }
 
+/* The inline f16 conversion and the f16_row slots (every table) equal
+ * kvq_f16_to_f32 on every finite half; f16_row flags Inf/NaN halves. */
+static uint8_t g_halves[2 * 0x10000];
+static float g_wide[0x10000];
+
+static void test_f16_finite(void **st)
+{
+    (void)st;
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        g_halves[2 * h] = (uint8_t)h;
+        g_halves[2 * h + 1] = (uint8_t)(h >> 8);
+        if ((h & 0x7C00u) == 0x7C00u) continue;
+        float a = kvq_kern_f16_finite((uint16_t)h), b = kvq_f16_to_f32((uint16_t)h);
+        assert_memory_equal(&a, &b, sizeof a);
+    }
+    const kvq_kern_attn *tabs[2] = {kvq_kern_attn_ref(), kvq_kern_attn_avx2()};
+    for (int k = 0; k < 2 && tabs[k]; k++) {
+        assert_int_equal(tabs[k]->f16_row(g_halves, g_wide, 0x7C00), 0);  /* +0 .. +65504 */
+        assert_int_equal(tabs[k]->f16_row(g_halves + 2 * 0x8000, g_wide + 0x8000, 0x7C00), 0); /* negatives */
+        for (uint32_t h = 0; h < 0x10000u; h++) {
+            if ((h & 0x7FFFu) >= 0x7C00u) continue;
+            float b = kvq_f16_to_f32((uint16_t)h);
+            assert_memory_equal(&g_wide[h], &b, sizeof b);
+        }
+        assert_int_equal(tabs[k]->f16_row(g_halves + 2 * 0x7BF0, g_wide, 17), 1); /* ends on +Inf */
+        assert_int_equal(tabs[k]->f16_row(g_halves + 2 * 0x7BFE, g_wide, 16), 1); /* Inf in the first 8 */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ref_exact),
         cmocka_unit_test(test_avx2_within_tolerance),
+        cmocka_unit_test(test_f16_finite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,6 +96,31 @@ AVX_TARGET static void axpy_codes_avx2(float *o, float a, float b, const uint8_t
     for (size_t i = runs * RUN; i < n; i++) o[i] = o[i] + (a * (float)kvq_kern_code_at(src, i, bits) + b);
 }
 
+/* Eight halves at a time by the same bit move and 2^112 scaling as
+ * kvq_kern_f16_finite (exact); the sign is OR-ed back in. */
+AVX_TARGET static int f16_row_avx2(const uint8_t *src, float *dst, size_t n)
+{
+    const __m256i mag = _mm256_set1_epi32(0x7FFF), sgn = _mm256_set1_epi32(0x8000);
+    const __m256i ex = _mm256_set1_epi32((int)KVQ_KERN_F16_EXP);
+    const __m256 scale = _mm256_set1_ps(0x1p112f);
+    __m256i bad = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i)));
+        __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(h, mag), 13)), scale);
+        f = _mm256_or_ps(f, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(h, sgn), 16)));
+        _mm256_storeu_ps(dst + i, f);
+        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(h, ex), ex));
+    }
+    unsigned tail = 0;
+    for (; i < n; i++) {
+        uint16_t h = (uint16_t)(src[2 * i] | (unsigned)src[2 * i + 1] << 8);
+        tail |= (h & KVQ_KERN_F16_EXP) == KVQ_KERN_F16_EXP;
+        dst[i] = kvq_kern_f16_finite(h);
+    }
+    return !_mm256_testz_si256(bad, bad) || tail;
+}
+
 int kvq_kern_attn_fill_avx2(kvq_kern_attn *k)
 {
     kvq_kern_attn_fill_ref(k);
@@ -104,6 +129,7 @@ int kvq_kern_attn_fill_avx2(kvq_kern_attn *k)
     k->name = "avx2";
     k->dot_rows = dot_rows_avx2;
     k->axpy_codes = axpy_codes_avx2;
+    k->f16_row = f16_row_avx2;
     return 1;
 }
 

@@ -18,54 +18,93 @@
 
 #define ROWS_ILP 4 /* rows summed side by side */
 
-/* Codes [i0, i0+m) of a packed row widened to floats. */
-static void widen(const uint8_t *src, unsigned bits, size_t i0, size_t m, float *c)
+/* RUN codes starting at code 16·j of a packed row, widened to floats.  One
+ * loop of constant length per width (gcc -O2 vectorises only those); a
+ * run is 4, 8 or 16 whole bytes. */
+#define RUN 16
+static inline void widen_run(const uint8_t *restrict src, unsigned bits, size_t j, float *restrict c)
 {
-    if (bits == 8) {
-        for (size_t i = 0; i < m; i++) c[i] = (float)src[i0 + i];
-        return;
+    if (bits == 2) {
+        const uint8_t *p = src + 4 * j;
+        for (int k = 0; k < RUN / 4; k++) {
+            c[4 * k] = (float)(p[k] & 3);
+            c[4 * k + 1] = (float)((p[k] >> 2) & 3);
+            c[4 * k + 2] = (float)((p[k] >> 4) & 3);
+            c[4 * k + 3] = (float)(p[k] >> 6);
+        }
+    } else if (bits == 4) {
+        const uint8_t *p = src + 8 * j;
+        for (int k = 0; k < RUN / 2; k++) {
+            c[2 * k] = (float)(p[k] & 15);
+            c[2 * k + 1] = (float)(p[k] >> 4);
+        }
+    } else {
+        const uint8_t *p = src + 16 * j;
+        for (int i = 0; i < RUN; i++) c[i] = (float)p[i];
     }
-    for (size_t i = 0; i < m; i++) c[i] = (float)kvq_kern_code_at(src, i0 + i, bits);
 }
-
-#define WIDEN_CHUNK 64 /* codes widened per pass */
 
 static float dot_one(const float *w, const uint8_t *src, unsigned bits, size_t n)
 {
-    float c[WIDEN_CHUNK], acc = 0.0f;
-    for (size_t i0 = 0; i0 < n; i0 += WIDEN_CHUNK) {
-        size_t m = n - i0 < WIDEN_CHUNK ? n - i0 : WIDEN_CHUNK;
-        widen(src, bits, i0, m, c);
-        for (size_t i = 0; i < m; i++) acc += w[i0 + i] * c[i];
+    float c[RUN], acc = 0.0f;
+    size_t runs = n / RUN;
+    for (size_t j = 0; j < runs; j++) {
+        widen_run(src, bits, j, c);
+        for (int i = 0; i < RUN; i++) acc += w[RUN * j + (size_t)i] * c[i];
     }
+    for (size_t i = runs * RUN; i < n; i++) acc += w[i] * (float)kvq_kern_code_at(src, i, bits);
     return acc;
 }
 
 static void dot_rows_ref(const float *w, const uint8_t *src, size_t row_stride, unsigned bits, size_t n,
                          size_t n_rows, float *out)
 {
-    size_t r = 0;
+    size_t r = 0, runs = n / RUN;
     for (; r + ROWS_ILP <= n_rows; r += ROWS_ILP) {
-        float acc[ROWS_ILP] = {0.0f, 0.0f, 0.0f, 0.0f}, c[ROWS_ILP][WIDEN_CHUNK];
-        for (size_t i0 = 0; i0 < n; i0 += WIDEN_CHUNK) {
-            size_t m = n - i0 < WIDEN_CHUNK ? n - i0 : WIDEN_CHUNK;
-            for (int u = 0; u < ROWS_ILP; u++) widen(src + (r + (size_t)u) * row_stride, bits, i0, m, c[u]);
-            for (size_t i = 0; i < m; i++)
-                for (int u = 0; u < ROWS_ILP; u++) acc[u] += w[i0 + i] * c[u][i];
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f, c[ROWS_ILP][RUN];
+        const uint8_t *row = src + r * row_stride;
+        for (size_t j = 0; j < runs; j++) {
+            for (int u = 0; u < ROWS_ILP; u++) widen_run(row + (size_t)u * row_stride, bits, j, c[u]);
+            const float *wj = w + RUN * j;
+            for (int i = 0; i < RUN; i++) {
+                s0 += wj[i] * c[0][i];
+                s1 += wj[i] * c[1][i];
+                s2 += wj[i] * c[2][i];
+                s3 += wj[i] * c[3][i];
+            }
         }
-        for (int u = 0; u < ROWS_ILP; u++) out[r + (size_t)u] = acc[u];
+        for (size_t i = runs * RUN; i < n; i++) {
+            s0 += w[i] * (float)kvq_kern_code_at(row, i, bits);
+            s1 += w[i] * (float)kvq_kern_code_at(row + row_stride, i, bits);
+            s2 += w[i] * (float)kvq_kern_code_at(row + 2 * row_stride, i, bits);
+            s3 += w[i] * (float)kvq_kern_code_at(row + 3 * row_stride, i, bits);
+        }
+        out[r] = s0, out[r + 1] = s1, out[r + 2] = s2, out[r + 3] = s3;
     }
     for (; r < n_rows; r++) out[r] = dot_one(w, src + r * row_stride, bits, n);
 }
 
-static void axpy_codes_ref(float *o, float a, float b, const uint8_t *src, unsigned bits, size_t n)
+static void axpy_codes_ref(float *restrict o, float a, float b, const uint8_t *src, unsigned bits, size_t n)
 {
-    float c[WIDEN_CHUNK];
-    for (size_t i0 = 0; i0 < n; i0 += WIDEN_CHUNK) {
-        size_t m = n - i0 < WIDEN_CHUNK ? n - i0 : WIDEN_CHUNK;
-        widen(src, bits, i0, m, c);
-        for (size_t i = 0; i < m; i++) o[i0 + i] = o[i0 + i] + (a * c[i] + b);
+    float c[RUN];
+    size_t runs = n / RUN;
+    for (size_t j = 0; j < runs; j++) {
+        widen_run(src, bits, j, c);
+        float *oj = o + RUN * j;
+        for (int i = 0; i < RUN; i++) oj[i] = oj[i] + (a * c[i] + b);
     }
+    for (size_t i = runs * RUN; i < n; i++) o[i] = o[i] + (a * (float)kvq_kern_code_at(src, i, bits) + b);
+}
+
+static int f16_row_ref(const uint8_t *src, float *dst, size_t n)
+{
+    unsigned bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = (uint16_t)(src[2 * i] | (unsigned)src[2 * i + 1] << 8);
+        bad |= (h & KVQ_KERN_F16_EXP) == KVQ_KERN_F16_EXP;
+        dst[i] = kvq_kern_f16_finite(h);
+    }
+    return bad != 0;
 }
 
 void kvq_kern_attn_fill_ref(kvq_kern_attn *k)
@@ -73,6 +112,7 @@ void kvq_kern_attn_fill_ref(kvq_kern_attn *k)
     k->name = "ref";
     k->dot_rows = dot_rows_ref;
     k->axpy_codes = axpy_codes_ref;
+    k->f16_row = f16_row_ref;
 }
 
 /* ---- the table in use ---------------------------------------------------------- */
