@@ -111,9 +111,9 @@ unsigned kvq_kern_q4_0_block_ref(const float *x, uint8_t *blk);
  * codec's payload with its default tscale=1: a 4-byte f32 tensor scale G,
  * then 36-byte blocks of 64 (quant/fp_mx.c; layouts in kernels/cuda/blocks.h).
  * nb counts blocks of the format; payload bytes are kvq_cuda_payload_bytes.
- * quantize/dequantize equal the CPU codecs exactly (mxfp4: where glibc's
- * and CUDA's log2f round alike, see kernels/cuda/fp4.cu); products agree
- * within f32 summation order. */
+ * quantize/dequantize equal the CPU codecs exactly (for finite inputs;
+ * mxfp4's exponent: see kernels/cuda/fp4.cu); products agree within f32
+ * summation order. */
 typedef enum {
     KVQ_CF_Q8_0 = KVQ_KT_Q8_0,
     KVQ_CF_Q4_0 = KVQ_KT_Q4_0,

@@ -136,6 +136,30 @@ static void test_argument_checks(void **state)
     expect(kvq_cuda_attend(NULL, x, 2, y), KVQ_ERR_ARG, "kv is NULL");
 }
 
+/* What kernels/cuda/fp4.cu relies on for mxfp4's exponent: for every
+ * float that takes fp_mx.c's log2f branch (subnormal, or a mantissa at or
+ * above 0x7FF000), floor(glibc log2f(x)) equals floor of log2 computed in
+ * double and rounded once to f32, which is what the device computes. */
+#define MX_MANT_NEAR_TOP 0x7FF000u
+#define F32_INF_BITS     0x7F800000u
+
+static void test_mx_log2_rounding(void **state)
+{
+    (void)state;
+    long checked = 0, differ = 0;
+    for (uint32_t u = 1; u < F32_INF_BITS; u++) {
+        if ((u >> 23) != 0 && (u & 0x7FFFFFu) < MX_MANT_NEAR_TOP)
+            u = (u & ~0x7FFFFFu) | MX_MANT_NEAR_TOP; /* the binade's first near-top mantissa */
+        float x;
+        memcpy(&x, &u, sizeof x);
+        checked++;
+        differ += floorf(log2f(x)) != floorf((float)log2((double)x));
+    }
+    printf("%ld floats on the log2f branch, %ld differ\n", checked, differ);
+    assert_int_equal(checked, 8388607L + 254L * 4096L);
+    assert_int_equal(differ, 0);
+}
+
 /* Valid calls without a device: KVQ_ERR_UNSUPPORTED naming CUDA. */
 static void test_no_device(void **state)
 {
@@ -458,6 +482,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_geometry),
         cmocka_unit_test(test_argument_checks),
+        cmocka_unit_test(test_mx_log2_rounding),
         cmocka_unit_test(test_no_device),
         cmocka_unit_test(test_quantize_dequantize_exact),
         cmocka_unit_test(test_golden),
