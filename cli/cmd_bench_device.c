@@ -87,8 +87,10 @@ int kvq_bench_decode_cuda(const kvq_model *m, const char *path, const char *quan
            "             no norms, RoPE, attention or host transfers\n", r.n_mats, r.weights / 1e6, reps);
     printf("f32          %10.1f tok/s  (cublasSgemv, %.1f GB/s of weights)\n", 1.0 / r.f32_s,
            (double)r.f32_bytes / r.f32_s / GB);
-    printf("%-12s %10.1f tok/s  (GEMV, codes dequantized in registers, %.1f GB/s of weights)\n", quant,
-           1.0 / r.q_s, (double)r.q_bytes / r.q_s / GB);
+    printf("%-12s %10.1f tok/s  (GEMV, codes dequantized in registers, %.1f GB/s of weights", quant, 1.0 / r.q_s,
+           (double)r.q_bytes / r.q_s / GB);
+    if (r.n_f32) printf("; %d of %d matrices f32: rows not whole blocks", r.n_f32, r.n_mats);
+    printf(")\n");
     printf("ratio        %10.2f\xc3\x97 f32 weights\n", r.f32_s / r.q_s);
     return CLI_EXIT_OK;
 }

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 
 #define CU_DIM_MAX (1 << 30) /* rows, cols, tokens: int-sized with room for products in size_t */
-#define CU_REPS_MAX 100000   /* bench passes                                               */
 #define LINEARS_PER_LAYER 7  /* wq wk wv wo w1 w2 w3                                       */
 
 /* ---- geometry (every build) ----------------------------------------------------- */
@@ -285,12 +284,15 @@ kvq_err kvq_cuda_bench_codec(const char *codec, const float *x, int64_t rows, in
     return e;
 }
 
-/* The linears of a model: host f32 copies, quantized copies, shapes. */
+/* The linears of a model: host f32 copies, quantized copies (NULL when
+ * the rows are not whole blocks), shapes, and per run the weights and
+ * block types handed to the device (f32: all KVQ_KT_NONE). */
 typedef struct {
     int n;
     float **f32;
     uint8_t **q;
-    int *rows, *cols;
+    const uint8_t **w;
+    int *rows, *cols, *types;
 } linears;
 
 static void linears_free(linears *l)
@@ -299,7 +301,33 @@ static void linears_free(linears *l)
         if (l->f32) free(l->f32[i]);
         if (l->q) free(l->q[i]);
     }
-    free(l->f32), free(l->q), free(l->rows), free(l->cols);
+    free(l->f32), free(l->q), free(l->w), free(l->rows), free(l->cols), free(l->types);
+}
+
+static kvq_err linears_alloc(linears *l, int n)
+{
+    l->n = n;
+    l->f32 = calloc((size_t)n, sizeof *l->f32), l->q = calloc((size_t)n, sizeof *l->q);
+    l->w = calloc((size_t)n, sizeof *l->w);
+    l->rows = calloc((size_t)n, sizeof *l->rows), l->cols = calloc((size_t)n, sizeof *l->cols);
+    l->types = calloc((size_t)n, sizeof *l->types);
+    KVQ_FAIL_IF(!l->f32 || !l->q || !l->w || !l->rows || !l->cols || !l->types, KVQ_ERR_NOMEM,
+                "cuda bench: %d linears", n);
+    return KVQ_OK;
+}
+
+/* Point the device run at f32 weights (quant 0) or at the quantized ones
+ * where they exist; returns how many stay f32. */
+static int linears_select(linears *l, kvq_kt t, int quant)
+{
+    int n_f32 = 0;
+    for (int i = 0; i < l->n; i++) {
+        int q = quant && l->q[i];
+        l->w[i] = q ? l->q[i] : (const uint8_t *)l->f32[i];
+        l->types[i] = q ? (int)t : KVQ_KT_NONE;
+        n_f32 += !q;
+    }
+    return n_f32;
 }
 
 /* Linear i of m: LINEARS_PER_LAYER per layer in forward order, then the
@@ -325,13 +353,15 @@ static kvq_err linear_load(const kvq_model *m, kvq_kt t, int i, linears *l)
     KVQ_FAIL_IF(!w, KVQ_ERR_NOT_FOUND, "cuda bench: model has no %s", name);
     int64_t rows = kvq_shape_rows(&w->shape), cols = kvq_shape_cols(&w->shape);
     KVQ_TRY(check_count("bench", name, rows, 1));
-    KVQ_TRY(check_dim("bench", name, cols, KVQ_QK));
+    KVQ_TRY(check_count("bench", name, cols, 1));
     l->rows[i] = (int)rows, l->cols[i] = (int)cols;
     size_t n = (size_t)(rows * cols), nb = n / KVQ_QK;
     l->f32[i] = malloc(n * sizeof(float));
-    l->q[i] = malloc(nb * kvq_kern_block_bytes(t));
-    KVQ_FAIL_IF(!l->f32[i] || !l->q[i], KVQ_ERR_NOMEM, "cuda bench: %s (%zu values)", name, n);
+    KVQ_FAIL_IF(!l->f32[i], KVQ_ERR_NOMEM, "cuda bench: %s (%zu values)", name, n);
     KVQ_TRY(kvq_weight_rows(w, 0, rows, l->f32[i]));
+    if (cols % KVQ_QK) return KVQ_OK; /* stays f32, as kvq quantize keeps it */
+    l->q[i] = malloc(nb * kvq_kern_block_bytes(t));
+    KVQ_FAIL_IF(!l->q[i], KVQ_ERR_NOMEM, "cuda bench: %s (%zu blocks)", name, nb);
     (void)kvq_kernels_get()->quantize[t](l->f32[i], l->q[i], nb); /* status bits: weights are finite */
     return KVQ_OK;
 }
@@ -349,22 +379,23 @@ kvq_err kvq_cuda_bench_matmuls(const kvq_model *m, const char *codec, int reps, 
     memset(r, 0, sizeof *r);
     kvq_kt t = (kvq_kt)f;
     linears l = {0};
-    l.n = kvq_model_config_get(m)->n_layers * LINEARS_PER_LAYER + 1;
-    l.f32 = calloc((size_t)l.n, sizeof *l.f32), l.q = calloc((size_t)l.n, sizeof *l.q);
-    l.rows = calloc((size_t)l.n, sizeof *l.rows), l.cols = calloc((size_t)l.n, sizeof *l.cols);
-    kvq_err e = l.f32 && l.q && l.rows && l.cols ? KVQ_OK : KVQ_ERROR(KVQ_ERR_NOMEM, "cuda bench: %d linears", l.n);
+    kvq_err e = linears_alloc(&l, kvq_model_config_get(m)->n_layers * LINEARS_PER_LAYER + 1);
     for (int i = 0; i < l.n && !e; i++) {
         e = linear_load(m, t, i, &l);
         double w = (double)l.rows[i] * l.cols[i];
         r->weights += w;
         r->f32_bytes += (size_t)w * sizeof(float);
-        r->q_bytes += (size_t)w / KVQ_QK * kvq_kern_block_bytes(t);
+        r->q_bytes += l.q[i] ? (size_t)w / KVQ_QK * kvq_kern_block_bytes(t) : (size_t)w * sizeof(float);
     }
     r->n_mats = l.n;
-    if (!e) e = CU_RUN("bench", kvq_cu_time_gemvs(KVQ_KT_NONE, (const uint8_t *const *)l.f32, l.rows, l.cols,
-                                                  l.n, reps, &r->f32_s));
-    if (!e) e = CU_RUN("bench", kvq_cu_time_gemvs((int)t, (const uint8_t *const *)l.q, l.rows, l.cols, l.n, reps,
-                                                  &r->q_s));
+    if (!e) {
+        linears_select(&l, t, 0);
+        e = CU_RUN("bench", kvq_cu_time_gemvs(l.types, l.w, l.rows, l.cols, l.n, reps, &r->f32_s));
+    }
+    if (!e) {
+        r->n_f32 = linears_select(&l, t, 1);
+        e = CU_RUN("bench", kvq_cu_time_gemvs(l.types, l.w, l.rows, l.cols, l.n, reps, &r->q_s));
+    }
     linears_free(&l);
     return e;
 }

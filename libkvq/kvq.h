@@ -1420,6 +1420,8 @@ KVQ_API kvq_err kvq_cuda_bench_codec(const char *codec, const float *x, int64_t 
 
 typedef struct kvq_cuda_matmul_bench {
     int n_mats;                /* matrices per token: 7 per layer + classifier  */
+    int n_f32;                 /* of them kept f32 in the quantized run (rows
+                                  not whole blocks, as kvq quantize keeps them) */
     double weights;            /* weights multiplied per token                  */
     size_t f32_bytes, q_bytes; /* device bytes of the f32 and quantized weights */
     double f32_s, q_s;         /* best seconds per token: cublasSgemv over f32,
@@ -1428,8 +1430,9 @@ typedef struct kvq_cuda_matmul_bench {
 /* kvq_cuda_bench_matmuls() : one token's matmuls of model m (every linear
  * of every layer and the classifier, as GEMVs over a device vector) with
  * the weights as f32 and quantized by codec "q8_0" or "q4_0" (CPU kernels,
- * then uploaded once), best of reps tokens.  Only the matmuls: no norms,
- * RoPE, attention or transfers. */
+ * then uploaded once; a matrix whose rows are not whole blocks stays f32),
+ * best of reps tokens.  Only the matmuls: no norms, RoPE, attention or
+ * transfers. */
 KVQ_API kvq_err kvq_cuda_bench_matmuls(const kvq_model *m, const char *codec, int reps, kvq_cuda_matmul_bench *r);
 
 #ifdef KVQ_EXPERIMENTAL

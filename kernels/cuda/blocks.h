@@ -85,9 +85,9 @@ int kvq_cu_attend(const kvq_cuda_kv *kv, const float *q, int n_heads, float *out
  * dequantized floats come back to q and y for the caller's exactness check. */
 int kvq_cu_time_codec(int fmt, const float *x, size_t nb, int reps, uint8_t *q, float *y, kvq_cuda_codec_bench *t);
 /* Seconds of one "token" of n_mats GEMVs (weights w[i], rows[i]×cols[i] of
- * type, uploaded once), best of reps; type KVQ_KT_NONE: f32 weights
- * through cublasSgemv. */
-int kvq_cu_time_gemvs(int type, const uint8_t *const *w, const int *rows, const int *cols, int n_mats,
+ * block type types[i], uploaded once), best of reps; KVQ_KT_NONE: f32
+ * weights through cublasSgemv. */
+int kvq_cu_time_gemvs(const int *types, const uint8_t *const *w, const int *rows, const int *cols, int n_mats,
                       int reps, double *sec);
 #ifdef __cplusplus
 }

@@ -10,7 +10,8 @@
  *     "dequantize ≥ 70 % of copy" criterion compares against.
  *   kvq_cu_time_gemvs: one token's worth of GEMVs (every matrix once, each
  *     over a device input vector of its width); f32 weights (type
- *     KVQ_KT_NONE) go through cublasSgemv as the baseline.
+ *     KVQ_KT_NONE) go through cublasSgemv: the baseline, and the fallback
+ *     for matrices whose rows are not whole blocks.
  */
 #include <cublas_v2.h>
 #include <float.h>
@@ -125,13 +126,15 @@ static void set_free(gemv_set *s)
     if (s->blas) cublasDestroy(s->blas);
 }
 
-static int set_upload(gemv_set *s, int type, const uint8_t *const *w, const int *rows, const int *cols)
+static int set_upload(gemv_set *s, const int *types, const uint8_t *const *w, const int *rows, const int *cols)
 {
-    int max_r = 1, max_c = 1;
+    int max_r = 1, max_c = 1, any_f32 = 0;
     cudaError_t e = cudaSuccess;
     for (int i = 0; i < s->n && e == cudaSuccess; i++) {
-        size_t bytes = type == KVQ_KT_NONE ? (size_t)rows[i] * (size_t)cols[i] * sizeof(float)
-                                           : (size_t)rows[i] * (size_t)(cols[i] / KVQ_QK) * kvq_cu_block_bytes(type);
+        size_t bytes = types[i] == KVQ_KT_NONE
+                           ? (size_t)rows[i] * (size_t)cols[i] * sizeof(float)
+                           : (size_t)rows[i] * (size_t)(cols[i] / KVQ_QK) * kvq_cu_block_bytes(types[i]);
+        any_f32 |= types[i] == KVQ_KT_NONE;
         max_r = rows[i] > max_r ? rows[i] : max_r;
         max_c = cols[i] > max_c ? cols[i] : max_c;
         e = cudaMalloc(&s->w[i], bytes);
@@ -141,17 +144,17 @@ static int set_upload(gemv_set *s, int type, const uint8_t *const *w, const int 
     if (e == cudaSuccess) e = cudaMemset(s->x, 0, (size_t)max_c * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc((void **)&s->y, (size_t)max_r * sizeof(float));
     if (e != cudaSuccess) return (int)e;
-    cublasStatus_t b = type == KVQ_KT_NONE ? cublasCreate(&s->blas) : CUBLAS_STATUS_SUCCESS;
+    cublasStatus_t b = any_f32 ? cublasCreate(&s->blas) : CUBLAS_STATUS_SUCCESS;
     return b == CUBLAS_STATUS_SUCCESS ? 0 : KVQ_CU_BLAS_FAILED + (int)b;
 }
 
 /* One token: every matrix once. */
-static int set_token(const gemv_set *s, int type, const int *rows, const int *cols)
+static int set_token(const gemv_set *s, const int *types, const int *rows, const int *cols)
 {
     const float one = 1.0f, zero = 0.0f;
     for (int i = 0; i < s->n; i++) {
-        if (type != KVQ_KT_NONE) {
-            cudaError_t e = kvq_cu_launch_gemv(type, s->w[i], rows[i], cols[i], s->x, s->y, 0);
+        if (types[i] != KVQ_KT_NONE) {
+            cudaError_t e = kvq_cu_launch_gemv(types[i], s->w[i], rows[i], cols[i], s->x, s->y, 0);
             if (e != cudaSuccess) return (int)e;
             continue;
         }
@@ -163,19 +166,19 @@ static int set_token(const gemv_set *s, int type, const int *rows, const int *co
     return 0;
 }
 
-extern "C" int kvq_cu_time_gemvs(int type, const uint8_t *const *w, const int *rows, const int *cols, int n_mats,
+extern "C" int kvq_cu_time_gemvs(const int *types, const uint8_t *const *w, const int *rows, const int *cols, int n_mats,
                                  int reps, double *sec)
 {
     gemv_set s = {};
     s.n = n_mats;
     s.w = (void **)calloc((size_t)n_mats, sizeof *s.w);
-    int err = s.w ? set_upload(&s, type, w, rows, cols) : (int)cudaErrorMemoryAllocation;
+    int err = s.w ? set_upload(&s, types, w, rows, cols) : (int)cudaErrorMemoryAllocation;
     ev_pair ev = {};
     if (!err) err = (int)ev_create(&ev);
     *sec = DBL_MAX;
     for (int rep = -1; rep < reps && !err; rep++) {
         cudaEventRecord(ev.a);
-        err = set_token(&s, type, rows, cols);
+        err = set_token(&s, types, rows, cols);
         cudaEventRecord(ev.b);
         if (!err) err = (int)ev_seconds(&ev, rep >= 0, sec);
     }
