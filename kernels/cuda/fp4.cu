@@ -30,6 +30,7 @@
 #include "kernels/cuda/cu_internal.cuh"
 
 #define THREADS          KVQ_CU_THREADS
+#define DQ_VEC           4          /* dequantize: values per thread (float4)  */
 #define MX_EMIN_ELEM     2          /* emax of E2M1                            */
 #define MX_MANT_NEAR_TOP 0x7FF000u  /* fp_mx.c: below this, floor(log2) = exp  */
 #define NV_SUB           16         /* values per UE4M3 scale                  */
@@ -115,14 +116,18 @@ __global__ static void quantize_mxfp4(const float *x, kvq_block_mxfp4 *out, size
     out[b].e = (uint8_t)e;
 }
 
-/* Thread per value: kv[c] · 2^(e−128) (fp_mx.c e8m0_to_fp32_half). */
-__global__ static void dequantize_mxfp4(const kvq_block_mxfp4 *src, float *y, size_t n)
+/* DQ_VEC consecutive values of one block per thread, one 16-byte store:
+ * kv[c] · 2^(e−128) (fp_mx.c e8m0_to_fp32_half). */
+__global__ static void dequantize_mxfp4(const kvq_block_mxfp4 *src, float4 *y, size_t n4)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const kvq_block_mxfp4 *b = src + i / KVQ_MXFP4_BLOCK;
-    unsigned c = nibble(b->qs, (int)(i % KVQ_MXFP4_BLOCK), KVQ_MXFP4_BLOCK);
-    y[i] = __fmul_rn(kvq_cu_kv_fp4[c], kvq_cu_pow2((int)b->e - 128));
+    if (i >= n4) return;
+    const kvq_block_mxfp4 *b = src + i / (KVQ_MXFP4_BLOCK / DQ_VEC);
+    int j = (int)(i % (KVQ_MXFP4_BLOCK / DQ_VEC)) * DQ_VEC;
+    float d = kvq_cu_pow2((int)b->e - 128), v[DQ_VEC];
+#pragma unroll
+    for (int u = 0; u < DQ_VEC; u++) v[u] = __fmul_rn(kvq_cu_kv_fp4[nibble(b->qs, j + u, KVQ_MXFP4_BLOCK)], d);
+    y[i] = make_float4(v[0], v[1], v[2], v[3]);
 }
 
 /* ---- nvfp4 ------------------------------------------------------------------ */
@@ -168,16 +173,18 @@ __global__ static void quantize_nvfp4(const float *x, kvq_block_nvfp4 *out, size
     }
 }
 
-/* Thread per value: (kv[c] · d) · G. */
-__global__ static void dequantize_nvfp4(const kvq_block_nvfp4 *src, float g, float *y, size_t n)
+/* DQ_VEC consecutive values of one sub-block per thread: (kv[c] · d) · G. */
+__global__ static void dequantize_nvfp4(const kvq_block_nvfp4 *src, float g, float4 *y, size_t n4)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const kvq_block_nvfp4 *b = src + i / KVQ_NVFP4_BLOCK;
-    int k = (int)(i % KVQ_NVFP4_BLOCK), s = k / NV_SUB;
-    unsigned c = nibble(b->qs + s * NV_SUB / 2, k % NV_SUB, NV_SUB);
-    float d = __fmul_rn(ue4m3_value(b->d[s]), 0.5f);
-    y[i] = __fmul_rn(__fmul_rn(kvq_cu_kv_fp4[c], d), g);
+    if (i >= n4) return;
+    const kvq_block_nvfp4 *b = src + i / (KVQ_NVFP4_BLOCK / DQ_VEC);
+    int k = (int)(i % (KVQ_NVFP4_BLOCK / DQ_VEC)) * DQ_VEC, s = k / NV_SUB;
+    const uint8_t *qs = b->qs + s * NV_SUB / 2;
+    float d = __fmul_rn(ue4m3_value(b->d[s]), 0.5f), v[DQ_VEC];
+#pragma unroll
+    for (int u = 0; u < DQ_VEC; u++) v[u] = __fmul_rn(__fmul_rn(kvq_cu_kv_fp4[nibble(qs, k % NV_SUB + u, NV_SUB)], d), g);
+    y[i] = make_float4(v[0], v[1], v[2], v[3]);
 }
 
 /* ---- absmax (for NVFP4's tensor scale) ---------------------------------------- */
@@ -205,13 +212,13 @@ cudaError_t kvq_cu_launch_quant_fp4(int fmt, const float *x, void *blocks, size_
 
 cudaError_t kvq_cu_launch_dequant_fp4(int fmt, const void *blocks, float g, float *y, size_t nb, cudaStream_t s)
 {
-    if (fmt == KVQ_CF_MXFP4) {
-        size_t n = nb * KVQ_MXFP4_BLOCK;
-        dequantize_mxfp4<<<kvq_cu_grid(n, THREADS), THREADS, 0, s>>>((const kvq_block_mxfp4 *)blocks, y, n);
-    } else {
-        size_t n = nb * KVQ_NVFP4_BLOCK;
-        dequantize_nvfp4<<<kvq_cu_grid(n, THREADS), THREADS, 0, s>>>((const kvq_block_nvfp4 *)blocks, g, y, n);
-    }
+    /* y is 16-byte aligned (cudaMalloc'd, or a tile of whole rows in blas.cu) */
+    size_t n4 = nb * kvq_cu_block_values(fmt) / DQ_VEC;
+    unsigned grid = kvq_cu_grid(n4, THREADS);
+    if (fmt == KVQ_CF_MXFP4)
+        dequantize_mxfp4<<<grid, THREADS, 0, s>>>((const kvq_block_mxfp4 *)blocks, (float4 *)y, n4);
+    else
+        dequantize_nvfp4<<<grid, THREADS, 0, s>>>((const kvq_block_nvfp4 *)blocks, g, (float4 *)y, n4);
     return cudaGetLastError();
 }
 
