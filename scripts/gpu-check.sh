@@ -15,19 +15,21 @@
 #   codecs_64M     kvq bench codecs --device cuda, 4096x4096 (64 MiB f32)
 #   codecs_256M    the same at 8192x8192 (256 MiB: well past the L2 cache)
 #   decode_*       kvq bench decode MODEL --device cuda, q8_0 and q4_0, for
-#                  each model found (stories260K, llama-4.6M in ../shared/data
-#                  or the paths in $MODELS)
+#                  each model found (stories260K, llama-4.6M under $KVQ_DATA,
+#                  default ../shared/data, or the paths in $MODELS)
 #   memcheck       compute-sanitizer memcheck over test_cuda, if installed
 # Environment: BUILD (default build-gpu), JOBS (16), BUDGET (450 s),
-# MODELS (space-separated model paths), SKIP_BUILD=1 to use an existing
-# $BUILD (e.g. one carried to the machine) without running make.
+# KVQ_DATA (the shared data: golden/ and models/), MODELS (space-separated
+# model paths), SKIP_BUILD=1 to use an existing $BUILD (e.g. one carried
+# to the machine) without running make.
 set -u
 out=${1:-${OUT:-gpu-out}}
 BUILD=${BUILD:-build-gpu}
 JOBS=${JOBS:-16}
 BUDGET=${BUDGET:-450}
-DATA=../shared/data/models
-MODELS=${MODELS:-"$DATA/stories260K/stories260K.bin $DATA/llama-4.6M/model.bin"}
+DATA=${KVQ_DATA:-../shared/data}
+MODELS=${MODELS:-"$DATA/models/stories260K/stories260K.bin $DATA/models/llama-4.6M/model.bin"}
+export KVQ_DATA=$DATA   # test_cuda's golden files
 mkdir -p "$out"
 : >"$out/summary.txt"
 SECONDS=0

@@ -4,8 +4,8 @@
  *   - quantize bytes and dequantized floats exactly equal to the CPU codecs
  *     (q8_0/q4_0 through the kernel slots, mxfp4/nvfp4 quant/fp_mx.c) on
  *     2^20 values, and to ggml's golden bytes in ../shared/data/golden
- *     (skipped with a message when absent; nvfp4: dequantize only, as
- *     ggml stores no tensor scale);
+ *     ($KVQ_DATA/golden when set, as the CLI; skipped with a message when
+ *     absent; nvfp4: dequantize only, as ggml stores no tensor scale);
  *   - GEMV, cuBLAS GEMM over dequantized tiles, GEAR's low-rank residual
  *     and scores, and attention over q8_0/q4_0 pages (vs kvq_cache_attend)
  *     within stated tolerances relative to Σ|terms|.
@@ -34,7 +34,7 @@
 #define GEMV_TOL  1e-5       /* relative to Σ|w·x| of the output          */
 #define BLAS_TOL  1e-5       /* GEMM, low rank: relative to Σ|terms|      */
 #define ATT_TOL   1e-4       /* attention: relative to max |v|            */
-#define GOLDEN    "../shared/data/golden/" /* ggml's reference encodings      */
+#define DATA_DIR  "../shared/data"  /* or $KVQ_DATA: golden/ = ggml's encodings */
 
 static uint32_t rng = 12345u;
 static float unif(void)
@@ -239,6 +239,12 @@ static void test_quantize_dequantize_exact(void **state)
     free(x), free(yg), free(yc), free(qg), free(qc);
 }
 
+static const char *data_dir(void)
+{
+    const char *d = getenv("KVQ_DATA");
+    return d && *d ? d : DATA_DIR;
+}
+
 static void *read_all(const char *path, size_t *n)
 {
     FILE *f = fopen(path, "rb");
@@ -258,7 +264,7 @@ static void golden_case(const char *name)
     static const kvq_cuda_fmt fmts[] = {KVQ_CF_Q8_0, KVQ_CF_Q4_0, KVQ_CF_MXFP4, KVQ_CF_NVFP4};
     char path[256];
     size_t nx, ng;
-    snprintf(path, sizeof path, GOLDEN "%s.f32", name);
+    snprintf(path, sizeof path, "%s/golden/%s.f32", data_dir(), name);
     float *x = read_all(path, &nx);
     assert_non_null(x);
     size_t n = nx / sizeof(float);
@@ -266,7 +272,7 @@ static void golden_case(const char *name)
     uint8_t *q = malloc(2 * nx + KVQ_NVFP4_HDR), *p = malloc(2 * nx + KVQ_NVFP4_HDR);
     assert_true(yg && yc && q && p);
     for (int i = 0; i < 4; i++) {
-        snprintf(path, sizeof path, GOLDEN "%s.%s", name, names[i]);
+        snprintf(path, sizeof path, "%s/golden/%s.%s", data_dir(), name, names[i]);
         uint8_t *gold = read_all(path, &ng);
         assert_non_null(gold);
         size_t nb = n / (size_t)kvq_cuda_block_values(fmts[i]), hdr = fmts[i] == KVQ_CF_NVFP4 ? KVQ_NVFP4_HDR : 0;
@@ -291,9 +297,11 @@ static void test_golden(void **state)
 {
     (void)state;
     if (!have_gpu()) skip();
-    FILE *f = fopen(GOLDEN "adversarial.f32", "rb");
+    char path[256];
+    snprintf(path, sizeof path, "%s/golden/adversarial.f32", data_dir());
+    FILE *f = fopen(path, "rb");
     if (!f) {
-        printf("SKIP: " GOLDEN " not found (golden encodings live in ../shared/data)\n");
+        printf("SKIP: %s not found (ggml's golden encodings: ../shared/data or $KVQ_DATA)\n", path);
         skip();
     }
     fclose(f);
