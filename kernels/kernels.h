@@ -64,6 +64,21 @@ typedef float (*kvq_kern_absmax_fn)(const float *x, size_t n);
 typedef void (*kvq_kern_dots_f16_fn)(const uint8_t *w, size_t stride, size_t nrows, const float *x, size_t n,
                                      float *out);
 
+/* Integer codes of b bits (2..8) packed LSB first (quant_common.h bit
+ * streams), as rtn, bfp and mxint8 store a row's groups / blocks; `codes`
+ * is the byte where code 0 starts (a group starting at a multiple of 8
+ * values starts on a byte), n any count.
+ * codes_dot: *cx = Σ_i (code_i − off) · x_i and *sx = Σ_i x_i (any order:
+ *   the codec's product is Σ_g scale_g·cx_g + bias_g·sx_g; off centres the
+ *   codes, so a symmetric grid needs no bias term and cancels nothing).
+ * codes_dequant: y_i = zero + scale · ((float)code_i − off), exactly these
+ *   f32 operations in this order (rtn's and bfp's decode rule), so every
+ *   table gives identical floats. */
+typedef void (*kvq_kern_codes_dot_fn)(const uint8_t *codes, unsigned bits, size_t n, float off, const float *x,
+                                      float *cx, float *sx);
+typedef void (*kvq_kern_codes_dequant_fn)(const uint8_t *codes, unsigned bits, size_t n, float scale, float zero,
+                                          float off, float *y);
+
 typedef struct kvq_kernels {
     const char *name;                      /* "ref", "avx2"                   */
     kvq_kern_quant_fn   quantize[KVQ_KT_COUNT];
@@ -72,6 +87,8 @@ typedef struct kvq_kernels {
     kvq_kern_dots_fn    dots[KVQ_KT_COUNT];
     kvq_kern_absmax_fn  absmax;
     kvq_kern_dots_f16_fn dots_f16;
+    kvq_kern_codes_dot_fn     codes_dot;     /* cpu/int_ref.c, int_avx2.c */
+    kvq_kern_codes_dequant_fn codes_dequant;
     int fast_dot;  /* 1 when the dot slots beat dequantize + an f32 dot:
                       the decoder then runs them for single tokens (the
                       scalar reference is slower than gcc's vectorised
@@ -89,6 +106,10 @@ const kvq_kernels *kvq_kernels_avx2(void);
 /* Filled by cpu/ref.c and cpu/avx2.c respectively. */
 void kvq_kernels_fill_ref(kvq_kernels *k);
 int  kvq_kernels_fill_avx2(kvq_kernels *k); /* 0 when the CPU lacks AVX2/FMA */
+
+/* The integer-code slots, filled by fill_ref / fill_avx2. */
+void kvq_kern_int_fill_ref(kvq_kernels *k);
+void kvq_kern_int_fill_avx2(kvq_kernels *k); /* only called with AVX2/FMA present */
 
 /* Helpers shared by slots and callers (cpu/ref.c). */
 size_t kvq_kern_block_bytes(kvq_kt t);

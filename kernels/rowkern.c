@@ -17,6 +17,9 @@ typedef struct {
 static const rowkern_entry BINDERS[] = {
     {&kvq_codec_q8_0, kvq_ggml_rowkern},
     {&kvq_codec_q4_0, kvq_ggml_rowkern},
+    {&kvq_codec_rtn, kvq_rtn_rowkern},
+    {&kvq_codec_bfp, kvq_bfp_rowkern},
+    {&kvq_codec_mxint8, kvq_bfp_rowkern},
 };
 
 static kvq_rowkern_bind_fn find(const kvq_codec *c)

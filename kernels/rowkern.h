@@ -80,5 +80,7 @@ kvq_err kvq_rowkern_bind_f16(const void *data, size_t n, const kvq_shape *s, kvq
 
 /* The binders (one per codec file; kernels/rowkern.c lists them). */
 kvq_err kvq_ggml_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
+kvq_err kvq_rtn_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
+kvq_err kvq_bfp_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
 
 #endif

@@ -37,6 +37,10 @@
 #include "kvq_internal.h"
 #include "quant/codecs.h"
 #include "quant/quant_common.h"
+#include "kernels/kernels.h"
+#include "kernels/rowkern.h"
+
+#include <stdlib.h>
 
 #define BFP_EXP_BIAS   127   /* exponent byte = e + 127 (E8M0)                  */
 #define BFP_EXP_MIN    (-127)/* smallest shared exponent (E8M0 code 0)           */
@@ -227,6 +231,51 @@ static kvq_err bfp_parts(void *st, const void *src, size_t n, const kvq_shape *s
     memset(out, 0, sizeof *out);
     out->scales = (uint64_t)L.rows * (uint64_t)L.nblk;
     out->codes = n - out->scales;
+    return KVQ_OK;
+}
+
+/* ---- row kernel (kernels/rowkern.h) ------------------------------------------
+ * Σ_i x̂_i·x_i per block = step·Σ (c_i − qmax)·x_i, the sum from the
+ * table's codes_dot slot (aux); step = lut[exponent byte].  ip = mant,
+ * block, exponent bytes per row; fp[0] = qmax.  Binding decodes every row
+ * once, so an exponent byte 0xFF or an invalid code is refused there. */
+static float bfp_row_dot(const kvq_rowkern *k, int64_t r, const float *x)
+{
+    kvq_kern_codes_dot_fn cdot = (kvq_kern_codes_dot_fn)k->aux;
+    const uint8_t *exps = k->p[0] + (size_t)r * k->stride[0], *codes = exps + k->ip[2];
+    unsigned bits = (unsigned)k->ip[0];
+    float acc = 0.0f;
+    for (int64_t c0 = 0, b = 0; c0 < k->cols; c0 += k->ip[1], b++) {
+        int64_t len = k->cols - c0 < k->ip[1] ? k->cols - c0 : k->ip[1];
+        float cx, sx;
+        cdot(codes + (size_t)c0 * bits / 8, bits, (size_t)len, k->fp[0], x + c0, &cx, &sx);
+        acc += k->lut[exps[b]] * cx;
+    }
+    return acc;
+}
+
+kvq_err kvq_bfp_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *sh, kvq_rowkern *k)
+{
+    const bfp_state *s = st;
+    bfp_layout L = layout_of(s, sh);
+    KVQ_TRY(check_payload(s, &L, n));
+    float *row = malloc((size_t)(L.cols ? L.cols : 1) * sizeof *row);
+    KVQ_FAIL_IF(!row, KVQ_ERR_NOMEM, "%s: out of memory binding a row kernel", s->name);
+    kvq_err e = KVQ_OK;
+    void *sv = (void *)(uintptr_t)st; /* decode_rows reads the state only */
+    for (int64_t r = 0; r < L.rows && !e; r++) e = bfp_decode_rows(sv, payload, n, sh, r, r + 1, row);
+    free(row);
+    if (e) return e;
+    k->dot = bfp_row_dot;
+    k->fast = kvq_kernels_get()->fast_dot;
+    k->p[0] = payload;
+    k->stride[0] = L.row_bytes;
+    k->ip[0] = (int)s->mant;
+    k->ip[1] = (int)s->block;
+    k->ip[2] = (int)L.nblk;
+    k->fp[0] = (float)qmax_of(s->mant);
+    for (int c = 0; c < KVQ_ROWKERN_LUT; c++) k->lut[c] = ldexpf(1.0f, c - BFP_EXP_BIAS - ((int)s->mant - 2));
+    k->aux = (void (*)(void))kvq_kernels_get()->codes_dot;
     return KVQ_OK;
 }
 

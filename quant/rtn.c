@@ -23,6 +23,8 @@
 #include "kvq_internal.h"
 #include "quant/codecs.h"
 #include "quant/quant_common.h"
+#include "kernels/kernels.h"
+#include "kernels/rowkern.h"
 
 #define RTN_GROUP_QUANTUM 32  /* group sizes are multiples of this (ggml block) */
 #define RTN_CHUNK         256 /* codes per quantise/pack pass: a multiple of 8, so
@@ -160,20 +162,6 @@ static void quant_chunk(const float *x, size_t n, const rtn_grid *g, const rtn_s
     quant_codes(x + full, n - full, g->z, g->id, lo, hi, off, codes + full);
 }
 
-static inline void dequant_codes(const uint8_t *restrict codes, size_t n, float z, float d, float off,
-                                 float *restrict y)
-{
-    for (size_t i = 0; i < n; i++) y[i] = z + d * ((float)codes[i] - off);
-}
-
-static void dequant_chunk(const uint8_t *codes, size_t n, const rtn_grid *g, const rtn_state *s, float *y)
-{
-    const float off = (float)(s->mode == MODE_SYM ? qmax_sym(s->bits) : 0);
-    size_t full = n - n % RTN_VEC;
-    for (size_t i = 0; i < full; i += RTN_VEC) dequant_codes(codes + i, RTN_VEC, g->z, g->d, off, y + i);
-    dequant_codes(codes + full, n - full, g->z, g->d, off, y + full);
-}
-
 /* Columns [c0, c0+len) of one row, in chunks that start on byte boundaries
  * of the row's code stream (c0 and RTN_CHUNK are multiples of 8). */
 static void encode_span(const rtn_state *s, const float *x, int64_t c0, int64_t len, const rtn_grid *g,
@@ -187,15 +175,14 @@ static void encode_span(const rtn_state *s, const float *x, int64_t c0, int64_t 
     }
 }
 
+/* Values [c0, c0+len) of a row through the kernel table's dequantize
+ * slot (c0 a multiple of 8: the codes start on a byte; exact floats). */
 static void decode_span(const rtn_state *s, const uint8_t *row_codes, int64_t c0, int64_t len, const rtn_grid *g,
                         float *y)
 {
-    uint8_t codes[RTN_CHUNK];
-    for (int64_t c = c0; c < c0 + len; c += RTN_CHUNK) {
-        size_t k = (size_t)(c0 + len - c < RTN_CHUNK ? c0 + len - c : RTN_CHUNK);
-        kvq_bits_unpack(row_codes + (size_t)c * s->bits / 8, k, s->bits, codes);
-        dequant_chunk(codes, k, g, s, y + c);
-    }
+    const float off = (float)(s->mode == MODE_SYM ? qmax_sym(s->bits) : 0);
+    kvq_kernels_get()->codes_dequant(row_codes + (size_t)c0 * s->bits / 8, s->bits, (size_t)len, g->d, g->z, off,
+                                     y + c0);
 }
 
 static kvq_err rtn_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
@@ -246,6 +233,65 @@ static kvq_err rtn_decode_rows(void *st, const void *src, size_t n, const kvq_sh
     KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "rtn: payload is %zu bytes, shape and parameters need %zu", n,
                 L.total);
     return decode_range(s, &L, src, r0, r1, out);
+}
+
+/* ---- row kernel (kernels/rowkern.h) ------------------------------------------
+ * x̂ = z + d·(c − off) = (z + d·m) + d·(c − m) with m the grid's centre
+ * (off for sym, where z = 0; (2^b − 1)/2 for asym), so per group
+ *   Σ x̂_i·x_i = d·Σ (c_i − m)·x_i + (z + d·m)·Σ x_i,
+ * the two sums from the table's codes_dot slot (aux); centring keeps the
+ * terms as small as the values (no cancellation of large sums).  p[0] is
+ * row 0 (past a tensor-wide entry), stride[0] the row bytes; ip = bits,
+ * span, gpr, entry bytes; fp = m, and the tensor-wide d, z.  Binding reads
+ * every stored scale. */
+static float rtn_row_dot(const kvq_rowkern *k, int64_t r, const float *x)
+{
+    kvq_kern_codes_dot_fn cdot = (kvq_kern_codes_dot_fn)k->aux;
+    const uint8_t *row = k->p[0] + (size_t)r * k->stride[0];
+    const uint8_t *codes = row + (size_t)k->ip[2] * (size_t)k->ip[3];
+    unsigned bits = (unsigned)k->ip[0];
+    int asym = k->ip[3] == 4;
+    float acc = 0.0f, d = k->fp[1], z = k->fp[2];
+    for (int64_t c0 = 0, g = 0; c0 < k->cols; c0 += k->ip[1], g++) {
+        int64_t len = k->cols - c0 < k->ip[1] ? k->cols - c0 : k->ip[1];
+        if (k->ip[2]) {
+            const uint8_t *e = row + (size_t)g * (size_t)k->ip[3];
+            d = kvq_f16_to_f32(kvq_rd16(e));
+            z = asym ? kvq_f16_to_f32(kvq_rd16(e + 2)) : 0.0f;
+        }
+        float cx, sx;
+        cdot(codes + (size_t)c0 * bits / 8, bits, (size_t)len, k->fp[0], x + c0, &cx, &sx);
+        acc += asym ? d * cx + (z + d * k->fp[0]) * sx : d * cx;
+    }
+    return acc;
+}
+
+kvq_err kvq_rtn_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *sh, kvq_rowkern *k)
+{
+    const rtn_state *s = st;
+    rtn_layout L = layout_of(s, sh);
+    KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "rtn: payload is %zu bytes, shape and parameters need %zu", n,
+                L.total);
+    const uint8_t *p = payload;
+    rtn_grid g = {0, 0, 0};
+    if (s->gran == GRAN_TENSOR) KVQ_TRY(read_grid(s, p, &g, 0));
+    for (int64_t r = 0; r < L.rows; r++)
+        for (int64_t e = 0; e < L.gpr; e++)
+            KVQ_TRY(read_grid(s, p + L.global + (size_t)r * L.row_bytes + (size_t)e * L.entry, &g, r));
+    const kvq_kernels *kt = kvq_kernels_get();
+    k->dot = rtn_row_dot;
+    k->fast = kt->fast_dot;
+    k->p[0] = p + L.global;
+    k->stride[0] = L.row_bytes;
+    k->ip[0] = (int)s->bits;
+    k->ip[1] = (int)L.span;
+    k->ip[2] = (int)L.gpr;
+    k->ip[3] = (int)L.entry;
+    k->fp[0] = s->mode == MODE_SYM ? (float)qmax_sym(s->bits) : 0.5f * (float)levels_asym(s->bits);
+    k->fp[1] = s->gran == GRAN_TENSOR ? g.d : 0.0f;
+    k->fp[2] = s->gran == GRAN_TENSOR ? g.z : 0.0f;
+    k->aux = (void (*)(void))kt->codes_dot;
+    return KVQ_OK;
 }
 
 /* Declared error bound, for the default parameters (bits=4, sym, group=32)

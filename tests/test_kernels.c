@@ -42,6 +42,16 @@ static uint32_t rnd(void)
 }
 static float unif(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; }
 
+/* Codes of `bits` bits, LSB first, as quant_common.h streams (written
+ * here independently of the library's packer). */
+static void pack_codes(const uint8_t *c, size_t n, unsigned bits, uint8_t *dst)
+{
+    memset(dst, 0, (n * bits + 7) / 8);
+    for (size_t i = 0; i < n; i++)
+        for (unsigned b = 0; b < bits; b++)
+            if (c[i] >> b & 1u) dst[(i * bits + b) / 8] |= (uint8_t)(1u << ((i * bits + b) % 8));
+}
+
 static const kvq_kernels *need_avx2(void)
 {
     const kvq_kernels *k = kvq_kernels_avx2();
@@ -312,6 +322,45 @@ static void test_dots_f16(void **state)
         }
 }
 
+/* Integer codes of every width 2..8 (rtn, bfp, mxint8 rows): AVX2
+ * dequantize equals the reference float for float, codes_dot within
+ * DOT_TOL of Σ|(c − off)·x| (Σ x within DOT_TOL of Σ|x|), for lengths
+ * with and without tails, random scale / zero / centre. */
+#define CODES_MAX 300 /* longest group tested (rtn gran=row rows are any length) */
+
+static void test_codes_slots(void **state)
+{
+    (void)state;
+    const kvq_kernels *a = need_avx2(), *r = kvq_kernels_ref();
+    if (!a) skip();
+    uint8_t codes[CODES_MAX], packed[CODES_MAX];
+    float x[CODES_MAX], ya[CODES_MAX], yr[CODES_MAX];
+    for (unsigned bits = 2; bits <= 8; bits++)
+        for (size_t n = 1; n <= CODES_MAX; n += 1 + n / 4) {
+            for (size_t i = 0; i < n; i++) codes[i] = (uint8_t)(rnd() & ((1u << bits) - 1));
+            pack_codes(codes, n, bits, packed);
+            fill_random(x, n);
+            float sc = unif() * 0.1f, z = unif(), off = (float)(rnd() % (1u << bits)) * 0.5f;
+            a->codes_dequant(packed, bits, n, sc, z, off, ya);
+            r->codes_dequant(packed, bits, n, sc, z, off, yr);
+            assert_memory_equal(ya, yr, n * sizeof *ya);
+            for (size_t i = 0; i < n; i++) assert_true(yr[i] == z + sc * ((float)codes[i] - off));
+            float ca, sa, cr, sr;
+            a->codes_dot(packed, bits, n, off, x, &ca, &sa);
+            r->codes_dot(packed, bits, n, off, x, &cr, &sr);
+            double mc = 0.0, ms = 0.0, want = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                mc += fabs(((double)codes[i] - off) * x[i]);
+                ms += fabs((double)x[i]);
+                want += ((double)codes[i] - off) * x[i];
+            }
+            double tc = DOT_TOL * mc + 1e-37, ts = DOT_TOL * ms + 1e-37;
+            if (fabs((double)ca - (double)cr) > tc || fabs((double)cr - want) > tc || fabs((double)sa - (double)sr) > ts)
+                fail_msg("%u bits, %zu codes: avx2 %.9g/%.9g ref %.9g/%.9g exact %.9g", bits, n, (double)ca,
+                         (double)sa, (double)cr, (double)sr, want);
+        }
+}
+
 static void test_absmax_exact(void **state)
 {
     (void)state;
@@ -357,6 +406,7 @@ int main(void)
         cmocka_unit_test(test_absmax_exact),     cmocka_unit_test(test_codec_uses_slots),
         cmocka_unit_test(test_quantize_status),  cmocka_unit_test(test_codec_reports),
         cmocka_unit_test(test_dots_equal_dot),   cmocka_unit_test(test_dots_f16),
+        cmocka_unit_test(test_codes_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

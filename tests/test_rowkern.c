@@ -29,6 +29,18 @@
 static const char *const SPECS[] = {
     "q8_0",
     "q4_0",
+    "rtn:bits=2",
+    "rtn:bits=3,mode=asym",
+    "rtn:bits=4,gran=row",
+    "rtn:bits=5,group=96",
+    "rtn:bits=8,mode=asym,group=64",
+    "rtn:bits=4,gran=tensor",
+    "rtn:bits=6,mode=asym,gran=row",
+    "bfp",
+    "bfp:mant=8,block=16",
+    "bfp:mant=3,block=24,round=rha",
+    "bfp:mant=6,block=128",
+    "mxint8",
 };
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;

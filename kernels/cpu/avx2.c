@@ -358,6 +358,7 @@ int kvq_kernels_fill_avx2(kvq_kernels *k)
     k->dots[KVQ_KT_Q4_0] = dots_q4_0;
     k->absmax = absmax_avx2;
     k->dots_f16 = dots_f16;
+    kvq_kern_int_fill_avx2(k);
     k->fast_dot = 1;
     return 1;
 }

@@ -219,4 +219,5 @@ void kvq_kernels_fill_ref(kvq_kernels *k)
     k->dots[KVQ_KT_Q4_0] = dots_q4_0;
     k->absmax = absmax_ref;
     k->dots_f16 = dots_f16;
+    kvq_kern_int_fill_ref(k);
 }

@@ -1,0 +1,156 @@
+/*
+ * int_avx2.c — AVX2/FMA versions of the integer-code slots (kernels.h
+ * codes_dot / codes_dequant) for rtn, bfp and mxint8 rows (issue 9 items
+ * 1–2; STYLE.md "Kernels follow BLIS").
+ *
+ * 8-bit codes are bytes already; 4-bit codes (two per byte, low nibble
+ * first) are split and interleaved in registers, 16 per step; every other
+ * width, and the tail of a group, goes through kvq_bits_unpack into a
+ * small buffer first.  Bytes become floats with vpmovzxbd + vcvtdq2ps.
+ *   codes_dot: two FMA accumulators for Σ (code − off)·x, one add chain
+ *     for Σ x:
+ *     a different summation order from int_ref.c (tolerance tests).
+ *   codes_dequant: (float)code − off, · scale, + zero as three separate
+ *     vector operations (no FMA), identical to the reference float for
+ *     float.
+ * Compiled with target attributes and installed only by
+ * kvq_kernels_fill_avx2() after the CPU check, like cpu/avx2.c.
+ */
+#include "kernels/kernels.h"
+#include "kvq_internal.h"
+#include "quant/quant_common.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#define INT_TARGET __attribute__((target("avx2,fma,f16c")))
+#define INT_LANES  8   /* floats per vector                               */
+#define NIB_STEP   16  /* 4-bit codes per step (8 bytes)                  */
+#define INT_CHUNK  256 /* codes unpacked per pass (whole bytes)           */
+#define NIB_MASK   0x0F
+
+INT_TARGET static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INT_TARGET static inline __m256 u8x8(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)); }
+
+INT_TARGET static inline __m128i load8(const uint8_t *p) { return _mm_loadl_epi64((const __m128i *)(const void *)p); }
+
+/* 16 codes of 4 bits from 8 bytes, in order, as 16 bytes. */
+INT_TARGET static inline __m128i nibbles16(const uint8_t *p)
+{
+    const __m128i m = _mm_set1_epi8(NIB_MASK);
+    __m128i b = load8(p);
+    return _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+}
+
+typedef struct {
+    __m256 c0, c1, s; /* Σ (code − off)·x (two chains), Σ x */
+    __m256 off;
+    float tc, ts, off1; /* scalar tails, off                  */
+} dot_acc;
+
+/* n codes already bytes. */
+INT_TARGET static void u8_dot(const uint8_t *c, size_t n, const float *x, dot_acc *a)
+{
+    size_t i = 0;
+    for (; i + 2 * INT_LANES <= n; i += 2 * INT_LANES) {
+        __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + INT_LANES);
+        a->c0 = _mm256_fmadd_ps(_mm256_sub_ps(u8x8(load8(c + i)), a->off), x0, a->c0);
+        a->c1 = _mm256_fmadd_ps(_mm256_sub_ps(u8x8(load8(c + i + INT_LANES)), a->off), x1, a->c1);
+        a->s = _mm256_add_ps(a->s, _mm256_add_ps(x0, x1));
+    }
+    for (; i < n; i++) {
+        a->tc += ((float)c[i] - a->off1) * x[i];
+        a->ts += x[i];
+    }
+}
+
+/* Codes [0, n) of any width through the unpack buffer. */
+INT_TARGET static void packed_dot(const uint8_t *codes, unsigned bits, size_t n, const float *x, dot_acc *a)
+{
+    uint8_t c[INT_CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += INT_CHUNK) {
+        size_t k = n - i0 < INT_CHUNK ? n - i0 : INT_CHUNK;
+        kvq_bits_unpack(codes + i0 * bits / 8, k, bits, c);
+        u8_dot(c, k, x + i0, a);
+    }
+}
+
+INT_TARGET static void codes_dot_avx2(const uint8_t *codes, unsigned bits, size_t n, float off, const float *x,
+                                      float *cx, float *sx)
+{
+    dot_acc a = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_set1_ps(off), 0.0f, 0.0f, off};
+    if (bits == 8) {
+        u8_dot(codes, n, x, &a);
+    } else if (bits == 4) {
+        size_t i = 0;
+        for (; i + NIB_STEP <= n; i += NIB_STEP) {
+            __m128i c = nibbles16(codes + i / 2);
+            __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + INT_LANES);
+            a.c0 = _mm256_fmadd_ps(_mm256_sub_ps(u8x8(c), a.off), x0, a.c0);
+            a.c1 = _mm256_fmadd_ps(_mm256_sub_ps(u8x8(_mm_srli_si128(c, 8)), a.off), x1, a.c1);
+            a.s = _mm256_add_ps(a.s, _mm256_add_ps(x0, x1));
+        }
+        packed_dot(codes + i / 2, bits, n - i, x + i, &a);
+    } else {
+        packed_dot(codes, bits, n, x, &a);
+    }
+    *cx = hsum8(_mm256_add_ps(a.c0, a.c1)) + a.tc;
+    *sx = hsum8(a.s) + a.ts;
+}
+
+/* y = zero + scale·(c − off) for 8 codes as bytes. */
+INT_TARGET static inline void deq8(__m128i b, __m256 scale, __m256 zero, __m256 off, float *y)
+{
+    _mm256_storeu_ps(y, _mm256_add_ps(zero, _mm256_mul_ps(scale, _mm256_sub_ps(u8x8(b), off))));
+}
+
+INT_TARGET static void u8_dequant(const uint8_t *c, size_t n, float scale, float zero, float off, float *y)
+{
+    const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zero), vo = _mm256_set1_ps(off);
+    size_t i = 0;
+    for (; i + INT_LANES <= n; i += INT_LANES) deq8(load8(c + i), vs, vz, vo, y + i);
+    for (; i < n; i++) y[i] = zero + scale * ((float)c[i] - off);
+}
+
+INT_TARGET static void codes_dequant_avx2(const uint8_t *codes, unsigned bits, size_t n, float scale, float zero,
+                                          float off, float *y)
+{
+    size_t i = 0;
+    if (bits == 8) {
+        u8_dequant(codes, n, scale, zero, off, y);
+        return;
+    }
+    if (bits == 4) {
+        const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zero), vo = _mm256_set1_ps(off);
+        for (; i + NIB_STEP <= n; i += NIB_STEP) {
+            __m128i c = nibbles16(codes + i / 2);
+            deq8(c, vs, vz, vo, y + i);
+            deq8(_mm_srli_si128(c, 8), vs, vz, vo, y + i + INT_LANES);
+        }
+    }
+    uint8_t c[INT_CHUNK];
+    for (size_t i0 = i; i0 < n; i0 += INT_CHUNK) {
+        size_t k = n - i0 < INT_CHUNK ? n - i0 : INT_CHUNK;
+        kvq_bits_unpack(codes + i0 * bits / 8, k, bits, c);
+        u8_dequant(c, k, scale, zero, off, y + i0);
+    }
+}
+
+void kvq_kern_int_fill_avx2(kvq_kernels *k)
+{
+    k->codes_dot = codes_dot_avx2;
+    k->codes_dequant = codes_dequant_avx2;
+}
+
+#else /* not x86: the reference stays */
+
+void kvq_kern_int_fill_avx2(kvq_kernels *k) { (void)k; }
+
+#endif
