@@ -489,11 +489,14 @@ static kvq_err qb_encode(void *p, const kvq_tensor *src, void *dst, size_t cap, 
             kvq_had_apply(row, C, 0);
             xr = row;
         }
-        for (int64_t c = 0; c < C; c++) {
-            float d = sc[gid ? gid[c / N] * N + c % N : 0];
-            float q = d > 0 ? (float)kvq_round_rne(xr[c] / d) : 0.0f;
-            q = q > qm ? qm : q < -qm ? -qm : q;
-            o[t * C + c] = (uint8_t)(int8_t)q;
+        for (int64_t e = 0, c = 0; e < C / N; e++) { /* channel entry e: values c = e·N .. */
+            const float *de = sc + (gid ? gid[e] * N : 0);
+            for (int64_t n = 0; n < N; n++, c++) {
+                float d = de[gid ? n : 0];
+                float q = d > 0 ? (float)kvq_round_rne(xr[c] / d) : 0.0f;
+                q = q > qm ? qm : q < -qm ? -qm : q;
+                o[t * C + c] = (uint8_t)(int8_t)q;
+            }
         }
     }
     free(row);
@@ -534,13 +537,20 @@ static kvq_err qb_decode_rows(void *p, const void *src, size_t n, const kvq_shap
                 (long long)r0, (long long)r1);
     int ns = kvq_rd16(b), has_gid = k != QB_TENSOR;
     const uint8_t *gid = b + 2 + 4 * (size_t)ns, *codes = gid + (has_gid ? 2 * (size_t)(C / N) : 0);
-    for (int64_t i = r0 * cols; i < r1 * cols; i++) {
-        int64_t c = i % C;
-        uint32_t u = kvq_rd32(b + 2 + 4 * (has_gid ? kvq_rd16(gid + 2 * (c / N)) * N + c % N : 0));
-        float sc;
-        memcpy(&sc, &u, 4);
-        out[i - r0 * cols] = (float)(int8_t)codes[i] * sc;
+    float *sc = malloc((size_t)ns * sizeof *sc);
+    KVQ_FAIL_IF(!sc, KVQ_ERR_NOMEM, "quamba2: out of memory");
+    for (int i = 0; i < ns; i++) {
+        uint32_t u = kvq_rd32(b + 2 + 4 * i);
+        memcpy(&sc[i], &u, 4);
     }
+    /* value i: channel c = i mod C, entry c / N, column c mod N; walk
+     * entries so the group index is read once per N values */
+    for (int64_t i = r0 * cols; i < r1 * cols;) {
+        int64_t c = i % C, e = c / N, col = c % N;
+        const float *se = sc + (has_gid ? kvq_rd16(gid + 2 * e) * N : 0);
+        for (; col < N && i < r1 * cols; col++, i++) out[i - r0 * cols] = (float)(int8_t)codes[i] * se[has_gid ? col : 0];
+    }
+    free(sc);
     int rotate = st->had && s->ndim == 2 && kvq_had_base(C);
     for (int64_t r = r0; rotate && r < r1; r++) kvq_had_apply(out + (r - r0) * cols, cols, 1);
     return KVQ_OK;

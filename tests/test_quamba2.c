@@ -649,7 +649,8 @@ static void free_layers(const kvq_model *m, kvq_ctx **a)
 }
 
 /* Logits of N_TOK teacher-forced tokens into out; returns state bytes. */
-static size_t run_with(const kvq_model *m, kvq_ctx *const *layers, kvq_ctx *const *shared, const int *tok, float *out)
+static size_t run_with(const kvq_model *m, kvq_ctx *const *layers, kvq_ctx *const *shared, const int *tok, float *out,
+                       int per_token)
 {
     kvq_decoder_opts o;
     kvq_decoder_opts_init(&o);
@@ -659,7 +660,7 @@ static size_t run_with(const kvq_model *m, kvq_ctx *const *layers, kvq_ctx *cons
     assert_int_equal(kvq_decoder_create(m, &o, &d), KVQ_OK);
     assert_int_equal(kvq_decoder_forward_seq(d, tok, N_TOK, 0, out), KVQ_OK);
     size_t bytes = kvq_decoder_ssm_state_bytes(d);
-    if (layers && layers[KVQ_LIN_SSM_H]) { /* token by token: the same logits, bit for bit */
+    if (per_token) { /* token by token: the same logits, bit for bit */
         float *lg;
         for (int t = 0; t < N_TOK; t++) {
             assert_int_equal(kvq_decoder_forward(d, tok[t], t, &lg), KVQ_OK);
@@ -695,10 +696,10 @@ static void test_precision_map(void **state)
     float *lg[4];
     size_t bytes[4];
     for (int k = 0; k < 4; k++) lg[k] = malloc(sizeof(float) * N_TOK * VOCAB);
-    bytes[3] = run_with(m, NULL, NULL, tok, lg[3]); /* f32 */
+    bytes[3] = run_with(m, NULL, NULL, tok, lg[3], 0); /* f32 */
     for (int k = 0; k < 3; k++) {
         kvq_ctx **a = act_layers(m, cal, specs[k]);
-        bytes[k] = run_with(m, a, NULL, tok, lg[k]);
+        bytes[k] = run_with(m, a, NULL, tok, lg[k], k == 0);
         free_layers(m, a);
     }
     size_t E = (size_t)c->hidden_dim, NS = (size_t)c->ssm_state, S = (size_t)c->ssm_groups * 4 * 4 * NS;
@@ -716,8 +717,8 @@ static void test_precision_map(void **state)
     kvq_ctx *r = NULL, *all[KVQ_LIN__COUNT] = {NULL}, *part[KVQ_LIN__COUNT] = {NULL};
     assert_int_equal(kvq_ctx_create("rtn:bits=8,gran=row", &r), KVQ_OK);
     for (int i = 0; i < KVQ_LIN__COUNT; i++) all[i] = r, part[i] = i < KVQ_LIN_SSM_Z ? r : NULL;
-    assert_int_equal(run_with(m, NULL, all, tok, lg[0]), bytes[3]);
-    run_with(m, NULL, part, tok, lg[1]);
+    assert_int_equal(run_with(m, NULL, all, tok, lg[0], 0), bytes[3]);
+    run_with(m, NULL, part, tok, lg[1], 0);
     assert_memory_equal(lg[0], lg[1], sizeof(float) * N_TOK * VOCAB);
     kvq_ctx_free(r);
     for (int k = 0; k < 4; k++) free(lg[k]);
