@@ -110,7 +110,8 @@ __global__ static void quantize_mxfp4(const float *x, kvq_block_mxfp4 *out, size
     unsigned e = mx_exponent(amax);
     float inv = kvq_cu_pow2(127 - (int)e); /* 1 / 2^(e−127); e = 254, 255 give subnormals */
     uint8_t c[KVQ_MXFP4_BLOCK];
-    for (int j = 0; j < KVQ_MXFP4_BLOCK; j++) c[j] = (uint8_t)signed_code(v[j], count_mid(__fmul_rn(fabsf(v[j]), inv), mid));
+    for (int j = 0; j < KVQ_MXFP4_BLOCK; j++)
+        c[j] = (uint8_t)signed_code(v[j], count_mid(__fmul_rn(fabsf(v[j]), inv), mid));
     for (int j = 0; j < KVQ_MXFP4_BLOCK / 2; j++)
         out[b].qs[j] = (uint8_t)(c[j] | c[j + KVQ_MXFP4_BLOCK / 2] << 4);
     out[b].e = (uint8_t)e;
@@ -183,7 +184,8 @@ __global__ static void dequantize_nvfp4(const kvq_block_nvfp4 *src, float g, flo
     const uint8_t *qs = b->qs + s * NV_SUB / 2;
     float d = __fmul_rn(ue4m3_value(b->d[s]), 0.5f), v[DQ_VEC];
 #pragma unroll
-    for (int u = 0; u < DQ_VEC; u++) v[u] = __fmul_rn(__fmul_rn(kvq_cu_kv_fp4[nibble(qs, k % NV_SUB + u, NV_SUB)], d), g);
+    for (int u = 0; u < DQ_VEC; u++)
+        v[u] = __fmul_rn(__fmul_rn(kvq_cu_kv_fp4[nibble(qs, k % NV_SUB + u, NV_SUB)], d), g);
     y[i] = make_float4(v[0], v[1], v[2], v[3]);
 }
 

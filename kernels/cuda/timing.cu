@@ -166,8 +166,8 @@ static int set_token(const gemv_set *s, const int *types, const int *rows, const
     return 0;
 }
 
-extern "C" int kvq_cu_time_gemvs(const int *types, const uint8_t *const *w, const int *rows, const int *cols, int n_mats,
-                                 int reps, double *sec)
+extern "C" int kvq_cu_time_gemvs(const int *types, const uint8_t *const *w, const int *rows, const int *cols,
+                                 int n_mats, int reps, double *sec)
 {
     gemv_set s = {};
     s.n = n_mats;
