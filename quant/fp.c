@@ -278,16 +278,12 @@ static kvq_err fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp
         for (int64_t g = 0, c0 = 0; c0 < L->cols; g++, c0 += L->span) {
             int64_t len = L->cols - c0 < L->span ? L->cols - c0 : L->span;
             fp_obj o = {have_h ? s->H : NULL, L->cols, c0, have_h && !s->gran_group};
-            uint32_t mb = kvq_absmax_bits(xr + c0, (size_t)len);
+            uint32_t mb = kvq_fp_kernels_get()->absmax_bits(xr + c0, (size_t)len);
             if (mb >= KVQ_F32_INF_BITS)
                 return kvq_nonfinite_check(&kvq_codec_fp, xr + c0, (size_t)len, (size_t)(xr + c0 - x));
             double M = (double)kvq_f32_of_bits(mb), e = 0.0;
-            /* a fixed format without search needs no objective when writing:
-             * the scale is search_span's single candidate */
             float sc = !(M > 0) ? store_scale(1.0, s->gran_group, lut->mag[lut->n - 1])
-                       : out && s->search == SEARCH_NONE
-                           ? store_scale(minmax_scale(lut, M), s->gran_group, lut->mag[lut->n - 1])
-                           : search_span(s, lut, &o, xr + c0, len, M, d, &e);
+                                : search_span(s, lut, &o, xr + c0, len, M, d, &e);
             total += e;
             fp_quant_span(lut, xr + c0, len, sc, codes + c0, NULL);
             if (!row) continue;
@@ -300,6 +296,36 @@ static kvq_err fp_encode_fmt(const fp_state *s, int fi, const float *x, const fp
     return KVQ_OK;
 }
 
+/* The payload of format fi without a search (search=none: every span's
+ * scale is search_span's single candidate, MinMax), row by row: the
+ * spans' maxima, their scales, then the codes (kern_fp.h slots, one call
+ * each per row).  mb and inv hold gpr entries, codes cols bytes. */
+static kvq_err fp_write_minmax(const fp_state *s, int fi, const float *x, const fp_layout *L, uint8_t *out,
+                               uint32_t *mb, float *inv, uint8_t *codes)
+{
+    const kvq_fp_lut *lut = &s->lut[fi];
+    const kvq_fp_kernels *kt = kvq_fp_kernels_get();
+    float maxval = lut->mag[lut->n - 1];
+    for (int64_t r = 0; r < L->rows; r++) {
+        const float *xr = x + r * L->cols;
+        uint8_t *row = out + 1 + (size_t)r * L->row_bytes;
+        kt->absmax_groups(xr, L->cols, L->span, mb);
+        for (int64_t g = 0; g < L->gpr; g++) {
+            int64_t c0 = g * L->span, len = L->cols - c0 < L->span ? L->cols - c0 : L->span;
+            if (mb[g] >= KVQ_F32_INF_BITS)
+                return kvq_nonfinite_check(&kvq_codec_fp, xr + c0, (size_t)len, (size_t)(xr + c0 - x));
+            double M = (double)kvq_f32_of_bits(mb[g]);
+            float sc = store_scale(M > 0 ? minmax_scale(lut, M) : 1.0, s->gran_group, maxval);
+            inv[g] = 1.0f / sc;
+            if (s->gran_group) kvq_wr16(row + 2 * g, kvq_f32_to_f16(sc));
+            else memcpy(row, &sc, 4); /* little-endian hosts only: checked in fp_impl.h */
+        }
+        kt->codes_groups(lut, xr, L->cols, L->span, inv, codes);
+        fp_pack_codes(lut->f, s->nib, codes, L->cols, row + (size_t)L->gpr * L->entry);
+    }
+    return KVQ_OK;
+}
+
 static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
 {
     const fp_state *s = st;
@@ -308,7 +334,12 @@ static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     fp_layout L = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[lo]), &src->shape);
     KVQ_FAIL_IF(cap < L.total, KVQ_ERR_DST_TOO_SMALL, "fp: need %zu bytes, buffer has %zu", L.total, cap);
     float *scratch = malloc((size_t)(3 * L.cols + 1) * sizeof(float));
-    KVQ_FAIL_IF(!scratch, KVQ_ERR_NOMEM, "fp: out of memory");
+    uint32_t *mb = malloc((size_t)(L.gpr + 1) * sizeof *mb);
+    if (!scratch || !mb) {
+        free(scratch);
+        free(mb);
+        return KVQ_ERROR(KVQ_ERR_NOMEM, "fp: out of memory");
+    }
     int best = lo;
     kvq_err err = KVQ_OK;
     double be = INFINITY;
@@ -321,8 +352,11 @@ static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     L = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[best]), &src->shape);
     uint8_t *out = dst;
     out[0] = (uint8_t)best;
-    if (!err) err = fp_encode_fmt(s, best, src->data, &L, out, scratch, NULL);
+    uint8_t *codes = (uint8_t *)(scratch + 2 * L.cols);
+    if (!err && s->search == SEARCH_NONE) err = fp_write_minmax(s, best, src->data, &L, out, mb, scratch, codes);
+    else if (!err) err = fp_encode_fmt(s, best, src->data, &L, out, scratch, NULL);
     free(scratch);
+    free(mb);
     if (!err) *n = L.total;
     return err;
 }

@@ -27,6 +27,7 @@
  * then `cols` codes of b bits (q + Qm), LSB first (quant_common.h).
  */
 #include "kvq_internal.h"
+#include "kernels/kern_fp.h"
 #include "quant/codecs.h"
 #include "quant/nupes.h"
 #include "quant/quant_common.h"
@@ -114,14 +115,15 @@ int32_t kvq_nupes_code(unsigned bits, double a, float w, float M)
 #define NU_FBAND     0x1p-19 /* f32 band: NU_BAND + a's rounding, with margin  */
 #define NU_F_MIN     0x1p-100
 #define NU_TAB_MBITS 8
-#define NU_TAB_SHIFT (23 - NU_TAB_MBITS)
+#define NU_TAB_SHIFT KVQ_NUPES_TAB_SHIFT  /* 23 − NU_TAB_MBITS */
 #define NU_TAB_MAX   (48 << NU_TAB_MBITS) /* 48 binades below 1 */
-#define NU_ONE_BITS  0x3F800000u          /* 1.0f */
+#define NU_ONE_BITS  KVQ_NUPES_ONE_BITS
+/* The table's bands are [flo_k, fl(flo_k·(1 + 2^-17))), wider than
+ * [flo_k, fhi_k) (flo_k·(1 + 2^-17) rounded exceeds t_k(1 + 2^-19)): one
+ * float per bucket, the upper edge recomputed by the same multiply. */
+#define NU_HI_MUL    KVQ_NUPES_HI_MUL
 
-typedef struct {
-    float   lo, hi; /* the band that meets the bucket, or +inf     */
-    int32_t base;   /* thresholds whose band lies below the bucket */
-} nu_bucket;
+typedef kvq_nupes_bucket nu_bucket;
 
 typedef struct {
     int32_t qm;
@@ -165,11 +167,10 @@ static nu_bucket *nu_table(nu_thr *t)
     for (int32_t i = 0; i < n; i++) {
         float b0 = kvq_f32_of_bits((first + (uint32_t)i) << NU_TAB_SHIFT);
         float b1 = kvq_f32_of_bits((first + (uint32_t)i + 1) << NU_TAB_SHIFT);
-        while (k <= t->qm && t->fhi[k] <= b0) k++;
+        while (k <= t->qm && t->flo[k] * NU_HI_MUL <= b0) k++;
         tab[i].base = k - 1;
         int meets = k <= t->qm && t->flo[k] < b1;
         tab[i].lo = meets ? t->flo[k] : INFINITY;
-        tab[i].hi = meets ? t->fhi[k] : INFINITY;
         if (meets && k < t->qm && t->flo[k + 1] < b1) {
             free(tab);
             return NULL;
@@ -226,27 +227,11 @@ static void nu_fix_ambiguous(const nu_thr *t, const float *x, int64_t k, float M
 }
 
 /* Up to 4 bits: 14 f32 compares of a = |w|·inv against band edges (the
- * f32 bands with inv = 1/M, or the double bands scaled by M with inv = 1),
- * a constant-trip loop gcc -O2 vectorises; amb[j] marks a value whose two
- * counts differ (for the formula). */
-#define NU_RUN4 32
-
-static inline int32_t nu_codes4_run(const float *lo, const float *hi, const float *restrict x, int64_t n,
-                                    float inv, int32_t *restrict q, uint8_t *restrict amb)
-{
-    int32_t any = 0;
-    const float a1 = lo[1], a2 = lo[2], a3 = lo[3], a4 = lo[4], a5 = lo[5], a6 = lo[6], a7 = lo[7];
-    const float b1 = hi[1], b2 = hi[2], b3 = hi[3], b4 = hi[4], b5 = hi[5], b6 = hi[6], b7 = hi[7];
-    for (int64_t j = 0; j < n; j++) {
-        float a = fabsf(x[j]) * inv;
-        int32_t c = (a >= a1) + (a >= a2) + (a >= a3) + (a >= a4) + (a >= a5) + (a >= a6) + (a >= a7);
-        int32_t h = (a >= b1) + (a >= b2) + (a >= b3) + (a >= b4) + (a >= b5) + (a >= b6) + (a >= b7);
-        q[j] = x[j] < 0.0f ? -c : c;
-        amb[j] = (uint8_t)(c != h);
-        any |= c != h;
-    }
-    return any;
-}
+ * f32 bands with inv = 1/M, or the double bands scaled by M with inv = 1)
+ * in kvq_nupes_codes4 (nupes.h; the kern_fp.h slot); values whose two
+ * counts differ go to the formula. */
+#define NU_RUN4  KVQ_NUPES_RUN
+#define NU_CHUNK 256
 
 /* 0: done; 1: thresholds too small for f32 (the caller takes the double path). */
 static int nu_codes4_span(const nu_thr *t, const float *x, int64_t len, float M, int32_t *q)
@@ -256,6 +241,7 @@ static int nu_codes4_span(const nu_thr *t, const float *x, int64_t len, float M,
     if (t->fast) {
         inv = 1.0f / M;
     } else { /* the double bands scaled by M (relative error < 2^-23, far inside the band) */
+        slo[0] = shi[0] = -INFINITY;
         for (int k = 1; k < 8; k++) {
             slo[k] = (float)(t->lo[k] * M);
             shi[k] = (float)(t->hi[k] * M);
@@ -263,37 +249,25 @@ static int nu_codes4_span(const nu_thr *t, const float *x, int64_t len, float M,
         if (!(slo[1] >= FLT_MIN)) return 1;
         lo = slo, hi = shi;
     }
-    uint8_t amb[NU_RUN4];
-    for (int64_t c0 = 0; c0 < len; c0 += NU_RUN4) {
-        int64_t k = len - c0 < NU_RUN4 ? len - c0 : NU_RUN4;
-        int32_t any = k == NU_RUN4 ? nu_codes4_run(lo, hi, x + c0, NU_RUN4, inv, q + c0, amb)
-                                   : nu_codes4_run(lo, hi, x + c0, k, inv, q + c0, amb);
-        if (any) nu_fix_ambiguous(t, x + c0, k, M, amb, q + c0);
+    uint8_t amb[NU_CHUNK];
+    const kvq_fp_kernels *kt = kvq_fp_kernels_get();
+    for (int64_t c0 = 0; c0 < len; c0 += NU_CHUNK) {
+        int64_t k = len - c0 < NU_CHUNK ? len - c0 : NU_CHUNK;
+        if (kt->nu_codes4(lo, hi, x + c0, k, inv, q + c0, amb)) nu_fix_ambiguous(t, x + c0, k, M, amb, q + c0);
     }
     return 0;
 }
 
-/* Wider codes through the bucket table (t->tab set). */
+/* Wider codes through the bucket table (t->tab set; the kern_fp.h slot). */
 static void nu_codes_tab_span(const nu_thr *t, const float *x, int64_t len, float M, int32_t *q)
 {
-    const nu_bucket *tab = t->tab;
-    const int32_t first = t->tab_first;
+    const kvq_fp_kernels *kt = kvq_fp_kernels_get();
     const float inv = 1.0f / M;
-    uint8_t amb[NU_RUN4];
-    for (int64_t c0 = 0; c0 < len; c0 += NU_RUN4) {
-        int64_t k = len - c0 < NU_RUN4 ? len - c0 : NU_RUN4;
-        int32_t any = 0;
-        for (int64_t j = 0; j < k; j++) {
-            float a = fabsf(x[c0 + j]) * inv;
-            a = a < 1.0f ? a : 1.0f;
-            int32_t i = (int32_t)(kvq_f32_bits(a) >> NU_TAB_SHIFT) - first;
-            const nu_bucket *b = &tab[i > 0 ? i : 0];
-            int32_t c = b->base + (a >= b->lo), h = b->base + (a >= b->hi);
-            q[c0 + j] = x[c0 + j] < 0.0f ? -c : c;
-            amb[j] = (uint8_t)(c != h);
-            any |= c != h;
-        }
-        if (any) nu_fix_ambiguous(t, x + c0, k, M, amb, q + c0);
+    uint8_t amb[NU_CHUNK];
+    for (int64_t c0 = 0; c0 < len; c0 += NU_CHUNK) {
+        int64_t k = len - c0 < NU_CHUNK ? len - c0 : NU_CHUNK;
+        if (kt->nu_codes_tab(t->tab, t->tab_first, x + c0, k, inv, q + c0, amb))
+            nu_fix_ambiguous(t, x + c0, k, M, amb, q + c0);
     }
 }
 
@@ -380,6 +354,7 @@ typedef struct {
     float *M;                /* [rows][gpr] stored (f16-rounded) maxima      */
     int32_t *q;              /* [rows][cols] codes                          */
     float *y;                /* [cols] scratch                               */
+    uint32_t *mb;            /* [gpr] one row's maxima (kvq_absmax_bits)    */
 } nu_work;
 
 static void row_codes(const nu_work *w, const nu_thr *t, int64_t r, int32_t *q)
@@ -556,19 +531,21 @@ static kvq_err drive(nu_work *w, double *a)
  * (KVQ_FLAG_CHECKS_FINITE: the core does not scan). */
 static kvq_err nu_prepare(nu_work *w, int64_t r0, int64_t r1)
 {
-    for (int64_t r = r0; r < r1; r++)
+    const kvq_fp_kernels *kt = kvq_fp_kernels_get();
+    for (int64_t r = r0; r < r1; r++) {
+        kt->absmax_groups(w->x + r * w->L.cols, w->L.cols, w->s->group, w->mb);
         for (int64_t g = 0; g < w->L.gpr; g++) {
             int64_t c0 = g * w->s->group, len = w->L.cols - c0 < w->s->group ? w->L.cols - c0 : w->s->group;
-            const float *xg = w->x + r * w->L.cols + c0;
-            uint32_t mb = kvq_absmax_bits(xg, (size_t)len);
-            if (mb >= KVQ_F32_INF_BITS)
-                return kvq_nonfinite_check(&kvq_codec_nupes, xg, (size_t)len, (size_t)(r * w->L.cols + c0));
-            float m = kvq_f32_of_bits(mb);
+            if (w->mb[g] >= KVQ_F32_INF_BITS)
+                return kvq_nonfinite_check(&kvq_codec_nupes, w->x + r * w->L.cols + c0, (size_t)len,
+                                           (size_t)(r * w->L.cols + c0));
+            float m = kvq_f32_of_bits(w->mb[g]);
             uint16_t h = kvq_f32_to_f16(m);
             KVQ_FAIL_IF((h & 0x7C00u) == 0x7C00u, KVQ_ERR_PARAM_RANGE,
                         "nupes: row %lld: max %g exceeds the f16 range of the stored maxima", (long long)r, (double)m);
             w->M[r * w->L.gpr + g] = kvq_f16_to_f32(h);
         }
+    }
     return KVQ_OK;
 }
 
@@ -627,7 +604,7 @@ static kvq_err nu_write(nu_work *w, const nu_thr *t, double a, uint8_t *out)
 static kvq_err nu_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
 {
     const nu_state *s = st;
-    nu_work w = {s, src->data, nu_layout_of(s, &src->shape), NULL, NULL, NULL};
+    nu_work w = {s, src->data, nu_layout_of(s, &src->shape), NULL, NULL, NULL, NULL};
     KVQ_FAIL_IF(cap < w.L.total, KVQ_ERR_DST_TOO_SMALL, "nupes: need %zu bytes, buffer has %zu", w.L.total, cap);
     size_t cnt = (size_t)(w.L.rows * w.L.cols);
     int drive_it = s->driven && s->H && s->hn == w.L.cols && cnt;
@@ -635,7 +612,8 @@ static kvq_err nu_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     w.M = malloc((size_t)(w.L.rows * w.L.gpr + 1) * sizeof *w.M);
     w.q = malloc(((direct ? (size_t)w.L.cols : cnt) + 1) * sizeof *w.q);
     w.y = malloc((size_t)(w.L.cols + 1) * sizeof *w.y);
-    kvq_err e = !w.M || !w.q || !w.y ? KVQ_ERROR(KVQ_ERR_NOMEM, "nupes: out of memory")
+    w.mb = malloc((size_t)(w.L.gpr + 1) * sizeof *w.mb);
+    kvq_err e = !w.M || !w.q || !w.y || !w.mb ? KVQ_ERROR(KVQ_ERR_NOMEM, "nupes: out of memory")
                : direct ? KVQ_OK : nu_prepare(&w, 0, w.L.rows);
     double a = s->a_fixed > 0.0 ? s->a_fixed : 1.0;
     if (!e && s->a_fixed == 0.0 && cnt) a = search_a(&w);
@@ -652,6 +630,7 @@ static kvq_err nu_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     free(w.M);
     free(w.q);
     free(w.y);
+    free(w.mb);
     if (!e) *n = w.L.total;
     return e;
 }

@@ -10,6 +10,10 @@
  * encode fast paths equal what they replace: 8-bit codes from the value's
  * bits = the reference rounding, nvfp4's midpoint count = ggml's 16-code
  * search, mxfp4's exponent = floorf(log2f), MinMax scale = 2^(b0 − b̃(M)).
+ * The kern_fp.h slot tables (reference, AVX2) give identical results on
+ * every slot, and fp, mxfp4, nvfp4 and nupes (which skip the core's NaN/Inf
+ * scan) reject NaN, +Inf and −Inf at every position of a tensor, naming
+ * the first one.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +30,8 @@
 #include "kvq.h"
 #include "quant/quant_common.h"
 #include "quant/fp_impl.h"
+#include "quant/nupes.h"
+#include "kernels/kern_fp.h"
 
 #define GOLDEN "../shared/data/golden/"
 #define N_RAND 200000
@@ -447,6 +453,137 @@ static void test_minmax_scale(void **state)
     free(x);
 }
 
+/* ---- the kern_fp.h tables ------------------------------------------------------- */
+#define KT_N 4099 /* not a multiple of any run or block length */
+
+/* Values of every magnitude class: normal, subnormal, zeros, and exact
+ * mxfp4/nvfp4 midpoints (multiples of 1/4). */
+static void kt_fill(float *x, int n)
+{
+    for (int i = 0; i < n; i++) {
+        float v = frand();
+        x[i] = i % 7 == 0 ? (float)((int)(v * 64)) * 0.25f : i % 11 == 0 ? v * 1e-40f : i % 13 == 0 ? 0.0f : v * 3;
+    }
+}
+
+static void kt_codes(const kvq_fp_kernels *a, const kvq_fp_kernels *b, const float *x)
+{
+    uint8_t ca[KT_N], cb[KT_N];
+    float inv[KT_N / 16 + 1];
+    for (int i = 0; i < KT_N / 16 + 1; i++) inv[i] = 0.5f + (float)i * 0.37f;
+    for (int id = KVQ_FP_E2M1; id <= KVQ_FP_E1M6; id++)
+        for (int t = 0; t < 3; t++) {
+            kvq_fp_lut l;
+            kvq_fp_lut_init(&l, kvq_fp_format((kvq_fp_id)id), (kvq_tie)t);
+            if (l.n <= 8) a->codes4(&l, x, KT_N, 1.7f, ca), b->codes4(&l, x, KT_N, 1.7f, cb);
+            else a->codes_any(&l, x, KT_N, 1.7f, ca), b->codes_any(&l, x, KT_N, 1.7f, cb);
+            assert_memory_equal(ca, cb, KT_N);
+            for (int64_t g = 16; g <= 48; g += 16) {
+                a->codes_groups(&l, x, KT_N, g, inv, ca);
+                b->codes_groups(&l, x, KT_N, g, inv, cb);
+                assert_memory_equal(ca, cb, KT_N);
+            }
+        }
+}
+
+static void kt_nupes(const kvq_fp_kernels *a, const kvq_fp_kernels *b, const float *x)
+{
+    int32_t qa[KT_N], qb[KT_N];
+    uint8_t aa[KT_N], ab[KT_N];
+    /* bands [lo_k, hi_k) around 0.1·k^1.5, one of them wide enough to catch values */
+    float lo[8] = {-INFINITY}, hi[8] = {-INFINITY};
+    for (int k = 1; k < 8; k++) lo[k] = 0.1f * powf((float)k, 1.5f), hi[k] = lo[k] * (k == 3 ? 1.2f : 1.0001f);
+    assert_int_equal(a->nu_codes4(lo, hi, x, KT_N, 0.8f, qa, aa) != 0,
+                     b->nu_codes4(lo, hi, x, KT_N, 0.8f, qb, ab) != 0);
+    assert_memory_equal(qa, qb, sizeof qa);
+    assert_memory_equal(aa, ab, sizeof aa);
+    /* a bucket table over [2^-10, 1]: 10·256 + 1 buckets of arbitrary content */
+    enum { NB = 10 * 256 + 1 };
+    static kvq_nupes_bucket tab[NB];
+    int32_t first = (int32_t)(kvq_f32_bits(0x1p-10f) >> KVQ_NUPES_TAB_SHIFT);
+    for (int i = 0; i < NB; i++) {
+        tab[i].base = i / 21;
+        float b0 = kvq_f32_of_bits((uint32_t)(first + i) << KVQ_NUPES_TAB_SHIFT);
+        tab[i].lo = i % 3 ? INFINITY : b0 * (i % 2 ? 1.0f : 1.001f);
+    }
+    assert_int_equal(a->nu_codes_tab(tab, first, x, KT_N, 0.9f, qa, aa) != 0,
+                     b->nu_codes_tab(tab, first, x, KT_N, 0.9f, qb, ab) != 0);
+    assert_memory_equal(qa, qb, sizeof qa);
+    assert_memory_equal(aa, ab, sizeof aa);
+}
+
+/* Every slot of the AVX2 table equals the reference's (skipped without AVX2). */
+static void test_kernel_tables_agree(void **state)
+{
+    (void)state;
+    const kvq_fp_kernels *a = kvq_fp_kernels_ref(), *b = kvq_fp_kernels_avx2();
+    if (!b) {
+        printf("  (no AVX2/F16C on this CPU: only the reference table exists)\n");
+        skip();
+    }
+    static float x[KT_N + 64];
+    kt_fill(x, KT_N + 64);
+    for (int n = 0; n < 100; n++) assert_int_equal(a->absmax_bits(x + n, (size_t)n), b->absmax_bits(x + n, (size_t)n));
+    uint32_t ma[KT_N], mb[KT_N];
+    for (int64_t g = 16; g <= 64; g += 16) {
+        a->absmax_groups(x, KT_N, g, ma);
+        b->absmax_groups(x, KT_N, g, mb);
+        assert_memory_equal(ma, mb, sizeof(uint32_t) * (size_t)((KT_N + g - 1) / g));
+    }
+    kt_codes(a, b, x);
+    kt_nupes(a, b, x);
+    enum { NBLK = 64 };
+    static uint8_t oa[NBLK * 36 + 64], ob[NBLK * 36 + 64];
+    assert_int_equal(a->mx_blocks(x, NBLK, oa), NBLK);
+    assert_int_equal(b->mx_blocks(x, NBLK, ob), NBLK);
+    assert_memory_equal(oa, ob, NBLK * 17);
+    assert_int_equal(a->nv_blocks(x, NBLK / 2, 0.7f, oa), NBLK / 2);
+    assert_int_equal(b->nv_blocks(x, NBLK / 2, 0.7f, ob), NBLK / 2);
+    assert_memory_equal(oa, ob, NBLK / 2 * 36);
+    x[5 * 64 + 9] = NAN; /* both stop at the block holding it */
+    assert_int_equal(a->mx_blocks(x, NBLK, oa), 10);
+    assert_int_equal(b->mx_blocks(x, NBLK, ob), 10);
+    assert_int_equal(a->nv_blocks(x, NBLK / 2, 1.0f, oa), 5);
+    assert_int_equal(b->nv_blocks(x, NBLK / 2, 1.0f, ob), 5);
+}
+
+/* ---- NaN/Inf found by the codecs themselves (KVQ_FLAG_CHECKS_FINITE) --------- */
+static void test_nonfinite_every_position(void **state)
+{
+    (void)state;
+    static const char *const specs[] = {
+        "mxfp4", "nvfp4", "nvfp4:tscale=0", "fp:search=none", "fp", "fp:search=clip,gran=group",
+        "fp:fmt=e4m3,search=none", "fp:fmt=auto4,search=none", "fp:gran=group,search=none",
+        "nupes:a=0.75", "nupes:a=0.75,bits=8", "nupes:a=0.5,bits=3", "nupes:driven=0",
+    };
+    enum { R = 2, C = 64, N = R * C };
+    static const float bad[3] = {NAN, INFINITY, -INFINITY};
+    float x[N];
+    int64_t d[2] = {R, C};
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        kvq_ctx *ctx;
+        assert_int_equal(kvq_ctx_create(specs[k], &ctx), KVQ_OK);
+        assert_true(kvq_ctx_codec(ctx)->flags & KVQ_FLAG_CHECKS_FINITE);
+        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d);
+        size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n;
+        uint8_t *p = malloc(cap);
+        for (int pos = 0; pos < N; pos++)
+            for (int b = 0; b < 3; b++) {
+                for (int i = 0; i < N; i++) x[i] = frand() * 0.05f;
+                x[pos] = bad[b];
+                if (pos + 37 < N) x[pos + 37] = NAN; /* a later one is not the one named */
+                kvq_err e = kvq_ctx_encode_payload(ctx, &t, p, cap, &n);
+                char want[64];
+                snprintf(want, sizeof want, "element %d is", pos);
+                if (e != KVQ_ERR_NONFINITE || !strstr(kvq_last_error_detail(), want))
+                    fail_msg("%s: %g at %d: error %d, \"%s\"", specs[k], (double)bad[b], pos, (int)e,
+                             kvq_last_error_detail());
+            }
+        free(p);
+        kvq_ctx_free(ctx);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -456,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_nvfp4_golden), cmocka_unit_test(test_mxfp4_speed),
         cmocka_unit_test(test_fast_codes_any), cmocka_unit_test(test_nvfp4_fast_equals_search),
         cmocka_unit_test(test_mxfp4_exponent), cmocka_unit_test(test_minmax_scale),
+        cmocka_unit_test(test_kernel_tables_agree), cmocka_unit_test(test_nonfinite_every_position),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

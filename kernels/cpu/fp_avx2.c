@@ -1,0 +1,155 @@
+/*
+ * fp_avx2.c — the AVX2 table of kernels/kern_fp.h: the same static inline
+ * bodies as kernels/cpu/fp_ref.c (quant/fp_impl.h, quant/nupes.h) compiled
+ * with target("avx2"), so gcc's vectoriser uses 8-lane registers.
+ * No FMA in the target: a multiply and an add stay two roundings, and the
+ * bytes equal the reference's (tests/test_fp.c checks both tables).
+ */
+#include "kernels/kern_fp.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include "quant/fp_impl.h"
+#include "quant/nupes.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define FP_AVX2 __attribute__((target("avx2")))
+
+FP_AVX2 static uint32_t absmax_bits_avx2(const float *x, size_t n) { return kvq_absmax_bits(x, n); }
+
+FP_AVX2 static void codes4_avx2(const kvq_fp_lut *l, const float *x, int64_t n, float inv, uint8_t *codes)
+{
+    fp_codes4(l, x, n, inv, codes);
+}
+
+FP_AVX2 static void codes_any_avx2(const kvq_fp_lut *l, const float *x, int64_t n, float inv, uint8_t *codes)
+{
+    fp_codes_any(l, x, n, inv, codes);
+}
+
+/* Groups of 32 (the default): four 8-lane integer maxima of |x|'s bits,
+ * then a shuffle tree; other group sizes by the inline body. */
+FP_AVX2 static uint32_t absmax32_avx2(const float *x)
+{
+    const __m256i mask = _mm256_set1_epi32((int)KVQ_F32_ABS_MASK);
+    __m256i m0 = _mm256_and_si256(_mm256_loadu_si256((const void *)x), mask);
+    __m256i m1 = _mm256_and_si256(_mm256_loadu_si256((const void *)(x + 8)), mask);
+    __m256i m2 = _mm256_and_si256(_mm256_loadu_si256((const void *)(x + 16)), mask);
+    __m256i m3 = _mm256_and_si256(_mm256_loadu_si256((const void *)(x + 24)), mask);
+    __m256i m = _mm256_max_epi32(_mm256_max_epi32(m0, m1), _mm256_max_epi32(m2, m3));
+    __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+    return (uint32_t)_mm_cvtsi128_si32(h);
+}
+
+FP_AVX2 static void absmax_groups_avx2(const float *x, int64_t n, int64_t g, uint32_t *out)
+{
+    if (g != FP_RUN) {
+        fp_absmax_groups(x, n, g, out);
+        return;
+    }
+    int64_t c = 0, i = 0;
+    for (; c + FP_RUN <= n; c += FP_RUN, i++) out[i] = absmax32_avx2(x + c);
+    if (c < n) out[i] = kvq_absmax_bits(x + c, (size_t)(n - c));
+}
+
+FP_AVX2 static void codes_groups_avx2(const kvq_fp_lut *l, const float *x, int64_t n, int64_t g, const float *inv,
+                                    uint8_t *codes)
+{
+    fp_codes_groups(l, x, n, g, inv, codes);
+}
+
+FP_AVX2 static size_t mx_blocks_avx2(const float *x, size_t nb, uint8_t *out)
+{
+    return mx_encode_blocks(x, nb, out);
+}
+
+FP_AVX2 static size_t nv_blocks_avx2(const float *x, size_t nb, float inv_g, uint8_t *out)
+{
+    return nv_encode_blocks(x, nb, inv_g, out);
+}
+
+/* kvq_nupes_codes4 8 values at a time: c counts a >= lo[k] (k = 1..7);
+ * the bands are disjoint and ordered, so the count against hi differs from
+ * c exactly when a < hi[c] (hi[0] = −inf), one vpermps of hi[0..7]; the
+ * n % 8 tail by the inline body. */
+FP_AVX2 static int32_t nu_codes4_avx2(const float *lo, const float *hi, const float *x, int64_t n, float inv,
+                                      int32_t *q, uint8_t *amb)
+{
+    const __m256 vinv = _mm256_set1_ps(inv), fzero = _mm256_setzero_ps();
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32((int)KVQ_F32_ABS_MASK));
+    const __m256 hiv = _mm256_loadu_ps(hi);
+    __m256 l[7];
+    for (int k = 0; k < 7; k++) l[k] = _mm256_set1_ps(lo[k + 1]);
+    int32_t any = 0;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 xv = _mm256_loadu_ps(x + j);
+        __m256 a = _mm256_mul_ps(_mm256_and_ps(xv, absmask), vinv);
+        __m256i c = _mm256_setzero_si256();
+        for (int k = 0; k < 7; k++) c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(a, l[k], _CMP_GE_OQ)));
+        __m256 hc = _mm256_permutevar8x32_ps(hiv, c);
+        __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(xv, fzero, _CMP_LT_OQ));
+        _mm256_storeu_si256((void *)(q + j), _mm256_sub_epi32(_mm256_xor_si256(c, neg), neg));
+        int m = _mm256_movemask_ps(_mm256_cmp_ps(a, hc, _CMP_LT_OQ));
+        memset(amb + j, 0, 8);
+        for (int k = 0; m && k < 8; k++) amb[j + k] = (uint8_t)(m >> k & 1);
+        any |= m;
+    }
+    return any | kvq_nupes_codes4(lo, hi, x + j, n - j, inv, q + j, amb + j);
+}
+
+/* kvq_nupes_codes_tab 8 values at a time: the bucket's lo and base by two
+ * gathers (scale 8: the bucket's size), the same compares, q = ±c as
+ * (c ^ neg) − neg; amb bytes only where a lane is ambiguous (rare); the
+ * n % 8 tail by the inline body. */
+FP_AVX2 static int32_t nu_codes_tab_avx2(const kvq_nupes_bucket *tab, int32_t first, const float *x, int64_t n,
+                                         float inv, int32_t *q, uint8_t *amb)
+{
+    const __m256 vinv = _mm256_set1_ps(inv), one = _mm256_set1_ps(1.0f), himul = _mm256_set1_ps(KVQ_NUPES_HI_MUL);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32((int)KVQ_F32_ABS_MASK)), fzero = _mm256_setzero_ps();
+    const __m256i vfirst = _mm256_set1_epi32(first), zero = _mm256_setzero_si256();
+    const float *lo_p = &tab[0].lo;
+    const int *base_p = (const int *)&tab[0].base;
+    int32_t any = 0;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 xv = _mm256_loadu_ps(x + j);
+        __m256 a = _mm256_min_ps(_mm256_mul_ps(_mm256_and_ps(xv, absmask), vinv), one);
+        __m256i idx = _mm256_max_epi32(_mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(a), KVQ_NUPES_TAB_SHIFT),
+                                                        vfirst), zero);
+        __m256 lo = _mm256_i32gather_ps(lo_p, idx, (int)sizeof *tab);
+        __m256i base = _mm256_i32gather_epi32(base_p, idx, (int)sizeof *tab);
+        __m256i ge_lo = _mm256_castps_si256(_mm256_cmp_ps(a, lo, _CMP_GE_OQ));
+        __m256i ge_hi = _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_mul_ps(lo, himul), _CMP_GE_OQ));
+        __m256i c = _mm256_sub_epi32(base, ge_lo);
+        __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(xv, fzero, _CMP_LT_OQ));
+        _mm256_storeu_si256((void *)(q + j), _mm256_sub_epi32(_mm256_xor_si256(c, neg), neg));
+        int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_xor_si256(ge_lo, ge_hi)));
+        memset(amb + j, 0, 8);
+        for (int k = 0; m && k < 8; k++) amb[j + k] = (uint8_t)(m >> k & 1);
+        any |= m;
+    }
+    return any | kvq_nupes_codes_tab(tab, first, x + j, n - j, inv, q + j, amb + j);
+}
+
+static const kvq_fp_kernels AVX2 = {
+    .name = "avx2", .absmax_bits = absmax_bits_avx2, .codes4 = codes4_avx2, .codes_any = codes_any_avx2,
+    .mx_blocks = mx_blocks_avx2, .nv_blocks = nv_blocks_avx2, .nu_codes4 = nu_codes4_avx2,
+    .nu_codes_tab = nu_codes_tab_avx2, .absmax_groups = absmax_groups_avx2,
+    .codes_groups = codes_groups_avx2,
+};
+
+const kvq_fp_kernels *kvq_fp_kernels_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? &AVX2 : NULL;
+}
+
+#else /* not x86: the reference only */
+
+const kvq_fp_kernels *kvq_fp_kernels_avx2(void) { return NULL; }
+
+#endif
