@@ -19,6 +19,7 @@
  *    side (offset, length, owner), window = f32 bytes held unsealed.
  */
 #include "cache_internal.h"
+#include "kernels/rowkern.h"
 #include "quant/codecs.h"
 
 #include <math.h>
@@ -74,6 +75,57 @@ static const char *layer_spec(const kvq_cache_config *cfg, int layer, int side)
     return side == SIDE_K ? cfg->k_spec : cfg->v_spec;
 }
 
+/* ---- fused scores for row codecs ------------------------------------------------
+ * q8_0, q4_0, rtn, ... bind a row kernel (kernels/rowkern.h) over a page
+ * [P][n_kv_heads][head_size]: row t·H + h is token t's head h, so a score
+ * is one dot straight from the codes (within the row kernel's stated
+ * tolerance of decode-then-dot).  Values still go through decode (no
+ * axpy-from-codes slot exists for these codecs). */
+static kvq_err rowkern_qk(kvq_ctx *ctx, const void *payload, size_t n, const kvq_shape *s, const float *q,
+                          int n_heads, int group, int n_tok, float *scores, size_t stride)
+{
+    kvq_rowkern k;
+    KVQ_TRY(kvq_rowkern_bind(ctx, payload, n, s, &k));
+    const int64_t H = s->dim[1], hs = s->dim[2];
+    KVQ_FAIL_IF(k.rows != s->dim[0] * H || k.cols != hs || n_tok > s->dim[0], KVQ_ERR_CORRUPT,
+                "cache: row kernel of a [%lld, %lld, %lld] page binds %lld x %lld", (long long)s->dim[0],
+                (long long)H, (long long)hs, (long long)k.rows, (long long)k.cols);
+    for (int t = 0; t < n_tok; t++)
+        for (int h = 0; h < n_heads; h++)
+            scores[(size_t)h * stride + (size_t)t] = k.dot(&k, (int64_t)t * H + h / group, q + (size_t)h * (size_t)hs);
+    kvq_page_attn_scale(scores, n_heads, n_tok, stride, (int)hs);
+    return KVQ_OK;
+}
+
+static const kvq_page_attn_i rowkern_slots = {.qk = rowkern_qk, .pv = NULL};
+
+/* A row codec gets rowkern_slots when its row kernel binds a page of this
+ * shape (probed on an encoded zero page) and beats decoding (`fast`, set
+ * by the SIMD tables).  Lossless codecs keep the decode path (bit-identity
+ * with the f32 cache); stateful or calibrated ones are not probed. */
+static const kvq_page_attn_i *probe_rowkern(kvq_cache *c, cache_layer *L, int side)
+{
+    const kvq_codec *codec = kvq_ctx_codec(L->ctx[side]);
+    unsigned skip = KVQ_FLAG_LOSSLESS | KVQ_FLAG_STATEFUL | KVQ_FLAG_NEEDS_CALIB;
+    if ((codec->flags & skip) || !kvq_rowkern_has(codec)) return NULL;
+    int64_t dims[3] = {c->cfg.page, c->cfg.n_kv_heads, c->cfg.head_size};
+    kvq_shape s = kvq_shape_make(3, dims);
+    float *zero = calloc((size_t)c->cfg.page * (size_t)c->kv_dim, sizeof *zero);
+    uint8_t *pay = malloc(L->page_bound[side]);
+    kvq_rowkern k;
+    size_t n = 0;
+    int ok = 0;
+    if (zero && pay) {
+        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, zero, 3, s.dim);
+        ok = !kvq_ctx_encode_payload(L->ctx[side], &t, pay, L->page_bound[side], &n) &&
+             !kvq_rowkern_bind(L->ctx[side], pay, n, &s, &k) && k.fast && k.dot && k.rows == s.dim[0] * s.dim[1] &&
+             k.cols == s.dim[2];
+    }
+    free(zero);
+    free(pay);
+    return ok ? &rowkern_slots : NULL;
+}
+
 /* A side's codec: its spec, or lossless f32 when only the other side has one. */
 static kvq_err open_codec(kvq_cache *c, int layer, int side, const char *spec)
 {
@@ -95,6 +147,7 @@ static kvq_err open_codec(kvq_cache *c, int layer, int side, const char *spec)
                 "cache: layer %d: codec %s cannot bound a page of shape [%d, %d, %d]", layer, codec->name,
                 c->cfg.page, c->cfg.n_kv_heads, c->cfg.head_size);
     L->fused[side] = kvq_page_attn_find(codec);
+    if (!L->fused[side]) L->fused[side] = probe_rowkern(c, L, side);
     return KVQ_OK;
 }
 

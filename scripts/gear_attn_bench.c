@@ -45,6 +45,7 @@ static const bench_cfg configs[] = {
     {"GEAR-2-r2/nokeep", "gear:bits=2,rank=2,sparse=0", "gear:bits=2,axis=token,rank=2,sparse=0", 0},
     {"GEAR-2-r2/keep", "gear:bits=2,rank=2,sparse=0", "gear:bits=2,axis=token,rank=2,sparse=0", 1},
     {"GEAR-2-r2-s6/nokeep", "gear:bits=2,rank=2,sparse=0.0625", "gear:bits=2,axis=token,rank=2,sparse=0.03125", 0},
+    {"q8_0/nokeep", "q8_0", "q8_0", 0},
     {"q4_0/nokeep", "q4_0", "q4_0", 0},
 };
 #define N_CONFIGS (sizeof configs / sizeof configs[0])

@@ -4,8 +4,9 @@
  * the boundaries, per-layer specs, byte accounting equal to what is
  * stored, 8-bit RTN reconstruction error, argument errors, truncation, and
  * the depth-policy / prefix-store hook points; kivi and gear caches attend
- * through their fused page slots (no keep_decoded) and agree with the
- * decoded-copy path within FUSED_TOL.
+ * through their fused page slots (no keep_decoded), row codecs score
+ * through their row kernels, and both agree with the decoded-copy path
+ * within FUSED_TOL.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -651,10 +652,51 @@ static void test_fused_codecs(void **state)
         kvq_cache_free(a);
         kvq_cache_free(b);
     }
-    kvq_cache *f = make_cache(3, 8, "f16", "q8_0", 0);
+    kvq_cache *f = make_cache(3, 8, "f16", "f32", 0); /* lossless: decode path, bit-identical */
     assert_null(f->layers[0].fused[0]);
     assert_null(f->layers[0].fused[1]);
     kvq_cache_free(f);
+}
+
+/* Row codecs (q8_0, q4_0, rtn): where the row kernel is fast (AVX2) the
+ * cache scores straight from the codes (qk only; values decode), within
+ * FUSED_TOL of the decoded-copy path; head size 64 so blocks fit. */
+static void test_fused_row_codecs(void **state)
+{
+    (void)state;
+    enum { RL = 1, RHS = 64, RKV = N_KV * RHS, RT = 96, RP = 32 };
+    static float k[RT * RKV], v[RT * RKV], q[RT][N_HEADS * RHS], o[2][N_HEADS * RHS];
+    fill(k, RT * RKV, SEED + 7u);
+    fill(v, RT * RKV, SEED + 8u);
+    fill(&q[0][0], RT * N_HEADS * RHS, SEED + 9u);
+    static const char *const specs[] = {"q8_0", "q4_0", "rtn:bits=4,group=32"};
+    for (int s = 0; s < 3; s++) {
+        kvq_cache *c[2];
+        for (int keep = 0; keep < 2; keep++) {
+            kvq_cache_config cfg = kvq_cache_config_default(RL, N_KV, RHS, RT);
+            cfg.page = RP;
+            cfg.k_spec = cfg.v_spec = specs[s];
+            cfg.keep_decoded = keep;
+            assert_int_equal(kvq_cache_create(&cfg, &c[keep]), KVQ_OK);
+        }
+        const kvq_page_attn_i *f = c[0]->layers[0].fused[0];
+        if (f) {
+            assert_non_null(f->qk);
+            assert_null(f->pv);
+        }
+        float worst = 0.0f;
+        for (int t = 0; t < RT; t++)
+            for (int keep = 0; keep < 2; keep++) {
+                assert_int_equal(kvq_cache_append(c[keep], 0, k + t * RKV, v + t * RKV, 1), KVQ_OK);
+                assert_int_equal(kvq_cache_attend(c[keep], 0, q[t], N_HEADS, t + 1, o[keep]), KVQ_OK);
+                for (int i = 0; keep && i < N_HEADS * RHS; i++) worst = fmaxf(worst, fabsf(o[0][i] - o[1][i]));
+            }
+        printf("%s: fused scores %s, vs decoded max |diff| %.3g\n", specs[s], f ? "on" : "off (no fast row kernel)",
+               (double)worst);
+        assert_true(worst <= FUSED_TOL * 2.0f);
+        assert_true(f || worst == 0.0f);
+        for (int keep = 0; keep < 2; keep++) kvq_cache_free(c[keep]);
+    }
 }
 
 int main(void)
@@ -672,6 +714,7 @@ int main(void)
         cmocka_unit_test(test_prefix_store_hooks),
         cmocka_unit_test(test_fused_hook),
         cmocka_unit_test(test_fused_codecs),
+        cmocka_unit_test(test_fused_row_codecs),
     };
     return cmocka_run_group_tests(tests, setup_data, NULL);
 }
