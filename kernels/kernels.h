@@ -78,6 +78,12 @@ typedef void (*kvq_kern_codes_dot_fn)(const uint8_t *codes, unsigned bits, size_
                                       float *cx, float *sx);
 typedef void (*kvq_kern_codes_dequant_fn)(const uint8_t *codes, unsigned bits, size_t n, float scale, float zero,
                                           float off, float *y);
+/* codes_row_dot: a row's groups of `group` values (the last may be
+ * shorter) in one call: Σ_g scale[g]·Σ_{i∈g} (code_i − off)·x_i
+ *   + bias[g]·Σ_{i∈g} x_i (bias may be NULL: no term), group a multiple
+ * of 8 unless it is the whole row (every group starts on a byte). */
+typedef float (*kvq_kern_codes_row_dot_fn)(const uint8_t *codes, unsigned bits, size_t n, size_t group, float off,
+                                           const float *scale, const float *bias, const float *x);
 
 typedef struct kvq_kernels {
     const char *name;                      /* "ref", "avx2"                   */
@@ -89,6 +95,7 @@ typedef struct kvq_kernels {
     kvq_kern_dots_f16_fn dots_f16;
     kvq_kern_codes_dot_fn     codes_dot;     /* cpu/int_ref.c, int_avx2.c */
     kvq_kern_codes_dequant_fn codes_dequant;
+    kvq_kern_codes_row_dot_fn codes_row_dot;
     int fast_dot;  /* 1 when the dot slots beat dequantize + an f32 dot:
                       the decoder then runs them for single tokens (the
                       scalar reference is slower than gcc's vectorised

@@ -235,21 +235,24 @@ static kvq_err bfp_parts(void *st, const void *src, size_t n, const kvq_shape *s
 }
 
 /* ---- row kernel (kernels/rowkern.h) ------------------------------------------
- * Σ_i x̂_i·x_i per block = step·Σ (c_i − qmax)·x_i, the sum from the
- * table's codes_dot slot (aux); step = lut[exponent byte].  ip = mant,
+ * Σ_i x̂_i·x_i per block = step·Σ (c_i − qmax)·x_i, a row's blocks summed
+ * by the table's codes_row_dot slot (aux); step = lut[exponent byte].  ip = mant,
  * block, exponent bytes per row; fp[0] = qmax.  Binding decodes every row
  * once, so an exponent byte 0xFF or an invalid code is refused there. */
+#define BFP_ROW_BLOCKS 64 /* block steps looked up per kernel call */
+
 static float bfp_row_dot(const kvq_rowkern *k, int64_t r, const float *x)
 {
-    kvq_kern_codes_dot_fn cdot = (kvq_kern_codes_dot_fn)k->aux;
+    kvq_kern_codes_row_dot_fn rdot = (kvq_kern_codes_row_dot_fn)k->aux;
     const uint8_t *exps = k->p[0] + (size_t)r * k->stride[0], *codes = exps + k->ip[2];
     unsigned bits = (unsigned)k->ip[0];
-    float acc = 0.0f;
-    for (int64_t c0 = 0, b = 0; c0 < k->cols; c0 += k->ip[1], b++) {
-        int64_t len = k->cols - c0 < k->ip[1] ? k->cols - c0 : k->ip[1];
-        float cx, sx;
-        cdot(codes + (size_t)c0 * bits / 8, bits, (size_t)len, k->fp[0], x + c0, &cx, &sx);
-        acc += k->lut[exps[b]] * cx;
+    int64_t blk = k->ip[1];
+    float acc = 0.0f, step[BFP_ROW_BLOCKS];
+    for (int64_t b0 = 0; b0 < k->ip[2]; b0 += BFP_ROW_BLOCKS) {
+        int64_t nb = k->ip[2] - b0 < BFP_ROW_BLOCKS ? k->ip[2] - b0 : BFP_ROW_BLOCKS, c0 = b0 * blk;
+        for (int64_t b = 0; b < nb; b++) step[b] = k->lut[exps[b0 + b]];
+        size_t n = (size_t)(k->cols - c0 < nb * blk ? k->cols - c0 : nb * blk);
+        acc += rdot(codes + (size_t)c0 * bits / 8, bits, n, (size_t)blk, k->fp[0], step, NULL, x + c0);
     }
     return acc;
 }
@@ -275,7 +278,7 @@ kvq_err kvq_bfp_rowkern(const void *st, const void *payload, size_t n, const kvq
     k->ip[2] = (int)L.nblk;
     k->fp[0] = (float)qmax_of(s->mant);
     for (int c = 0; c < KVQ_ROWKERN_LUT; c++) k->lut[c] = ldexpf(1.0f, c - BFP_EXP_BIAS - ((int)s->mant - 2));
-    k->aux = (void (*)(void))kvq_kernels_get()->codes_dot;
+    k->aux = (void (*)(void))kvq_kernels_get()->codes_row_dot;
     return KVQ_OK;
 }
 

@@ -239,29 +239,37 @@ static kvq_err rtn_decode_rows(void *st, const void *src, size_t n, const kvq_sh
  * x̂ = z + d·(c − off) = (z + d·m) + d·(c − m) with m the grid's centre
  * (off for sym, where z = 0; (2^b − 1)/2 for asym), so per group
  *   Σ x̂_i·x_i = d·Σ (c_i − m)·x_i + (z + d·m)·Σ x_i,
- * the two sums from the table's codes_dot slot (aux); centring keeps the
+ * the table's codes_row_dot slot (aux) sums a row's groups; centring keeps the
  * terms as small as the values (no cancellation of large sums).  p[0] is
  * row 0 (past a tensor-wide entry), stride[0] the row bytes; ip = bits,
  * span, gpr, entry bytes; fp = m, and the tensor-wide d, z.  Binding reads
  * every stored scale. */
+#define RTN_ROW_GROUPS 64 /* group scales widened per kernel call */
+
 static float rtn_row_dot(const kvq_rowkern *k, int64_t r, const float *x)
 {
-    kvq_kern_codes_dot_fn cdot = (kvq_kern_codes_dot_fn)k->aux;
+    kvq_kern_codes_row_dot_fn rdot = (kvq_kern_codes_row_dot_fn)k->aux;
     const uint8_t *row = k->p[0] + (size_t)r * k->stride[0];
     const uint8_t *codes = row + (size_t)k->ip[2] * (size_t)k->ip[3];
     unsigned bits = (unsigned)k->ip[0];
     int asym = k->ip[3] == 4;
-    float acc = 0.0f, d = k->fp[1], z = k->fp[2];
-    for (int64_t c0 = 0, g = 0; c0 < k->cols; c0 += k->ip[1], g++) {
-        int64_t len = k->cols - c0 < k->ip[1] ? k->cols - c0 : k->ip[1];
-        if (k->ip[2]) {
-            const uint8_t *e = row + (size_t)g * (size_t)k->ip[3];
-            d = kvq_f16_to_f32(kvq_rd16(e));
-            z = asym ? kvq_f16_to_f32(kvq_rd16(e + 2)) : 0.0f;
+    float m = k->fp[0], sc[RTN_ROW_GROUPS], bi[RTN_ROW_GROUPS];
+    if (!k->ip[2]) { /* one tensor-wide grid */
+        sc[0] = k->fp[1];
+        bi[0] = k->fp[2] + k->fp[1] * m;
+        return rdot(codes, bits, (size_t)k->cols, (size_t)k->cols, m, sc, asym ? bi : NULL, x);
+    }
+    int64_t span = k->ip[1];
+    float acc = 0.0f;
+    for (int64_t g0 = 0; g0 < k->ip[2]; g0 += RTN_ROW_GROUPS) {
+        int64_t ng = k->ip[2] - g0 < RTN_ROW_GROUPS ? k->ip[2] - g0 : RTN_ROW_GROUPS, c0 = g0 * span;
+        for (int64_t g = 0; g < ng; g++) {
+            const uint8_t *e = row + (size_t)(g0 + g) * (size_t)k->ip[3];
+            sc[g] = kvq_f16_to_f32(kvq_rd16(e));
+            bi[g] = asym ? kvq_f16_to_f32(kvq_rd16(e + 2)) + sc[g] * m : 0.0f;
         }
-        float cx, sx;
-        cdot(codes + (size_t)c0 * bits / 8, bits, (size_t)len, k->fp[0], x + c0, &cx, &sx);
-        acc += asym ? d * cx + (z + d * k->fp[0]) * sx : d * cx;
+        size_t n = (size_t)(k->cols - c0 < ng * span ? k->cols - c0 : ng * span);
+        acc += rdot(codes + (size_t)c0 * bits / 8, bits, n, (size_t)span, m, sc, asym ? bi : NULL, x + c0);
     }
     return acc;
 }
@@ -290,7 +298,7 @@ kvq_err kvq_rtn_rowkern(const void *st, const void *payload, size_t n, const kvq
     k->fp[0] = s->mode == MODE_SYM ? (float)qmax_sym(s->bits) : 0.5f * (float)levels_asym(s->bits);
     k->fp[1] = s->gran == GRAN_TENSOR ? g.d : 0.0f;
     k->fp[2] = s->gran == GRAN_TENSOR ? g.z : 0.0f;
-    k->aux = (void (*)(void))kt->codes_dot;
+    k->aux = (void (*)(void))kt->codes_row_dot;
     return KVQ_OK;
 }
 

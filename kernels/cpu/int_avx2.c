@@ -82,27 +82,58 @@ INT_TARGET static void packed_dot(const uint8_t *codes, unsigned bits, size_t n,
     }
 }
 
-INT_TARGET static void codes_dot_avx2(const uint8_t *codes, unsigned bits, size_t n, float off, const float *x,
-                                      float *cx, float *sx)
+/* The sums of one group into a (any width, any length). */
+INT_TARGET static inline void group_sums(const uint8_t *codes, unsigned bits, size_t n, const float *x, dot_acc *a)
 {
-    dot_acc a = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_set1_ps(off), 0.0f, 0.0f, off};
     if (bits == 8) {
-        u8_dot(codes, n, x, &a);
-    } else if (bits == 4) {
-        size_t i = 0;
+        u8_dot(codes, n, x, a);
+        return;
+    }
+    size_t i = 0;
+    if (bits == 4)
         for (; i + NIB_STEP <= n; i += NIB_STEP) {
             __m128i c = nibbles16(codes + i / 2);
             __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + INT_LANES);
-            a.c0 = _mm256_fmadd_ps(_mm256_sub_ps(u8x8(c), a.off), x0, a.c0);
-            a.c1 = _mm256_fmadd_ps(_mm256_sub_ps(u8x8(_mm_srli_si128(c, 8)), a.off), x1, a.c1);
-            a.s = _mm256_add_ps(a.s, _mm256_add_ps(x0, x1));
+            a->c0 = _mm256_fmadd_ps(_mm256_sub_ps(u8x8(c), a->off), x0, a->c0);
+            a->c1 = _mm256_fmadd_ps(_mm256_sub_ps(u8x8(_mm_srli_si128(c, 8)), a->off), x1, a->c1);
+            a->s = _mm256_add_ps(a->s, _mm256_add_ps(x0, x1));
         }
-        packed_dot(codes + i / 2, bits, n - i, x + i, &a);
-    } else {
-        packed_dot(codes, bits, n, x, &a);
-    }
+    packed_dot(codes + i * bits / 8, bits, n - i, x + i, a);
+}
+
+INT_TARGET static inline dot_acc acc_start(float off)
+{
+    dot_acc a = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_set1_ps(off), 0.0f, 0.0f, off};
+    return a;
+}
+
+INT_TARGET static void codes_dot_avx2(const uint8_t *codes, unsigned bits, size_t n, float off, const float *x,
+                                      float *cx, float *sx)
+{
+    dot_acc a = acc_start(off);
+    group_sums(codes, bits, n, x, &a);
     *cx = hsum8(_mm256_add_ps(a.c0, a.c1)) + a.tc;
     *sx = hsum8(a.s) + a.ts;
+}
+
+/* Each group's vector sums are scaled into one running vector (no
+ * horizontal sum per group); scalar tails into one running float. */
+INT_TARGET static float codes_row_dot_avx2(const uint8_t *codes, unsigned bits, size_t n, size_t group, float off,
+                                           const float *scale, const float *bias, const float *x)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float tail = 0.0f;
+    for (size_t g0 = 0, g = 0; g0 < n; g0 += group, g++) {
+        dot_acc a = acc_start(off);
+        group_sums(codes + g0 * bits / 8, bits, n - g0 < group ? n - g0 : group, x + g0, &a);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(scale[g]), _mm256_add_ps(a.c0, a.c1), acc);
+        tail += scale[g] * a.tc;
+        if (bias) {
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(bias[g]), a.s, acc);
+            tail += bias[g] * a.ts;
+        }
+    }
+    return hsum8(acc) + tail;
 }
 
 /* y = zero + scale·(c − off) for 8 codes as bytes. */
@@ -147,6 +178,7 @@ void kvq_kern_int_fill_avx2(kvq_kernels *k)
 {
     k->codes_dot = codes_dot_avx2;
     k->codes_dequant = codes_dequant_avx2;
+    k->codes_row_dot = codes_row_dot_avx2;
 }
 
 #else /* not x86: the reference stays */

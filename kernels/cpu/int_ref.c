@@ -55,8 +55,21 @@ static void codes_dequant_ref(const uint8_t *codes, unsigned bits, size_t n, flo
     }
 }
 
+static float codes_row_dot_ref(const uint8_t *codes, unsigned bits, size_t n, size_t group, float off,
+                               const float *scale, const float *bias, const float *x)
+{
+    float acc = 0.0f;
+    for (size_t g0 = 0, g = 0; g0 < n; g0 += group, g++) {
+        float cx, sx;
+        codes_dot_ref(codes + g0 * bits / 8, bits, n - g0 < group ? n - g0 : group, off, x + g0, &cx, &sx);
+        acc += scale[g] * cx + (bias ? bias[g] * sx : 0.0f);
+    }
+    return acc;
+}
+
 void kvq_kern_int_fill_ref(kvq_kernels *k)
 {
     k->codes_dot = codes_dot_ref;
     k->codes_dequant = codes_dequant_ref;
+    k->codes_row_dot = codes_row_dot_ref;
 }
