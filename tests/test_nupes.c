@@ -6,7 +6,9 @@
  * (exactly when 1/a ∈ ℕ); on Gaussian and Laplace data the data-free a* < 1
  * and golden section matches a dense grid; the data-driven mode never
  * raises the layer-output error; w = 0, M = 0 and tiny a are safe; with a
- * fixed exponent the threshold-counting encoder gives kvq_nupes_code's codes.
+ * fixed exponent the threshold-counting encoder gives kvq_nupes_code's codes
+ * (5 to 8 bits through the bucket table too, over exponents whose table
+ * spans few or many binades or is not built at all).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -293,12 +295,59 @@ static void test_fixed_a_fast_codes(void **state)
     free(x);
 }
 
+/* 5..8-bit codes with a fixed exponent (the bucket table, or the double
+ * path where the first threshold is below the table's range) equal
+ * kvq_nupes_code against the stored maxima, values at exact group maxima,
+ * above them (f16 rounding) and tiny ones included. */
+static void test_fixed_a_table_codes(void **state)
+{
+    (void)state;
+    enum { R = 32, C = 512, G = 32 };
+    float *x = malloc(sizeof(float) * R * C);
+    uint8_t *codes = malloc(C);
+    for (int i = 0; i < R * C; i++) {
+        x[i] = i % 3 ? gauss() : laplace();
+        if (i % 89 == 0) x[i] = (float)ldexp(urand(), -30 - (int)(urand() * 40));
+    }
+    static const double as[] = {0.06, 0.2, 0.33, 0.75, 1.0};
+    for (unsigned bits = 5; bits <= 8; bits++)
+        for (size_t ai = 0; ai < sizeof as / sizeof as[0]; ai++) {
+            char spec[64];
+            snprintf(spec, sizeof spec, "nupes:a=%g,bits=%u,driven=0", as[ai], bits);
+            kvq_ctx *ctx;
+            assert_int_equal(kvq_ctx_create(spec, &ctx), KVQ_OK);
+            int64_t d[2] = {R, C};
+            kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d);
+            size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n, rb = 2 * (C / G) + ((size_t)C * bits + 7) / 8;
+            uint8_t *p = malloc(cap);
+            assert_int_equal(kvq_ctx_encode_payload(ctx, &t, p, cap, &n), KVQ_OK);
+            assert_int_equal(n, 4 + R * rb);
+            int32_t qm = (1 << (bits - 1)) - 1;
+            for (int r = 0; r < R; r++) {
+                const uint8_t *row = p + 4 + r * rb;
+                kvq_bits_unpack(row + 2 * (C / G), C, bits, codes);
+                for (int c = 0; c < C; c++) {
+                    uint16_t h = (uint16_t)(row[2 * (c / G)] | row[2 * (c / G) + 1] << 8);
+                    int32_t want = kvq_nupes_code(bits, as[ai], x[r * C + c], kvq_f16_to_f32(h));
+                    if ((int32_t)codes[c] - qm != want)
+                        fail_msg("%s: x[%d][%d] = %a codes %d, pow path %d", spec, r, c, (double)x[r * C + c],
+                                 (int)codes[c] - qm, (int)want);
+                }
+            }
+            kvq_ctx_free(ctx);
+            free(p);
+        }
+    free(x);
+    free(codes);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a1_is_rtn),       cmocka_unit_test(test_levels_and_codes),
         cmocka_unit_test(test_integer_lut),     cmocka_unit_test(test_datafree_search),
         cmocka_unit_test(test_datadriven), cmocka_unit_test(test_fixed_a_fast_codes),
+        cmocka_unit_test(test_fixed_a_table_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
