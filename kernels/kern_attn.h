@@ -45,6 +45,8 @@ typedef struct kvq_kern_attn {
     kvq_kern_f16_row_fn    f16_row;   /* n LE halves → floats (GEAR's factors);
                                          1 when one is Inf/NaN (its float is
                                          then meaningless), else 0; exact */
+    int fast; /* 1 when KIVI's fused loops beat gcc's vectorised decode +
+                 the f32 loops (SIMD tables); the cache then uses them */
 } kvq_kern_attn;
 
 /* kvq_kern_attn_get() : the table in use (chosen once, thread-safe). */

@@ -19,6 +19,7 @@
  *    side (offset, length, owner), window = f32 bytes held unsealed.
  */
 #include "cache_internal.h"
+#include "kernels/kern_attn.h"
 #include "kernels/rowkern.h"
 #include "quant/codecs.h"
 
@@ -151,8 +152,12 @@ static kvq_err open_codec(kvq_cache *c, int layer, int side, const char *spec)
     return KVQ_OK;
 }
 
+/* kivi's slots only with SIMD kernels (the scalar loops are slower than
+ * its vectorised decode + the f32 loops); gear's always (applying the
+ * factors directly wins either way). */
 const kvq_page_attn_i *kvq_page_attn_find(const kvq_codec *codec)
 {
+    if (codec == &kvq_codec_kivi && !kvq_kern_attn_get()->fast) return NULL;
     static const struct {
         const kvq_codec *codec;
         const kvq_page_attn_i *slots;

@@ -130,6 +130,7 @@ int kvq_kern_attn_fill_avx2(kvq_kern_attn *k)
     k->dot_rows = dot_rows_avx2;
     k->axpy_codes = axpy_codes_avx2;
     k->f16_row = f16_row_avx2;
+    k->fast = 1;
     return 1;
 }
 

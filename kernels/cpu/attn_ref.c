@@ -113,6 +113,7 @@ void kvq_kern_attn_fill_ref(kvq_kern_attn *k)
     k->dot_rows = dot_rows_ref;
     k->axpy_codes = axpy_codes_ref;
     k->f16_row = f16_row_ref;
+    k->fast = 0; /* KIVI pages decode faster than these loops read them */
 }
 
 /* ---- the table in use ---------------------------------------------------------- */
