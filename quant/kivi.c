@@ -46,6 +46,9 @@ kvq_err kvq_kivi_geom_make(const kvq_shape *s, unsigned bits, kvq_kivi_axis axis
     g->bits = bits;
     g->axis = axis;
     g->group = group;
+    g->group_log2 = -1;
+    for (int b = 0; b < 31 && g->group_log2 < 0; b++)
+        if (group == (int64_t)1 << b) g->group_log2 = b;
     int64_t kd = g->H * g->d;
     if (axis == KVQ_KIVI_CHANNEL) {
         g->n_groups = (g->T + group - 1) / group;

@@ -35,6 +35,7 @@ typedef struct kvq_kivi_geom {
     unsigned      bits;
     kvq_kivi_axis axis;
     int64_t       group;        /* G                                      */
+    int           group_log2;   /* log2(G) when G is a power of two, or -1 */
     int64_t       n_groups;     /* per vector: ceil(T/G) or ceil(d/G)     */
     int64_t       n_entries;    /* (Δ, z) pairs                           */
     size_t        entries_bytes, row_bytes, codes_bytes, total;
@@ -92,14 +93,15 @@ size_t kvq_kivi_attn_scratch(const kvq_kivi_geom *g, int n_heads);
 kvq_err kvq_kivi_attn_qk(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
 kvq_err kvq_kivi_attn_pv(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
 /* kvq_kivi_value_at() : the decoded value at token t, KV head h, channel c,
- * exactly as kvq_kivi_decode() computes it.  One 32-bit division (page
- * dimensions are ints): GEAR corrects every outlier through it. */
+ * exactly as kvq_kivi_decode() computes it.  GEAR corrects every outlier
+ * through it: a shift finds the group when G is a power of two, else one
+ * 32-bit division (page dimensions are ints). */
 static inline kvq_err kvq_kivi_value_at(const kvq_kivi_geom *g, const uint8_t *src, int64_t t, int64_t h, int64_t c,
                                         float *x)
 {
-    int64_t e = g->axis == KVQ_KIVI_CHANNEL
-                    ? (int64_t)((uint32_t)t / (uint32_t)g->group) * g->H * g->d + h * g->d + c
-                    : (t * g->H + h) * g->n_groups + (int64_t)((uint32_t)c / (uint32_t)g->group);
+    int64_t i = g->axis == KVQ_KIVI_CHANNEL ? t : c; /* position along the grouped axis */
+    int64_t gi = g->group_log2 >= 0 ? i >> g->group_log2 : (int64_t)((uint32_t)i / (uint32_t)g->group);
+    int64_t e = g->axis == KVQ_KIVI_CHANNEL ? gi * g->H * g->d + h * g->d + c : (t * g->H + h) * g->n_groups + gi;
     float dl, z;
     KVQ_TRY(kvq_kivi_entry(src, e, &dl, &z));
     unsigned q = kvq_kern_code_at(src + g->entries_bytes + (size_t)t * g->row_bytes, (size_t)(h * g->d + c), g->bits);
