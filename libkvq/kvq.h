@@ -594,7 +594,8 @@ typedef enum kvq_linear {
      * out_proj input (gated-norm output) [d_inner]; GATEUP/DOWN unused.
      * The SSM inputs after conv1d + SiLU are passed as shaped views so a
      * codec sees the SSD groups: */
-    KVQ_LIN_SSM_X = 5, /* x, [n_groups][heads per group][head dim][1]           */
+    KVQ_LIN_SSM_X = 5, /* x, [1][n_groups][heads per group][head dim] (quamba2:
+                          [n_groups][heads per group][head dim][1])        */
     KVQ_LIN_SSM_B = 6, /* B, [1][n_groups][d_state]                             */
     KVQ_LIN_SSM_C = 7, /* C, [1][n_groups][d_state]                             */
     /* Quamba2's other tensors (applied only by codecs that opt in by a

@@ -37,8 +37,14 @@
  * Activation hooks: in_proj input = KVQ_LIN_QKV, out_proj input =
  * KVQ_LIN_O, classifier input = KVQ_LIN_CLS (flat rows); the SSM input x
  * after the conv = KVQ_LIN_SSM_X as a [1][ngroups][heads/group][headdim]
- * view, B and C = KVQ_LIN_SSM_B / _C as [1][ngroups][d_state] views, so a
- * codec sees the SSD group structure it may scale by (Quamba2 §4.2).
+ * view ([ngroups][heads/group][headdim][1] for quamba2, see ssm_hooks),
+ * B and C = KVQ_LIN_SSM_B / _C as [1][ngroups][d_state] views, so a codec
+ * sees the SSD group structure it may scale by (Quamba2 §4.2).  Quamba2's
+ * other tensors go only to a codec that opts in by parameters named zdt /
+ * state (quamba2): the in_proj outputs z and raw dt (KVQ_LIN_SSM_Z / _DT,
+ * flat rows) and the SSM state (KVQ_LIN_SSM_H, [ngroups][heads/group]
+ * [headdim][d_state], the layer's state codec when no k_spec is set,
+ * with scales calibrated on the states captured at each chunk's end).
  *
  * [ours] where transformers is silent: position tracking is our own
  * counter (an SSM cannot rewind, so a forward at position 0 restarts and
@@ -148,13 +154,15 @@ static kvq_err alloc_m2(kvq_decoder *d, kvq_mamba2 *mb)
                 "decoder: out of memory for the Mamba-2 run state");
     /* Payload scratch: the largest bound over the views the hooks pass. */
     int64_t flat[2] = {1, mb->d_inner > mb->dim ? mb->d_inner : mb->dim};
-    int64_t xd[4] = {mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim, 1};
+    int64_t xq[4] = {mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim, 1};
+    int64_t xg[4] = {1, mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim};
     int64_t bd[3] = {1, mb->n_groups, mb->d_state};
-    kvq_shape shapes[3] = {kvq_shape_make(2, flat), kvq_shape_make(4, xd), kvq_shape_make(3, bd)};
+    kvq_shape shapes[4] = {kvq_shape_make(2, flat), kvq_shape_make(4, xq), kvq_shape_make(4, xg),
+                           kvq_shape_make(3, bd)};
     for (int l = 0; l <= d->cfg.n_layers; l++)
         for (int i = 0; i < KVQ_LIN__COUNT; i++) {
             kvq_ctx *ctx = kvq_dec_act_ctx(d, l, i);
-            for (int k = 0; ctx && k < 3; k++) {
+            for (int k = 0; ctx && k < 4; k++) {
                 size_t b = kvq_ctx_payload_bound(ctx, &shapes[k]);
                 if (b > d->act_cap) d->act_cap = b;
             }
@@ -339,14 +347,19 @@ static kvq_err ssm_hook(kvq_decoder *d, int l, kvq_linear which, kvq_ctx *ctx, f
     return KVQ_OK;
 }
 
-/* The SSM inputs after the conv: x, B and C (their layer's codecs). */
+/* The SSM inputs after the conv: x, B and C (their layer's codecs).  x of
+ * one token is [1][n_groups][heads per group][head_dim] (rows = heads for
+ * row-wise codecs); a codec with Quamba2's switches (a `state` parameter)
+ * reads 4-D tensors as [G][Hg][P][N] objects and gets x as [G][Hg][P][1]. */
 static kvq_err ssm_hooks(kvq_decoder *d, int l, int nb)
 {
     kvq_mamba2 *mb = d->mamba;
-    int64_t xd[4] = {mb->n_groups, mb->n_heads / mb->n_groups, mb->head_dim, 1};
+    kvq_ctx *xc = kvq_dec_act_ctx(d, l, KVQ_LIN_SSM_X);
+    int hpg = mb->n_heads / mb->n_groups, q2 = xc && kvq_param_index(kvq_ctx_codec(xc), "state") >= 0;
+    int64_t xd[4] = {q2 ? mb->n_groups : 1, q2 ? hpg : mb->n_groups, q2 ? mb->head_dim : hpg, q2 ? 1 : mb->head_dim};
     int64_t bd[3] = {1, mb->n_groups, mb->d_state};
     size_t gs = (size_t)(mb->n_groups * mb->d_state), cd = (size_t)mb->conv_dim;
-    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_X, kvq_dec_act_ctx(d, l, KVQ_LIN_SSM_X), mb->xbc, cd, nb, 4, xd));
+    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_X, xc, mb->xbc, cd, nb, 4, xd));
     KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_B, kvq_dec_act_ctx(d, l, KVQ_LIN_SSM_B), mb->xbc + mb->d_inner, cd, nb, 3,
                      bd));
     return ssm_hook(d, l, KVQ_LIN_SSM_C, kvq_dec_act_ctx(d, l, KVQ_LIN_SSM_C), mb->xbc + mb->d_inner + gs, cd, nb,
