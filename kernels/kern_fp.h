@@ -23,6 +23,11 @@
 struct kvq_fp_lut;
 struct kvq_nupes_bucket;
 
+/* the row-kernel slots' types (rowkern binders keep them in kvq_rowkern.aux) */
+typedef float (*kvq_fp_blocks_dot_fn)(const uint8_t *blocks, int64_t nb, const float *x);
+typedef float (*kvq_fp_runs_dot_fn)(const uint8_t *codes, int64_t cols, int kind, const float *v, const uint8_t *sc,
+                                    int64_t spr, const float *x);
+
 typedef struct kvq_fp_kernels {
     const char *name; /* "ref", "avx2" */
     /* kvq_absmax_bits (quant_common.h) */
@@ -47,6 +52,10 @@ typedef struct kvq_fp_kernels {
     /* nupes codes of 5..8 bits through the bucket table tab (kvq_nupes_codes_tab) */
     int32_t (*nu_codes_tab)(const struct kvq_nupes_bucket *tab, int32_t first, const float *x, int64_t n, float inv,
                             int32_t *q, uint8_t *amb);
+    /* row kernels: Σ decode(row)_i·x_i of one row (mx_row_dot, nv_row_dot
+     * without the tensor scale, fp_runs_dot; quant/fp_impl.h) */
+    kvq_fp_blocks_dot_fn mx_dot, nv_dot;
+    kvq_fp_runs_dot_fn runs_dot;
 } kvq_fp_kernels;
 
 /* kvq_fp_kernels_get() : the table in use (chosen once, thread-safe). */

@@ -20,6 +20,10 @@ static const rowkern_entry BINDERS[] = {
     {&kvq_codec_rtn, kvq_rtn_rowkern},
     {&kvq_codec_bfp, kvq_bfp_rowkern},
     {&kvq_codec_mxint8, kvq_bfp_rowkern},
+    {&kvq_codec_mxfp4, kvq_mxfp4_rowkern},
+    {&kvq_codec_nvfp4, kvq_nvfp4_rowkern},
+    {&kvq_codec_fp, kvq_fp_rowkern},
+    {&kvq_codec_nupes, kvq_nupes_rowkern},
 };
 
 static kvq_rowkern_bind_fn find(const kvq_codec *c)

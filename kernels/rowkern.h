@@ -82,5 +82,9 @@ kvq_err kvq_rowkern_bind_f16(const void *data, size_t n, const kvq_shape *s, kvq
 kvq_err kvq_ggml_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
 kvq_err kvq_rtn_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
 kvq_err kvq_bfp_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
+kvq_err kvq_mxfp4_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
+kvq_err kvq_nvfp4_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
+kvq_err kvq_fp_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
+kvq_err kvq_nupes_rowkern(const void *state, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k);
 
 #endif

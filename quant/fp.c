@@ -32,6 +32,7 @@
  * 8-bit formats one byte each.
  */
 #include "kvq_internal.h"
+#include "kernels/rowkern.h"
 #include "quant/codecs.h"
 #include "quant/fp_impl.h"
 
@@ -397,6 +398,47 @@ static kvq_err fp_decode_rows(void *st, const void *src, size_t n, const kvq_sha
             }
         }
     }
+    return KVQ_OK;
+}
+
+/* ---- row kernel (kernels/rowkern.h) ------------------------------------------------
+ * Region 0 is the rows (after the format byte); ip[0] the code layout
+ * (FP_DOT_*), ip[1] runs of 32 per stored scale (0: one f32 per row),
+ * ip[2] the scale bytes before a row's codes; lut the signed value of
+ * every code.  Groups must be whole runs of 32 (else UNSUPPORTED); every
+ * scale is checked finite here. */
+static float fp_rk_dot(const kvq_rowkern *k, int64_t r, const float *x)
+{
+    const uint8_t *row = k->p[0] + (size_t)r * k->stride[0];
+    return ((kvq_fp_runs_dot_fn)k->aux)(row + k->ip[2], k->cols, k->ip[0], k->lut, row, k->ip[1], x);
+}
+
+kvq_err kvq_fp_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *sh, kvq_rowkern *k)
+{
+    const fp_state *s = st;
+    const uint8_t *p = payload;
+    KVQ_FAIL_IF(s->gran_group && s->group % FP_RUN, KVQ_ERR_UNSUPPORTED, "fp: group=%lld is not whole runs of %d",
+                (long long)s->group, FP_RUN);
+    KVQ_FAIL_IF(n < 1 || p[0] >= 8, KVQ_ERR_CORRUPT, "fp: bad format byte");
+    const kvq_fp_lut *l = &s->lut[p[0]];
+    fp_layout L = fp_layout_of(s, l->f, sh);
+    KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "fp: payload is %zu bytes, shape and parameters need %zu", n,
+                L.total);
+    for (int64_t r = 0; r < L.rows; r++)
+        for (int64_t g = 0; g < L.gpr; g++) {
+            float sc;
+            KVQ_TRY(row_scale(s, p + 1 + (size_t)r * L.row_bytes, g, r, &sc));
+        }
+    unsigned sb = fp_mag_bits(l->f), mask = (1u << sb) - 1;
+    for (unsigned c = 0; c < (1u << (sb + 1)); c++) k->lut[c] = c >> sb ? -l->mag[c & mask] : l->mag[c & mask];
+    k->dot = fp_rk_dot;
+    k->fast = 1;
+    k->p[0] = p + 1;
+    k->stride[0] = L.row_bytes;
+    k->ip[0] = kvq_fp_bits(l->f) != 4 ? FP_DOT_BYTE : s->nib == KVQ_NIB_SPLIT_HALF ? FP_DOT_SPLIT : FP_DOT_ADJ;
+    k->ip[1] = s->gran_group ? (int)(s->group / FP_RUN) : 0;
+    k->ip[2] = (int)(L.gpr * (int64_t)L.entry);
+    k->aux = (void (*)(void))kvq_fp_kernels_get()->runs_dot;
     return KVQ_OK;
 }
 

@@ -11,6 +11,7 @@
 #define KVQ_QUANT_FP_IMPL_H
 
 #include "kernels/kern_fp.h"
+#include "kvq.h"
 #include "quant/quant_common.h"
 
 #include <float.h>
@@ -381,6 +382,96 @@ FP_KERN_INLINE size_t nv_encode_blocks(const float *x, size_t nb, float inv_g, u
     for (size_t b = 0; b < nb; b++)
         if (nv_encode_block(x + b * NV_BLOCK, inv_g, out + b * NV_BYTES)) return b;
     return nb;
+}
+
+/* ---- row kernels (kernels/rowkern.h): Σ decode(row)_i·x_i from the codes -------
+ * Sums in FP_DOT_LANES partial sums (gcc vectorises them); the order
+ * differs from decode + dot, within rowkern.h's tolerance. */
+#define FP_DOT_LANES 8
+#define FP_DOT_SPLIT 0 /* 4-bit runs of 32 split-half, a shorter last run adjacent */
+#define FP_DOT_ADJ   1 /* 4-bit adjacent nibbles (low first)                      */
+#define FP_DOT_BYTE  2 /* one code per byte                                       */
+
+/* Σ v[c_j]·x_j over n codes. */
+static inline float fp_dot_lut(const uint8_t *c, int64_t n, const float *v, const float *x)
+{
+    float acc[FP_DOT_LANES] = {0};
+    int64_t nv = n - n % FP_DOT_LANES;
+    for (int64_t j = 0; j < nv; j += FP_DOT_LANES)
+        for (int l = 0; l < FP_DOT_LANES; l++) acc[l] += v[c[j + l]] * x[j + l];
+    for (int64_t j = nv; j < n; j++) acc[0] += v[c[j]] * x[j];
+    for (int w = FP_DOT_LANES / 2; w; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
+}
+
+/* mxfp4's block scale 2^(e−128) (the element values are doubled). */
+static inline float mx_scale(uint8_t e) { return e >= 2 ? pow2f((int)e - 128) : ldexpf(1.0f, (int)e - 128); }
+
+/* One row of nb mxfp4 blocks. */
+static inline float mx_row_dot(const uint8_t *p, int64_t nb, const float *x)
+{
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++, p += MX_BYTES, x += MX_BLOCK) {
+        uint8_t codes[MX_BLOCK];
+        kvq_nibbles_unpack(p + 1, MX_BLOCK, KVQ_NIB_SPLIT_HALF, codes);
+        acc += mx_scale(p[0]) * fp_dot_lut(codes, MX_BLOCK, kv_fp4, x);
+    }
+    return acc;
+}
+
+/* One row of nb nvfp4 blocks (without the tensor scale). */
+static inline float nv_row_dot(const uint8_t *p, int64_t nb, const float *x)
+{
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++, p += NV_BYTES)
+        for (int s = 0; s < NV_BLOCK / NV_SUB; s++, x += NV_SUB) {
+            uint8_t codes[NV_SUB];
+            kvq_nibbles_unpack(p + NV_BLOCK / NV_SUB + s * NV_SUB / 2, NV_SUB, KVQ_NIB_SPLIT_HALF, codes);
+            acc += kvq_ue4m3_value(p[s]) * 0.5f * fp_dot_lut(codes, NV_SUB, kv_fp4, x);
+        }
+    return acc;
+}
+
+/* Scale of run r (FP_RUN values): one f32 (spr <= 0: the whole row) or an
+ * f16 per spr runs. */
+static inline float fp_run_scale(const uint8_t *sc, int64_t spr, int64_t r)
+{
+    if (spr <= 0) return kvq_f32_of_bits((uint32_t)sc[0] | (uint32_t)sc[1] << 8 | (uint32_t)sc[2] << 16 |
+                                         (uint32_t)sc[3] << 24);
+    const uint8_t *h = sc + 2 * (r / spr);
+    return kvq_f16_to_f32((uint16_t)(h[0] | h[1] << 8));
+}
+
+/* Codes [c, c + k) of a row of layout `kind` (FP_DOT_*), k = min(FP_RUN,
+ * cols − c), c a multiple of FP_RUN. */
+static inline int64_t fp_run_unpack(const uint8_t *src, int64_t cols, int kind, int64_t c, uint8_t *codes)
+{
+    int64_t k = cols - c < FP_RUN ? cols - c : FP_RUN;
+    if (kind == FP_DOT_BYTE) {
+        memcpy(codes, src + c, (size_t)k);
+    } else if (k == FP_RUN) {
+        kvq_nibbles_unpack(src + c / 2, FP_RUN, kind == FP_DOT_SPLIT ? KVQ_NIB_SPLIT_HALF : KVQ_NIB_ADJACENT, codes);
+    } else {
+        int64_t even = k - k % 2;
+        kvq_nibbles_unpack(src + c / 2, (size_t)even, KVQ_NIB_ADJACENT, codes);
+        if (k % 2) codes[k - 1] = src[(c + even) / 2] & 0x0F;
+    }
+    return k;
+}
+
+/* One row of `cols` codes of layout `kind` through the value table v (16
+ * or 256 entries), run r scaled by fp_run_scale(sc, spr, r). */
+static inline float fp_runs_dot(const uint8_t *src, int64_t cols, int kind, const float *v, const uint8_t *sc,
+                                int64_t spr, const float *x)
+{
+    float acc = 0.0f;
+    for (int64_t c = 0, r = 0; c < cols; c += FP_RUN, r++) {
+        uint8_t codes[FP_RUN];
+        int64_t k = fp_run_unpack(src, cols, kind, c, codes);
+        acc += fp_run_scale(sc, spr, r) * fp_dot_lut(codes, k, v, x + c);
+    }
+    return acc;
 }
 
 #endif /* KVQ_QUANT_FP_IMPL_H */

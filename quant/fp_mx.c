@@ -25,6 +25,7 @@
  * kvq quantize falls back for such tensors as llama-quantize does.
  */
 #include "kvq_internal.h"
+#include "kernels/rowkern.h"
 #include "quant/codecs.h"
 #include "quant/fp_impl.h"
 
@@ -140,6 +141,52 @@ static kvq_err nv_decode_rows(void *st, const void *src, size_t n, const kvq_sha
             float d = kvq_ue4m3_value(p[sb]) * 0.5f;
             for (int j = 0; j < NV_SUB; j++) out[j] = kv_fp4[codes[j]] * d * g;
         }
+    return KVQ_OK;
+}
+
+/* ---- row kernels (kernels/rowkern.h) ----------------------------------------------
+ * Region 0 is the blocks (nvfp4: after the tensor scale, which is fp[0]),
+ * a row is ip[0] blocks; aux the kern_fp.h slot.  E8M0 and UE4M3 scales
+ * decode to finite values whatever their bits, so only sizes and nvfp4's
+ * tensor scale are checked. */
+static float mx_rk_dot(const kvq_rowkern *k, int64_t r, const float *x)
+{
+    return ((kvq_fp_blocks_dot_fn)k->aux)(k->p[0] + (size_t)r * k->stride[0], k->ip[0], x);
+}
+
+static float nv_rk_dot(const kvq_rowkern *k, int64_t r, const float *x)
+{
+    return ((kvq_fp_blocks_dot_fn)k->aux)(k->p[0] + (size_t)r * k->stride[0], k->ip[0], x) * k->fp[0];
+}
+
+kvq_err kvq_mxfp4_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k)
+{
+    KVQ_FAIL_IF(k->cols % MX_BLOCK, KVQ_ERR_UNSUPPORTED, "mxfp4: rows of %lld values", (long long)k->cols);
+    size_t need = mx_bound(st, s);
+    KVQ_FAIL_IF(n != need, KVQ_ERR_CORRUPT, "mxfp4: payload is %zu bytes, shape needs %zu", n, need);
+    k->dot = mx_rk_dot;
+    k->fast = 1;
+    k->p[0] = payload;
+    k->ip[0] = (int)(k->cols / MX_BLOCK);
+    k->stride[0] = (size_t)k->ip[0] * MX_BYTES;
+    k->aux = (void (*)(void))kvq_fp_kernels_get()->mx_dot;
+    return KVQ_OK;
+}
+
+kvq_err kvq_nvfp4_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *s, kvq_rowkern *k)
+{
+    KVQ_FAIL_IF(k->cols % NV_BLOCK, KVQ_ERR_UNSUPPORTED, "nvfp4: rows of %lld values", (long long)k->cols);
+    size_t need = nv_bound(st, s);
+    KVQ_FAIL_IF(n != need, KVQ_ERR_CORRUPT, "nvfp4: payload is %zu bytes, shape needs %zu", n, need);
+    float g = kvq_rdf32(payload);
+    KVQ_FAIL_IF(!(g > 0.0f) || !isfinite(g), KVQ_ERR_CORRUPT, "nvfp4: bad tensor scale %g", (double)g);
+    k->dot = nv_rk_dot;
+    k->fast = 1;
+    k->p[0] = (const uint8_t *)payload + NV_HDR;
+    k->ip[0] = (int)(k->cols / NV_BLOCK);
+    k->stride[0] = (size_t)k->ip[0] * NV_BYTES;
+    k->fp[0] = g;
+    k->aux = (void (*)(void))kvq_fp_kernels_get()->nv_dot;
     return KVQ_OK;
 }
 

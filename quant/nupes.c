@@ -28,7 +28,9 @@
  */
 #include "kvq_internal.h"
 #include "kernels/kern_fp.h"
+#include "kernels/rowkern.h"
 #include "quant/codecs.h"
+#include "quant/fp_impl.h"
 #include "quant/nupes.h"
 #include "quant/quant_common.h"
 
@@ -662,6 +664,65 @@ static kvq_err nu_decode_rows(void *st, const void *src, size_t n, const kvq_sha
             }
         }
     }
+    return KVQ_OK;
+}
+
+/* ---- row kernel (kernels/rowkern.h): the integer/LUT path ------------------------
+ * lut[q + Qm] = sign(q)·(|q|/Qm)^(1/a), the 2^bits-entry level table; a
+ * run of 32 codes is M·Σ lut[code]·x.  4-bit codes are adjacent nibbles
+ * and 8-bit ones bytes (kern_fp.h's runs_dot; ip[0] the layout, ip[1]
+ * runs per maximum, ip[2] the maxima's bytes); other widths, and groups
+ * that are not whole runs of 32, are UNSUPPORTED.  Binding checks the
+ * exponent, every maximum (finite) and every code (<= 2·Qm). */
+static float nu_rk_dot(const kvq_rowkern *k, int64_t r, const float *x)
+{
+    const uint8_t *row = k->p[0] + (size_t)r * k->stride[0];
+    return ((kvq_fp_runs_dot_fn)k->aux)(row + k->ip[2], k->cols, k->ip[0], k->lut, row, k->ip[1], x);
+}
+
+/* Every maximum finite and every code a level (checked once, at bind). */
+static kvq_err nu_rk_check(const nu_state *s, const uint8_t *rows, const nu_layout *L)
+{
+    size_t cb = kvq_bits_size((size_t)L->cols, s->bits);
+    unsigned top = 2u * (unsigned)nu_qm(s->bits);
+    for (int64_t r = 0; r < L->rows; r++) {
+        const uint8_t *row = rows + (size_t)r * L->row_bytes, *c = row + 2 * (size_t)L->gpr;
+        for (int64_t g = 0; g < L->gpr; g++)
+            KVQ_FAIL_IF(!isfinite(kvq_f16_to_f32(kvq_rd16(row + 2 * g))), KVQ_ERR_CORRUPT,
+                        "nupes: row %lld: bad maximum", (long long)r);
+        int bad = 0;
+        for (size_t i = 0; i < cb; i++)
+            bad |= s->bits == 8 ? c[i] > top : (c[i] & 0x0F) > top || (c[i] >> 4) > top;
+        KVQ_FAIL_IF(bad, KVQ_ERR_CORRUPT, "nupes: row %lld: bad code", (long long)r);
+    }
+    return KVQ_OK;
+}
+
+kvq_err kvq_nupes_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *sh, kvq_rowkern *k)
+{
+    const nu_state *s = st;
+    KVQ_FAIL_IF((s->bits != 4 && s->bits != 8) || s->group % FP_RUN, KVQ_ERR_UNSUPPORTED,
+                "nupes: no row kernel for bits=%u, group=%lld", s->bits, (long long)s->group);
+    nu_layout L = nu_layout_of(s, sh);
+    KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "nupes: payload is %zu bytes, shape and parameters need %zu", n,
+                L.total);
+    float a = kvq_rdf32(payload), lvl[KVQ_NUPES_MAX_LEVELS];
+    KVQ_FAIL_IF(!(a >= 0.05f && a <= 1.0f), KVQ_ERR_CORRUPT, "nupes: stored exponent %g outside [0.05, 1]", (double)a);
+    KVQ_TRY(nu_rk_check(s, (const uint8_t *)payload + 4, &L));
+    kvq_nupes_lut(s->bits, a, lvl);
+    int32_t qm = nu_qm(s->bits);
+    for (int32_t i = 0; i < (1 << s->bits); i++) {
+        int32_t q = i - qm;
+        k->lut[i] = q > qm ? 0.0f : q < 0 ? -lvl[-q] : lvl[q];
+    }
+    k->dot = nu_rk_dot;
+    k->fast = 1;
+    k->p[0] = (const uint8_t *)payload + 4;
+    k->stride[0] = L.row_bytes;
+    k->ip[0] = s->bits == 8 ? FP_DOT_BYTE : FP_DOT_ADJ;
+    k->ip[1] = (int)(s->group / FP_RUN);
+    k->ip[2] = (int)(2 * L.gpr);
+    k->aux = (void (*)(void))kvq_fp_kernels_get()->runs_dot;
     return KVQ_OK;
 }
 

@@ -41,6 +41,15 @@ static const char *const SPECS[] = {
     "bfp:mant=3,block=24,round=rha",
     "bfp:mant=6,block=128",
     "mxint8",
+    "nvfp4:tscale=0",
+    "fp:search=none",
+    "fp:nib=adjacent,search=none",
+    "fp:fmt=e4m3,search=none",
+    "fp:fmt=e2m5,gran=group,group=64",
+    "fp:fmt=e3m0,gran=group,search=none",
+    "nupes:a=0.6,driven=0",
+    "nupes:a=0.8,bits=8,driven=0",
+    "nupes:bits=8,group=64,driven=0",
 };
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;

@@ -2,8 +2,9 @@
  * fp_avx2.c — the AVX2 table of kernels/kern_fp.h: the same static inline
  * bodies as kernels/cpu/fp_ref.c (quant/fp_impl.h, quant/nupes.h) compiled
  * with target("avx2"), so gcc's vectoriser uses 8-lane registers.
- * No FMA in the target: a multiply and an add stay two roundings, and the
- * bytes equal the reference's (tests/test_fp.c checks both tables).
+ * No FMA in the encoders' target: a multiply and an add stay two roundings,
+ * and the bytes equal the reference's (tests/test_fp.c checks both
+ * tables); the row kernels' dot products (any summation order) use FMA.
  */
 #include "kernels/kern_fp.h"
 
@@ -135,17 +136,116 @@ FP_AVX2 static int32_t nu_codes_tab_avx2(const kvq_nupes_bucket *tab, int32_t fi
     return any | kvq_nupes_codes_tab(tab, first, x + j, n - j, inv, q + j, amb + j);
 }
 
+/* ---- row kernels: 8-lane FMA sums (order differs from the reference,
+ * within rowkern.h's tolerance) ---------------------------------------- */
+#define FP_DOT_AVX2 __attribute__((target("avx2,fma")))
+
+FP_DOT_AVX2 static inline float hsum8(__m256 v)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* the low 8 int8 lanes of v as floats */
+FP_DOT_AVX2 static inline __m256 i8x8_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+/* E2M1 values doubled as int8: kv_fp4 through pshufb */
+#define KV_FP4_I8 _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
+
+FP_DOT_AVX2 static float mx_dot_avx2(const uint8_t *p, int64_t nb, const float *x)
+{
+    const __m128i kv = KV_FP4_I8, m4 = _mm_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, p += MX_BYTES, x += MX_BLOCK) {
+        __m128i q = _mm_loadu_si128((const void *)(p + 1));
+        __m128i lo = _mm_shuffle_epi8(kv, _mm_and_si128(q, m4));
+        __m128i hi = _mm_shuffle_epi8(kv, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+        __m256 s = _mm256_mul_ps(i8x8_ps(lo), _mm256_loadu_ps(x));
+        s = _mm256_fmadd_ps(i8x8_ps(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), s);
+        s = _mm256_fmadd_ps(i8x8_ps(hi), _mm256_loadu_ps(x + 16), s);
+        s = _mm256_fmadd_ps(i8x8_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(mx_scale(p[0])), s, acc);
+    }
+    return hsum8(acc);
+}
+
+FP_DOT_AVX2 static float nv_dot_avx2(const uint8_t *p, int64_t nb, const float *x)
+{
+    const __m128i kv = KV_FP4_I8, m4 = _mm_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, p += NV_BYTES)
+        for (int s = 0; s < NV_BLOCK / NV_SUB; s++, x += NV_SUB) {
+            __m128i q = _mm_loadl_epi64((const void *)(p + NV_BLOCK / NV_SUB + s * NV_SUB / 2));
+            __m128i lo = _mm_shuffle_epi8(kv, _mm_and_si128(q, m4));
+            __m128i hi = _mm_shuffle_epi8(kv, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+            __m256 v = _mm256_mul_ps(i8x8_ps(lo), _mm256_loadu_ps(x));
+            v = _mm256_fmadd_ps(i8x8_ps(hi), _mm256_loadu_ps(x + 8), v);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(kvq_ue4m3_value(p[s]) * 0.5f), v, acc);
+        }
+    return hsum8(acc);
+}
+
+/* Σ v[c_j]·x_j for 8 codes (bytes at c): a 16-entry table as two vpermps
+ * and a blend on bit 3, a 256-entry one by a gather. */
+FP_DOT_AVX2 static inline __m256 lut8(const uint8_t *c, int wide, const float *v, __m256 vlo, __m256 vhi)
+{
+    __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const void *)c));
+    if (wide) return _mm256_i32gather_ps(v, idx, 4);
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(vlo, idx), _mm256_permutevar8x32_ps(vhi, idx),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+
+FP_DOT_AVX2 static float runs_dot_avx2(const uint8_t *src, int64_t cols, int kind, const float *v, const uint8_t *sc,
+                                       int64_t spr, const float *x)
+{
+    const int wide = kind == FP_DOT_BYTE;
+    const __m256 vlo = _mm256_loadu_ps(v), vhi = _mm256_loadu_ps(v + 8);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    float tail = 0.0f;
+    for (int64_t c = 0, r = 0; c < cols; c += FP_RUN, r++) {
+        uint8_t codes[FP_RUN];
+        float s = fp_run_scale(sc, spr, r);
+        if (cols - c < FP_RUN) { /* the shorter last run */
+            int64_t k = fp_run_unpack(src, cols, kind, c, codes);
+            tail += s * fp_dot_lut(codes, k, v, x + c);
+            break;
+        }
+        if (wide) {
+            memcpy(codes, src + c, FP_RUN);
+        } else {
+            __m128i q = _mm_loadu_si128((const void *)(src + c / 2));
+            __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+            if (kind == FP_DOT_ADJ) {
+                __m128i a = _mm_unpacklo_epi8(lo, hi);
+                hi = _mm_unpackhi_epi8(lo, hi);
+                lo = a;
+            }
+            _mm_storeu_si128((void *)codes, lo);
+            _mm_storeu_si128((void *)(codes + 16), hi);
+        }
+        __m256 t = _mm256_mul_ps(lut8(codes, wide, v, vlo, vhi), _mm256_loadu_ps(x + c));
+        t = _mm256_fmadd_ps(lut8(codes + 8, wide, v, vlo, vhi), _mm256_loadu_ps(x + c + 8), t);
+        t = _mm256_fmadd_ps(lut8(codes + 16, wide, v, vlo, vhi), _mm256_loadu_ps(x + c + 16), t);
+        t = _mm256_fmadd_ps(lut8(codes + 24, wide, v, vlo, vhi), _mm256_loadu_ps(x + c + 24), t);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(s), t, acc);
+    }
+    return hsum8(acc) + tail;
+}
+
 static const kvq_fp_kernels AVX2 = {
     .name = "avx2", .absmax_bits = absmax_bits_avx2, .codes4 = codes4_avx2, .codes_any = codes_any_avx2,
     .mx_blocks = mx_blocks_avx2, .nv_blocks = nv_blocks_avx2, .nu_codes4 = nu_codes4_avx2,
     .nu_codes_tab = nu_codes_tab_avx2, .absmax_groups = absmax_groups_avx2,
-    .codes_groups = codes_groups_avx2,
+    .codes_groups = codes_groups_avx2, .mx_dot = mx_dot_avx2, .nv_dot = nv_dot_avx2, .runs_dot = runs_dot_avx2,
 };
 
 const kvq_fp_kernels *kvq_fp_kernels_avx2(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") ? &AVX2 : NULL;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &AVX2 : NULL;
 }
 
 #else /* not x86: the reference only */

@@ -54,11 +54,20 @@ static int32_t nu_codes_tab_ref(const kvq_nupes_bucket *tab, int32_t first, cons
     return kvq_nupes_codes_tab(tab, first, x, n, inv, q, amb);
 }
 
+static float mx_dot_ref(const uint8_t *blocks, int64_t nb, const float *x) { return mx_row_dot(blocks, nb, x); }
+static float nv_dot_ref(const uint8_t *blocks, int64_t nb, const float *x) { return nv_row_dot(blocks, nb, x); }
+
+static float runs_dot_ref(const uint8_t *codes, int64_t cols, int kind, const float *v, const uint8_t *sc, int64_t spr,
+                          const float *x)
+{
+    return fp_runs_dot(codes, cols, kind, v, sc, spr, x);
+}
+
 static const kvq_fp_kernels REF = {
     .name = "ref", .absmax_bits = absmax_bits_ref, .codes4 = codes4_ref, .codes_any = codes_any_ref,
     .mx_blocks = mx_blocks_ref, .nv_blocks = nv_blocks_ref, .nu_codes4 = nu_codes4_ref,
     .nu_codes_tab = nu_codes_tab_ref, .absmax_groups = absmax_groups_ref,
-    .codes_groups = codes_groups_ref,
+    .codes_groups = codes_groups_ref, .mx_dot = mx_dot_ref, .nv_dot = nv_dot_ref, .runs_dot = runs_dot_ref,
 };
 
 static const kvq_fp_kernels *g_best;
