@@ -193,14 +193,22 @@ static kvq_err rtn_encode(void *st, const kvq_tensor *src, void *dst, size_t cap
     const float *x = src->data;
     uint8_t *out = dst;
     rtn_grid g = {0, 0, 0};
-    if (s->gran == GRAN_TENSOR) KVQ_TRY(make_grid(s, x, (size_t)(L.rows * L.cols), out, &g, 0, 0));
+    /* NaN/Inf are screened here, group by group just before the group's
+     * own passes (KVQ_FLAG_CHECKS_FINITE): the values are then read from
+     * cache instead of in a separate pass of the core over the tensor. */
+    if (s->gran == GRAN_TENSOR) {
+        KVQ_TRY(kvq_nonfinite_check(&kvq_codec_rtn, x, (size_t)(L.rows * L.cols), 0));
+        KVQ_TRY(make_grid(s, x, (size_t)(L.rows * L.cols), out, &g, 0, 0));
+    }
     for (int64_t r = 0; r < L.rows; r++) {
         uint8_t *row = out + L.global + (size_t)r * L.row_bytes;
         const float *xr = x + r * L.cols;
         for (int64_t c0 = 0, k = 0; c0 < L.cols; c0 += L.span, k++) {
             int64_t len = L.cols - c0 < L.span ? L.cols - c0 : L.span;
-            if (s->gran != GRAN_TENSOR)
+            if (s->gran != GRAN_TENSOR) {
+                KVQ_TRY(kvq_nonfinite_check(&kvq_codec_rtn, xr + c0, (size_t)len, (size_t)(r * L.cols + c0)));
                 KVQ_TRY(make_grid(s, xr + c0, (size_t)len, row + (size_t)k * L.entry, &g, r, k));
+            }
             encode_span(s, xr, c0, len, &g, row + (size_t)L.gpr * L.entry);
         }
     }
@@ -315,7 +323,7 @@ kvq_err kvq_rtn_rowkern(const void *st, const void *payload, size_t n, const kvq
 
 const kvq_codec kvq_codec_rtn = {
     .abi = KVQ_CODEC_ABI, .name = "rtn", .id = 10,
-    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV | KVQ_DOMAIN_SSM, .flags = 0,
+    .domain = KVQ_DOMAIN_WEIGHT | KVQ_DOMAIN_ACT | KVQ_DOMAIN_KV | KVQ_DOMAIN_SSM, .flags = KVQ_FLAG_CHECKS_FINITE,
     .state_size = sizeof(rtn_state), .params = rtn_params,
     .n_params = sizeof rtn_params / sizeof rtn_params[0], .max_rel_err = RTN_REL_ERR,
     .summary = "round to nearest, 2-8 bits, sym/asym, per tensor/row/group, f16 scales",
