@@ -485,31 +485,38 @@ static kvq_err read_factors(const gear_geom *g, const gear_state *s, const uint8
     return KVQ_OK;
 }
 
-/* Outliers: y[h][t] += q_h[c]·δ (qk) or y[h][c] += p_h[t]·δ (pv), δ = o − D. */
+/* Outliers: y[h][t] += q_h[c]·δ (qk) or y[h][c] += p_h[t]·δ (pv), δ = o − D,
+ * D the backbone's value there (as kvq_kivi_value_at computes it; the
+ * group's entry is read once for consecutive outliers that share it). */
 static kvq_err attn_sparse(const gear_geom *g, const gear_state *s, const uint8_t *src, const kvq_kivi_attn_job *j,
                            int qk)
 {
+    const kvq_kivi_geom *kv = &g->kv;
     const int ch = s->axis == KVQ_KIVI_CHANNEL;
-    const size_t rec = g->idx_bytes + 2;
-    const uint8_t *sp = src + g->sparse_off;
+    const size_t rec = g->idx_bytes + 2, qs = qk ? (size_t)g->d : j->stride, ys = qk ? j->stride : (size_t)g->d;
+    const uint8_t *sp = src + g->sparse_off, *rows = src + kv->entries_bytes;
     for (int64_t v = 0; v < g->n_vec; v++) {
         /* vector v: a channel (kvh, c) over the tokens, or the row of (t, kvh) */
-        int64_t kvh = ch ? v / g->d : v % g->H, c0 = ch ? v % g->d : 0, t0 = ch ? 0 : v / g->H;
+        int64_t kvh = ch ? v / g->d : v % g->H, c0 = ch ? v % g->d : 0, t0 = ch ? 0 : v / g->H, last = -1;
+        float dl = 0.0f, z = 0.0f;
         for (int64_t e = 0; e < 2 * g->k; e++, sp += rec) {
             int64_t i = g->idx_bytes == 1 ? sp[0] : kvq_rd16(sp);
             uint16_t hv = kvq_rd16(sp + g->idx_bytes);
             KVQ_FAIL_IF(i >= g->len || (hv & F16_EXP_MASK) == F16_EXP_MASK, KVQ_ERR_CORRUPT,
                         "gear: outlier %lld of vector %lld: index %lld of %lld, value 0x%04x", (long long)e,
                         (long long)v, (long long)i, (long long)g->len, hv);
-            int64_t t = ch ? i : t0, c = ch ? c0 : i;
+            int64_t t = ch ? i : t0, c = ch ? c0 : i, along = ch ? t : c;
             if (t >= j->n_tok) continue;
-            float D;
-            KVQ_TRY(kvq_kivi_value_at(&g->kv, src, t, kvh, c, &D));
-            float delta = kvq_kern_f16_finite(hv) - D;
-            for (int h = (int)kvh * j->group; h < (int)(kvh + 1) * j->group; h++) {
-                if (qk) j->y[(size_t)h * j->stride + (size_t)t] += j->x[h * g->d + c] * delta;
-                else j->y[h * g->d + c] += j->x[(size_t)h * j->stride + (size_t)t] * delta;
-            }
+            int64_t gi = kv->group_log2 >= 0 ? along >> kv->group_log2 : along / kv->group;
+            int64_t at = ch ? gi * g->kd + v : (t0 * g->H + kvh) * kv->n_groups + gi;
+            if (at != last) KVQ_TRY(kvq_kivi_entry(src, at, &dl, &z));
+            last = at;
+            unsigned q = kvq_kern_code_at(rows + (size_t)t * kv->row_bytes, (size_t)(kvh * g->d + c), kv->bits);
+            float delta = kvq_kern_f16_finite(hv) - (z + dl * (float)q);
+            /* query heads kvh·group … : x at (h, c) or (h, t), y at (h, t) or (h, c) */
+            const float *x = j->x + (size_t)(kvh * j->group) * qs + (size_t)(qk ? c : t);
+            float *y = j->y + (size_t)(kvh * j->group) * ys + (size_t)(qk ? t : c);
+            for (int h = 0; h < j->group; h++) y[(size_t)h * ys] += x[(size_t)h * qs] * delta;
         }
     }
     return KVQ_OK;

@@ -92,21 +92,4 @@ size_t kvq_kivi_attn_scratch(const kvq_kivi_geom *g, int n_heads);
  * stored entry (nothing non-finite is produced from a damaged payload). */
 kvq_err kvq_kivi_attn_qk(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
 kvq_err kvq_kivi_attn_pv(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
-/* kvq_kivi_value_at() : the decoded value at token t, KV head h, channel c,
- * exactly as kvq_kivi_decode() computes it.  GEAR corrects every outlier
- * through it: a shift finds the group when G is a power of two, else one
- * 32-bit division (page dimensions are ints). */
-static inline kvq_err kvq_kivi_value_at(const kvq_kivi_geom *g, const uint8_t *src, int64_t t, int64_t h, int64_t c,
-                                        float *x)
-{
-    int64_t i = g->axis == KVQ_KIVI_CHANNEL ? t : c; /* position along the grouped axis */
-    int64_t gi = g->group_log2 >= 0 ? i >> g->group_log2 : (int64_t)((uint32_t)i / (uint32_t)g->group);
-    int64_t e = g->axis == KVQ_KIVI_CHANNEL ? gi * g->H * g->d + h * g->d + c : (t * g->H + h) * g->n_groups + gi;
-    float dl, z;
-    KVQ_TRY(kvq_kivi_entry(src, e, &dl, &z));
-    unsigned q = kvq_kern_code_at(src + g->entries_bytes + (size_t)t * g->row_bytes, (size_t)(h * g->d + c), g->bits);
-    *x = z + dl * (float)q;
-    return KVQ_OK;
-}
-
 #endif /* KVQ_QUANT_KIVI_H */
