@@ -486,8 +486,8 @@ static kvq_err read_factors(const gear_geom *g, const gear_state *s, const uint8
 }
 
 /* Outliers: y[h][t] += q_h[c]·δ (qk) or y[h][c] += p_h[t]·δ (pv), δ = o − D,
- * D the backbone's value there (as kvq_kivi_value_at computes it; the
- * group's entry is read once for consecutive outliers that share it). */
+ * D = z + Δ·c the backbone's value there, as kvq_kivi_decode computes it
+ * (the group's entry is read once for consecutive outliers sharing it). */
 static kvq_err attn_sparse(const gear_geom *g, const gear_state *s, const uint8_t *src, const kvq_kivi_attn_job *j,
                            int qk)
 {

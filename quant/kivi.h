@@ -92,4 +92,5 @@ size_t kvq_kivi_attn_scratch(const kvq_kivi_geom *g, int n_heads);
  * stored entry (nothing non-finite is produced from a damaged payload). */
 kvq_err kvq_kivi_attn_qk(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
 kvq_err kvq_kivi_attn_pv(const kvq_kivi_geom *g, const uint8_t *src, const kvq_kivi_attn_job *j);
+
 #endif /* KVQ_QUANT_KIVI_H */
