@@ -134,6 +134,14 @@ static void test_argument_checks(void **state)
     kv.n_ctx = 0;
     expect(kvq_cuda_attend(&kv, x, 2, y), KVQ_ERR_SHAPE, "context 0");
     expect(kvq_cuda_attend(NULL, x, 2, y), KVQ_ERR_ARG, "kv is NULL");
+    /* the public bench entries (kvq.h "CUDA device") */
+    kvq_cuda_codec_bench cb;
+    kvq_cuda_matmul_bench mb;
+    expect(kvq_cuda_device(NULL, 0), KVQ_ERR_ARG, "no buffer");
+    expect(kvq_cuda_bench_codec("f16", x, 1, 64, 1, &cb), KVQ_ERR_ARG, "codec 'f16' has no CUDA kernel");
+    expect(kvq_cuda_bench_codec("nvfp4", x, 1, 96, 1, &cb), KVQ_ERR_SHAPE, "cols 96 is not a positive multiple of 64");
+    expect(kvq_cuda_bench_codec("q8_0", x, 1, 64, 0, &cb), KVQ_ERR_SHAPE, "reps 0");
+    expect(kvq_cuda_bench_matmuls(NULL, "q8_0", 1, &mb), KVQ_ERR_ARG, "m is NULL");
 }
 
 /* What kernels/cuda/fp4.cu relies on for mxfp4's exponent: for every
