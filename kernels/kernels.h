@@ -78,6 +78,12 @@ typedef void (*kvq_kern_codes_dot_fn)(const uint8_t *codes, unsigned bits, size_
                                       float *cx, float *sx);
 typedef void (*kvq_kern_codes_dequant_fn)(const uint8_t *codes, unsigned bits, size_t n, float scale, float zero,
                                           float off, float *y);
+/* codes_quant: code_i = clamp(RHA((x_i − z)·id), lo, hi) + off, packed
+ *   at `codes` (rtn's rule: subtract, multiply, round half away from zero
+ *   exactly as kvq_round_rha; |(x − z)·id| < 2^30), identical bytes in
+ *   every table; lo + off ≥ 0 and hi + off < 2^bits. */
+typedef void (*kvq_kern_codes_quant_fn)(const float *x, size_t n, float z, float id, int32_t lo, int32_t hi,
+                                        int32_t off, unsigned bits, uint8_t *codes);
 /* codes_row_dot: a row's groups of `group` values (the last may be
  * shorter) in one call: Σ_g scale[g]·Σ_{i∈g} (code_i − off)·x_i
  *   + bias[g]·Σ_{i∈g} x_i (bias may be NULL: no term), group a multiple
@@ -96,6 +102,7 @@ typedef struct kvq_kernels {
     kvq_kern_codes_dot_fn     codes_dot;     /* cpu/int_ref.c, int_avx2.c */
     kvq_kern_codes_dequant_fn codes_dequant;
     kvq_kern_codes_row_dot_fn codes_row_dot;
+    kvq_kern_codes_quant_fn   codes_quant;
     int fast_dot;  /* 1 when the dot slots beat dequantize + an f32 dot:
                       the decoder then runs them for single tokens (the
                       scalar reference is slower than gcc's vectorised

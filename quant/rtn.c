@@ -27,9 +27,6 @@
 #include "kernels/rowkern.h"
 
 #define RTN_GROUP_QUANTUM 32  /* group sizes are multiples of this (ggml block) */
-#define RTN_CHUNK         256 /* codes per quantise/pack pass: a multiple of 8, so
-                                 every chunk starts on a byte of the code stream */
-#define RTN_VEC           32  /* inner run length with a constant trip count  */
 #define F16_EXP_MASK      0x7C00u /* all-ones exponent: Inf or NaN */
 
 typedef enum { MODE_SYM = 0, MODE_ASYM = 1 } rtn_mode;
@@ -136,43 +133,18 @@ static kvq_err read_grid(const rtn_state *s, const uint8_t *e, rtn_grid *g, int6
 
 /* Codes of n values: one branch-free formula serves both modes (z = 0 and
  * lo = −off for sym). */
-static inline void quant_codes(const float *restrict x, size_t n, float z, float id, int32_t lo, int32_t hi,
-                               int32_t off, uint8_t *restrict codes)
-{
-    for (size_t i = 0; i < n; i++) {
-        /* |v| < 2^30, inside kvq_round_rha's range: |x − z| ≤ (max − min)
-         * + 2^-11·|min| ≤ 1.5·2^b·d + 32, and a non-zero d is ≥ 2^-24. */
-        float v = (x[i] - z) * id;
-        int32_t q = kvq_round_rha(v);
-        q = q < lo ? lo : q;
-        q = q > hi ? hi : q;
-        codes[i] = (uint8_t)(q + off);
-    }
-}
-
-/* n ≤ RTN_CHUNK values on grid g: whole RTN_VEC runs (a constant trip
- * count gcc -O2 vectorises), then the tail of a partial group. */
-static void quant_chunk(const float *x, size_t n, const rtn_grid *g, const rtn_state *s, uint8_t *codes)
+/* Columns [c0, c0+len) of one row on grid g through the kernel table's
+ * quantize slot (c0 a multiple of 8: the codes start on a byte).  |v| =
+ * |(x − z)·id| < 2^30, inside kvq_round_rha's range: |x − z| ≤ (max − min)
+ * + 2^-11·|min| ≤ 1.5·2^b·d + 32, and a non-zero d is ≥ 2^-24. */
+static void encode_span(const rtn_state *s, const float *x, int64_t c0, int64_t len, const rtn_grid *g,
+                        uint8_t *row_codes)
 {
     int32_t lo = s->mode == MODE_SYM ? -qmax_sym(s->bits) : 0;
     int32_t hi = s->mode == MODE_SYM ? qmax_sym(s->bits) : levels_asym(s->bits);
     int32_t off = s->mode == MODE_SYM ? qmax_sym(s->bits) : 0;
-    size_t full = n - n % RTN_VEC;
-    for (size_t i = 0; i < full; i += RTN_VEC) quant_codes(x + i, RTN_VEC, g->z, g->id, lo, hi, off, codes + i);
-    quant_codes(x + full, n - full, g->z, g->id, lo, hi, off, codes + full);
-}
-
-/* Columns [c0, c0+len) of one row, in chunks that start on byte boundaries
- * of the row's code stream (c0 and RTN_CHUNK are multiples of 8). */
-static void encode_span(const rtn_state *s, const float *x, int64_t c0, int64_t len, const rtn_grid *g,
-                        uint8_t *row_codes)
-{
-    uint8_t codes[RTN_CHUNK];
-    for (int64_t c = c0; c < c0 + len; c += RTN_CHUNK) {
-        size_t k = (size_t)(c0 + len - c < RTN_CHUNK ? c0 + len - c : RTN_CHUNK);
-        quant_chunk(x + c, k, g, s, codes);
-        kvq_bits_pack(codes, k, s->bits, row_codes + (size_t)c * s->bits / 8);
-    }
+    kvq_kernels_get()->codes_quant(x + c0, (size_t)len, g->z, g->id, lo, hi, off, s->bits,
+                                   row_codes + (size_t)c0 * s->bits / 8);
 }
 
 /* Values [c0, c0+len) of a row through the kernel table's dequantize

@@ -385,11 +385,45 @@ static void test_codes_slots(void **state)
                 want += ((double)codes[i] - off) * x[i];
             }
             double tc = DOT_TOL * mc + 1e-37, ts = DOT_TOL * ms + 1e-37;
-            if (fabs((double)ca - (double)cr) > tc || fabs((double)cr - want) > tc || fabs((double)sa - (double)sr) > ts)
+            if (fabs((double)ca - (double)cr) > tc || fabs((double)cr - want) > tc ||
+                fabs((double)sa - (double)sr) > ts)
                 fail_msg("%u bits, %zu codes: avx2 %.9g/%.9g ref %.9g/%.9g exact %.9g", bits, n, (double)ca,
                          (double)sa, (double)cr, (double)sr, want);
             check_row_dot(a, r, packed, codes, bits, n, off, x);
         }
+}
+
+/* codes_quant (rtn's quantizer): AVX2 bytes equal the reference for every
+ * width, sym and asym grids, lengths with tails, values on exact ties
+ * (k + ½ steps), beyond the clamp, and ±0. */
+static void test_codes_quant(void **state)
+{
+    (void)state;
+    const kvq_kernels *a = need_avx2(), *r = kvq_kernels_ref();
+    if (!a) skip();
+    float x[CODES_MAX];
+    uint8_t pa[CODES_MAX], pr[CODES_MAX];
+    for (unsigned bits = 2; bits <= 8; bits++)
+        for (int asym = 0; asym < 2; asym++)
+            for (size_t n = 1; n <= CODES_MAX; n += 1 + n / 3) {
+                int32_t qmax = (1 << (bits - 1)) - 1, lo = asym ? 0 : -qmax;
+                int32_t hi = asym ? (1 << bits) - 1 : qmax, off = asym ? 0 : qmax;
+                float d = ldexpf(1.0f, (int)(rnd() % 20) - 10), z = asym ? -d * (float)(hi / 2) : 0.0f;
+                for (size_t i = 0; i < n; i++) {
+                    int kind = (int)(rnd() % 4);
+                    float k = (float)((int)(rnd() % (unsigned)(hi - lo + 5)) + lo - 2);
+                    float sz = (rnd() & 1) ? 0.0f : -0.0f;
+                    x[i] = kind == 0 ? z + d * (k + 0.5f) : kind == 1 ? z + d * k + unif() * d : sz;
+                }
+                size_t nbytes = (n * bits + 7) / 8;
+                memset(pa, 0xAA, sizeof pa);
+                memset(pr, 0x55, sizeof pr);
+                a->codes_quant(x, n, z, 1.0f / d, lo, hi, off, bits, pa);
+                r->codes_quant(x, n, z, 1.0f / d, lo, hi, off, bits, pr);
+                if (memcmp(pa, pr, nbytes) != 0)
+                    fail_msg("codes_quant %u bits, asym %d, %zu values: avx2 bytes differ from the reference", bits,
+                             asym, n);
+            }
 }
 
 static void test_absmax_exact(void **state)
@@ -437,7 +471,7 @@ int main(void)
         cmocka_unit_test(test_absmax_exact),     cmocka_unit_test(test_codec_uses_slots),
         cmocka_unit_test(test_quantize_status),  cmocka_unit_test(test_codec_reports),
         cmocka_unit_test(test_dots_equal_dot),   cmocka_unit_test(test_dots_f16),
-        cmocka_unit_test(test_codes_slots),
+        cmocka_unit_test(test_codes_slots),      cmocka_unit_test(test_codes_quant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

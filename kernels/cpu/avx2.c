@@ -24,6 +24,7 @@
 #include "kvq_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <float.h>
 #include <immintrin.h>
 #include <math.h>
@@ -341,12 +342,19 @@ AVX_TARGET static void dots_f16(const uint8_t *w, size_t stride, size_t nrows, c
     for (; r < nrows; r++) out[r] = dot_f16_row(w + r * sb, x, n);
 }
 
+/* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know
+ * "f16c"; the AVX2 check already covers the OS's YMM state). */
+static int cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 int kvq_kernels_fill_avx2(kvq_kernels *k)
 {
     kvq_kernels_fill_ref(k);
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
-        return 0;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !cpu_has_f16c()) return 0;
     k->name = "avx2";
     k->quantize[KVQ_KT_Q8_0] = quant_q8_0;
     k->quantize[KVQ_KT_Q4_0] = quant_q4_0;

@@ -13,6 +13,10 @@
  *   codes_dequant: (float)code − off, · scale, + zero as three separate
  *     vector operations (no FMA), identical to the reference float for
  *     float.
+ *   codes_quant: x − z, · id, RHA by truncation and the exact fraction,
+ *     clamp, + off — the reference's operations, so identical bytes; 8-
+ *     and 4-bit codes are packed in registers (nibble pairs by vpmaddubsw
+ *     with weights 1 and 16), other widths by the library packer.
  * Compiled with target attributes and installed only by
  * kvq_kernels_fill_avx2() after the CPU check, like cpu/avx2.c.
  */
@@ -174,11 +178,66 @@ INT_TARGET static void codes_dequant_avx2(const uint8_t *codes, unsigned bits, s
     }
 }
 
+/* 8 codes as int32: clamp(RHA((x − z)·id), lo, hi) + off — RHA as
+ * kvq_round_rha: t = trunc(v), ±1 when the exact fraction v − t is ≥ ½. */
+typedef struct {
+    __m256 z, id, half, nhalf;
+    __m256i lo, hi, off;
+} quant_consts;
+
+INT_TARGET static inline __m256i quant8(const float *x, const quant_consts *k)
+{
+    __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x), k->z), k->id);
+    __m256i t = _mm256_cvttps_epi32(v);
+    __m256 f = _mm256_sub_ps(v, _mm256_cvtepi32_ps(t));
+    t = _mm256_sub_epi32(t, _mm256_castps_si256(_mm256_cmp_ps(f, k->half, _CMP_GE_OQ)));  /* true = −1 */
+    t = _mm256_add_epi32(t, _mm256_castps_si256(_mm256_cmp_ps(f, k->nhalf, _CMP_LE_OQ)));
+    t = _mm256_min_epi32(_mm256_max_epi32(t, k->lo), k->hi);
+    return _mm256_add_epi32(t, k->off);
+}
+
+/* 16 codes (0..255) as 16 bytes in order. */
+INT_TARGET static inline __m128i quant16(const float *x, const quant_consts *k)
+{
+    __m256i w = _mm256_packus_epi32(quant8(x, k), quant8(x + INT_LANES, k)); /* lanes: a0-3 b0-3 | a4-7 b4-7 */
+    w = _mm256_permute4x64_epi64(w, 0xD8);
+    return _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+}
+
+INT_TARGET static void codes_quant_avx2(const float *x, size_t n, float z, float id, int32_t lo, int32_t hi,
+                                        int32_t off, unsigned bits, uint8_t *codes)
+{
+    const quant_consts k = {_mm256_set1_ps(z), _mm256_set1_ps(id), _mm256_set1_ps(0.5f), _mm256_set1_ps(-0.5f),
+                            _mm256_set1_epi32(lo), _mm256_set1_epi32(hi), _mm256_set1_epi32(off)};
+    const __m128i pair = _mm_set1_epi16(0x1001); /* bytes (1, 16): low nibble + 16 · high nibble */
+    uint8_t c[INT_CHUNK];
+    size_t i = 0;
+    if (bits == 8)
+        for (; i + NIB_STEP <= n; i += NIB_STEP) _mm_storeu_si128((__m128i *)(void *)(codes + i), quant16(x + i, &k));
+    if (bits == 4)
+        for (; i + NIB_STEP <= n; i += NIB_STEP) {
+            __m128i b = _mm_maddubs_epi16(quant16(x + i, &k), pair); /* 8 × (c0 + 16·c1), < 256 */
+            _mm_storel_epi64((__m128i *)(void *)(codes + i / 2), _mm_packus_epi16(b, b));
+        }
+    for (size_t i0 = i; i0 < n; i0 += INT_CHUNK) { /* other widths, and tails: bytes, then the packer */
+        size_t m = n - i0 < INT_CHUNK ? n - i0 : INT_CHUNK, j = 0;
+        for (; j + NIB_STEP <= m; j += NIB_STEP) _mm_storeu_si128((__m128i *)(void *)(c + j), quant16(x + i0 + j, &k));
+        for (; j < m; j++) {
+            int32_t q = kvq_round_rha((x[i0 + j] - z) * id);
+            q = q < lo ? lo : q;
+            q = q > hi ? hi : q;
+            c[j] = (uint8_t)(q + off);
+        }
+        kvq_bits_pack(c, m, bits, codes + i0 * bits / 8);
+    }
+}
+
 void kvq_kern_int_fill_avx2(kvq_kernels *k)
 {
     k->codes_dot = codes_dot_avx2;
     k->codes_dequant = codes_dequant_avx2;
     k->codes_row_dot = codes_row_dot_avx2;
+    k->codes_quant = codes_quant_avx2;
 }
 
 #else /* not x86: the reference stays */

@@ -67,9 +67,27 @@ static float codes_row_dot_ref(const uint8_t *codes, unsigned bits, size_t n, si
     return acc;
 }
 
+/* rtn's quantizer, INT_CHUNK codes at a time, then packed. */
+static void codes_quant_ref(const float *x, size_t n, float z, float id, int32_t lo, int32_t hi, int32_t off,
+                            unsigned bits, uint8_t *codes)
+{
+    uint8_t c[INT_CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += INT_CHUNK) {
+        size_t k = n - i0 < INT_CHUNK ? n - i0 : INT_CHUNK;
+        for (size_t j = 0; j < k; j++) {
+            int32_t q = kvq_round_rha((x[i0 + j] - z) * id);
+            q = q < lo ? lo : q;
+            q = q > hi ? hi : q;
+            c[j] = (uint8_t)(q + off);
+        }
+        kvq_bits_pack(c, k, bits, codes + i0 * bits / 8);
+    }
+}
+
 void kvq_kern_int_fill_ref(kvq_kernels *k)
 {
     k->codes_dot = codes_dot_ref;
     k->codes_dequant = codes_dequant_ref;
     k->codes_row_dot = codes_row_dot_ref;
+    k->codes_quant = codes_quant_ref;
 }
