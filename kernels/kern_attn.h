@@ -12,7 +12,9 @@
  * to two loops over packed codes, which are the slots:
  *   dot_rows   : out[r] = Σ_{i<n} w[i]·c[r][i] for n_rows rows of codes at
  *                src + r·row_stride (the score loop, w = q∘Δ or q);
- *   axpy_codes : o[i] += a·c[i] + b for i < n (the value loop);
+ *   axpy_codes : o[r][i] += a[r]·c[i] + b[r] for i < n, for n_out output
+ *                rows r (o_stride apart) sharing one row of codes: the
+ *                value loop, every query head of a KV head (GQA) at once;
  *   f16_row    : stored f16 factors widened to f32 (exact in every table).
  * Codes are `bits` ∈ {2, 4, 8} wide (8: one byte each, which is also how
  * callers pass other widths, unpacked), starting at bit 0 of src.
@@ -35,7 +37,8 @@
 
 typedef void (*kvq_kern_dot_rows_fn)(const float *w, const uint8_t *src, size_t row_stride, unsigned bits,
                                      size_t n, size_t n_rows, float *out);
-typedef void (*kvq_kern_axpy_codes_fn)(float *o, float a, float b, const uint8_t *src, unsigned bits, size_t n);
+typedef void (*kvq_kern_axpy_codes_fn)(float *o, size_t o_stride, const float *a, const float *b, size_t n_out,
+                                       const uint8_t *src, unsigned bits, size_t n);
 typedef int (*kvq_kern_f16_row_fn)(const uint8_t *src, float *dst, size_t n);
 
 typedef struct kvq_kern_attn {

@@ -58,7 +58,7 @@ static size_t code_off(const code_view *v, int64_t i) { return (size_t)i * v->bi
 /* Scratch: z[d], Δ[d], w[d], acc[n_heads][max(d, n_groups)] floats, then
  * T·d bytes of unpacked codes. */
 typedef struct {
-    float   *z, *dl, *w, *acc;
+    float   *z, *dl, *w, *acc, *ca, *cb; /* ca, cb: per-head axpy coefficients */
     uint8_t *codes;
 } attn_scratch;
 
@@ -66,7 +66,7 @@ static int64_t acc_width(const kvq_kivi_geom *g) { return g->d > g->n_groups ? g
 
 size_t kvq_kivi_attn_scratch(const kvq_kivi_geom *g, int n_heads)
 {
-    return (size_t)(3 * g->d + n_heads * acc_width(g)) * sizeof(float) + (size_t)(g->T * g->d);
+    return (size_t)(3 * g->d + n_heads * (acc_width(g) + 2)) * sizeof(float) + (size_t)(g->T * g->d);
 }
 
 static attn_scratch split_scratch(const kvq_kivi_geom *g, const kvq_kivi_attn_job *j)
@@ -76,7 +76,9 @@ static attn_scratch split_scratch(const kvq_kivi_geom *g, const kvq_kivi_attn_jo
     s.dl = s.z + g->d;
     s.w = s.dl + g->d;
     s.acc = s.w + g->d;
-    s.codes = (uint8_t *)(s.acc + (size_t)j->n_heads * (size_t)acc_width(g));
+    s.ca = s.acc + (size_t)j->n_heads * (size_t)acc_width(g);
+    s.cb = s.ca + j->n_heads;
+    s.codes = (uint8_t *)(s.cb + j->n_heads);
     return s;
 }
 
@@ -166,11 +168,14 @@ static kvq_err pv_token(const kvq_kivi_geom *g, const uint8_t *src, const kvq_ki
                 float dl, z;
                 int64_t n = b * G + G < g->d ? G : g->d - b * G;
                 KVQ_TRY(kvq_kivi_entry(src, (t * g->H + kvh) * ng + b, &dl, &z));
-                for (int h = (int)kvh * j->group; h < (int)(kvh + 1) * j->group; h++) {
-                    float p = j->x[(size_t)h * j->stride + (size_t)t];
-                    float *o = j->y + (size_t)h * (size_t)g->d + b * G;
-                    k->axpy_codes(o, p * dl, p * z, v.p + code_off(&v, b * G), v.bits, (size_t)n);
+                for (int r = 0; r < j->group; r++) { /* the query heads of kvh share the codes */
+                    float p = j->x[(size_t)(kvh * j->group + r) * j->stride + (size_t)t];
+                    s.ca[r] = p * dl;
+                    s.cb[r] = p * z;
                 }
+                float *o = j->y + (size_t)(kvh * j->group) * (size_t)g->d + b * G;
+                k->axpy_codes(o, (size_t)g->d, s.ca, s.cb, (size_t)j->group, v.p + code_off(&v, b * G), v.bits,
+                              (size_t)n);
             }
         }
     return KVQ_OK;
@@ -185,16 +190,21 @@ static kvq_err pv_channel(const kvq_kivi_geom *g, const uint8_t *src, const kvq_
         for (int64_t kvh = 0; kvh < g->H; kvh++) {
             KVQ_TRY(channel_grid(g, src, t0 / g->group, kvh, s.z, s.dl));
             code_view v = head_codes(g, src, t0, t1, kvh, s.codes);
-            for (int h = (int)kvh * j->group; h < (int)(kvh + 1) * j->group; h++) {
-                const float *p = j->x + (size_t)h * j->stride;
-                float *a = s.acc + (size_t)h * (size_t)acc_width(g), psum = 0.0f;
-                float *o = j->y + (size_t)h * (size_t)g->d;
-                memset(a, 0, (size_t)g->d * sizeof *a);
-                for (int64_t t = t0; t < t1; t++) {
-                    k->axpy_codes(a, p[t], 0.0f, v.p + (size_t)(t - t0) * v.stride, v.bits, (size_t)g->d);
-                    psum += p[t];
-                }
-                for (int64_t c = 0; c < g->d; c++) o[c] += psum * s.z[c] + s.dl[c] * a[c];
+            /* a[r][c] = Σ_t p_t c_tc for the query heads r of kvh, codes shared */
+            const size_t aw = (size_t)acc_width(g);
+            float *a = s.acc + (size_t)(kvh * j->group) * aw;
+            memset(a, 0, (size_t)j->group * aw * sizeof *a);
+            for (int r = 0; r < j->group; r++) s.cb[r] = 0.0f;
+            for (int64_t t = t0; t < t1; t++) {
+                for (int r = 0; r < j->group; r++) s.ca[r] = j->x[(size_t)(kvh * j->group + r) * j->stride + (size_t)t];
+                k->axpy_codes(a, aw, s.ca, s.cb, (size_t)j->group, v.p + (size_t)(t - t0) * v.stride, v.bits,
+                              (size_t)g->d);
+            }
+            for (int r = 0; r < j->group; r++) {
+                const float *p = j->x + (size_t)(kvh * j->group + r) * j->stride;
+                float psum = 0.0f, *o = j->y + (size_t)(kvh * j->group + r) * (size_t)g->d, *ar = a + (size_t)r * aw;
+                for (int64_t t = t0; t < t1; t++) psum += p[t];
+                for (int64_t c = 0; c < g->d; c++) o[c] += psum * s.z[c] + s.dl[c] * ar[c];
             }
         }
     }

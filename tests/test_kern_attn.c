@@ -79,11 +79,13 @@ static void test_ref_exact(void **st)
                 assert_true(acc == out[r]);
                 assert_int_equal(kvq_kern_code_at(g_rows + r * STRIDE, n - 1, bits), g_c[r][n - 1]);
             }
-            float o[MAX_N], e[MAX_N];
-            for (size_t i = 0; i < n; i++) o[i] = e[i] = next_f();
-            k->axpy_codes(o, 0.75f, -0.125f, g_rows, bits, n);
-            for (size_t i = 0; i < n; i++) e[i] = e[i] + (0.75f * (float)g_c[0][i] + -0.125f);
-            assert_memory_equal(o, e, n * sizeof *o);
+            float o[2][MAX_N], e[2][MAX_N], a[2] = {0.75f, -1.5f}, b[2] = {-0.125f, 0.5f};
+            for (size_t i = 0; i < n; i++) o[0][i] = e[0][i] = next_f(), o[1][i] = e[1][i] = next_f();
+            k->axpy_codes(&o[0][0], MAX_N, a, b, 2, g_rows, bits, n);
+            for (int r = 0; r < 2; r++)
+                for (size_t i = 0; i < n; i++) e[r][i] = e[r][i] + (a[r] * (float)g_c[0][i] + b[r]);
+            assert_memory_equal(o[0], e[0], n * sizeof(float));
+            assert_memory_equal(o[1], e[1], n * sizeof(float));
         }
 }
 
@@ -108,14 +110,16 @@ static void test_avx2_within_tolerance(void **st)
                 for (size_t i = 0; i < n; i++) mag += fabs((double)g_w[i] * g_c[r][i]);
                 assert_true(fabs((double)a[r] - b[r]) <= 4.0 * (double)n * 0x1p-24 * mag);
             }
-            float o1[MAX_N], o2[MAX_N];
-            for (size_t i = 0; i < n; i++) o1[i] = o2[i] = next_f();
-            ref->axpy_codes(o1, 0.3f, 1.7f, g_rows + STRIDE, bits, n);
-            simd->axpy_codes(o2, 0.3f, 1.7f, g_rows + STRIDE, bits, n);
-            for (size_t i = 0; i < n; i++) {
-                double mag = fabs(o1[i]) + 0.3 * g_c[1][i] + 1.7 + 2.0;
-                assert_true(fabs((double)o1[i] - o2[i]) <= 0x1p-22 * mag);
-            }
+            float o1[3][MAX_N], o2[3][MAX_N], ca[3] = {0.3f, -2.0f, 0.01f}, cb[3] = {1.7f, 0.0f, -3.0f};
+            for (int r = 0; r < 3; r++)
+                for (size_t i = 0; i < n; i++) o1[r][i] = o2[r][i] = next_f();
+            ref->axpy_codes(&o1[0][0], MAX_N, ca, cb, 3, g_rows + STRIDE, bits, n);
+            simd->axpy_codes(&o2[0][0], MAX_N, ca, cb, 3, g_rows + STRIDE, bits, n);
+            for (int r = 0; r < 3; r++)
+                for (size_t i = 0; i < n; i++) {
+                    double mag = fabs(o1[r][i]) + fabs(ca[r]) * g_c[1][i] + fabs(cb[r]) + 2.0;
+                    assert_true(fabs((double)o1[r][i] - o2[r][i]) <= 0x1p-22 * mag);
+                }
         }
 }
 

@@ -82,18 +82,24 @@ AVX_TARGET static void dot_rows_avx2(const float *w, const uint8_t *src, size_t 
     for (size_t r = 0; r < n_rows; r++) out[r] = dot_one(w, src + r * row_stride, bits, n);
 }
 
-AVX_TARGET static void axpy_codes_avx2(float *o, float a, float b, const uint8_t *src, unsigned bits, size_t n)
+AVX_TARGET static void axpy_codes_avx2(float *o, size_t o_stride, const float *a, const float *b, size_t n_out,
+                                       const uint8_t *src, unsigned bits, size_t n)
 {
-    const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
     size_t runs = n / RUN;
     for (size_t j = 0; j < runs; j++) {
         __m256 lo, hi;
-        widen16(src, bits, j, &lo, &hi);
-        float *oj = o + RUN * j;
-        _mm256_storeu_ps(oj, _mm256_add_ps(_mm256_loadu_ps(oj), _mm256_fmadd_ps(va, lo, vb)));
-        _mm256_storeu_ps(oj + 8, _mm256_add_ps(_mm256_loadu_ps(oj + 8), _mm256_fmadd_ps(va, hi, vb)));
+        widen16(src, bits, j, &lo, &hi); /* once for every output row */
+        for (size_t r = 0; r < n_out; r++) {
+            const __m256 va = _mm256_set1_ps(a[r]), vb = _mm256_set1_ps(b[r]);
+            float *oj = o + r * o_stride + RUN * j;
+            _mm256_storeu_ps(oj, _mm256_add_ps(_mm256_loadu_ps(oj), _mm256_fmadd_ps(va, lo, vb)));
+            _mm256_storeu_ps(oj + 8, _mm256_add_ps(_mm256_loadu_ps(oj + 8), _mm256_fmadd_ps(va, hi, vb)));
+        }
     }
-    for (size_t i = runs * RUN; i < n; i++) o[i] = o[i] + (a * (float)kvq_kern_code_at(src, i, bits) + b);
+    for (size_t i = runs * RUN; i < n; i++) {
+        float ci = (float)kvq_kern_code_at(src, i, bits);
+        for (size_t r = 0; r < n_out; r++) o[r * o_stride + i] = o[r * o_stride + i] + (a[r] * ci + b[r]);
+    }
 }
 
 /* Eight halves at a time by the same bit move and 2^112 scaling as

@@ -6,7 +6,7 @@
  *
  * Arithmetic (what the SIMD versions are measured against):
  *   dot_rows   : per row acc = 0; acc += w[i]·(float)c[i] for i ascending;
- *   axpy_codes : o[i] = o[i] + (a·(float)c[i] + b).
+ *   axpy_codes : o[r][i] = o[r][i] + (a[r]·(float)c[i] + b[r]).
  * dot_rows scores ROWS_ILP rows side by side (independent sums, the same
  * order per row), as the cache's f32 score loop does.
  */
@@ -84,16 +84,23 @@ static void dot_rows_ref(const float *w, const uint8_t *src, size_t row_stride, 
     for (; r < n_rows; r++) out[r] = dot_one(w, src + r * row_stride, bits, n);
 }
 
-static void axpy_codes_ref(float *restrict o, float a, float b, const uint8_t *src, unsigned bits, size_t n)
+static void axpy_codes_ref(float *o, size_t o_stride, const float *a, const float *b, size_t n_out,
+                           const uint8_t *src, unsigned bits, size_t n)
 {
     float c[RUN];
     size_t runs = n / RUN;
     for (size_t j = 0; j < runs; j++) {
         widen_run(src, bits, j, c);
-        float *oj = o + RUN * j;
-        for (int i = 0; i < RUN; i++) oj[i] = oj[i] + (a * c[i] + b);
+        for (size_t r = 0; r < n_out; r++) {
+            float *restrict oj = o + r * o_stride + RUN * j;
+            const float ar = a[r], br = b[r];
+            for (int i = 0; i < RUN; i++) oj[i] = oj[i] + (ar * c[i] + br);
+        }
     }
-    for (size_t i = runs * RUN; i < n; i++) o[i] = o[i] + (a * (float)kvq_kern_code_at(src, i, bits) + b);
+    for (size_t i = runs * RUN; i < n; i++) {
+        float ci = (float)kvq_kern_code_at(src, i, bits);
+        for (size_t r = 0; r < n_out; r++) o[r * o_stride + i] = o[r * o_stride + i] + (a[r] * ci + b[r]);
+    }
 }
 
 static int f16_row_ref(const uint8_t *src, float *dst, size_t n)
