@@ -451,7 +451,8 @@ static kvq_err gear_parts(void *st, const void *src, size_t n, const kvq_shape *
  * multiply-adds per head instead of T·d·r for decoding them.  Damaged
  * payloads fail as in decode (non-finite factors, scales or outliers). */
 
-/* Scratch: A [r][T], B [r][d] of one head, w [r], then the backbone's. */
+/* Scratch: A [r][T], B [r][d], scales [r] of one head, w [r], then the
+ * backbone's. */
 static kvq_err attn_setup(kvq_ctx *ctx, size_t n, const kvq_shape *sh, gear_geom *g, kvq_kivi_attn_job *j)
 {
     gear_state *s = kvq_ctx_state(ctx);
@@ -461,14 +462,16 @@ static kvq_err attn_setup(kvq_ctx *ctx, size_t n, const kvq_shape *sh, gear_geom
     KVQ_FAIL_IF(j->n_heads != g->H * j->group || j->n_tok < 0 || j->n_tok > g->T, KVQ_ERR_ARG,
                 "gear: attention of %d heads (group %d) over %d of %lld tokens, %lld KV heads", j->n_heads, j->group,
                 j->n_tok, (long long)g->T, (long long)g->H);
-    size_t fac = (size_t)(g->r * (g->T + g->d + 1)) * sizeof(float);
+    size_t fac = (size_t)(g->r * (g->T + g->d + 2)) * sizeof(float);
     KVQ_TRY(reserve(s, fac + kvq_kivi_attn_scratch(&g->kv, j->n_heads)));
     j->scratch = (uint8_t *)s->scratch + fac;
     return KVQ_OK;
 }
 
-/* Factors of KV head h: A [r][T] and B·s [r][d] as floats, checked. */
-static kvq_err read_factors(const gear_geom *g, const gear_state *s, const uint8_t *src, int64_t h, float *A, float *B)
+/* Factors of KV head h: A [r][T], B̃ [r][d] and the scales s [r] as
+ * floats, checked. */
+static kvq_err read_factors(const gear_geom *g, const gear_state *s, const uint8_t *src, int64_t h, float *A, float *B,
+                           float *scale)
 {
     const uint8_t *a = src + g->lr_off + (size_t)h * g->head_lr, *b = a + (size_t)(g->r * g->T) * g->fb;
     const uint8_t *sc = b + (size_t)(g->r * g->d) * g->fb;
@@ -477,10 +480,9 @@ static kvq_err read_factors(const gear_geom *g, const gear_state *s, const uint8
     KVQ_FAIL_IF(get_values(b, g->r * g->d, s->fbits, B), KVQ_ERR_CORRUPT,
                 "gear: head %lld: factor B holds a non-finite value", (long long)h);
     for (int64_t j = 0; j < g->r; j++) {
-        float scale = get_value(sc + 4 * (size_t)j, FB_F32);
-        KVQ_FAIL_IF(!isfinite(scale) || scale < 0, KVQ_ERR_CORRUPT, "gear: head %lld factor %lld scale %g",
-                    (long long)h, (long long)j, (double)scale);
-        for (int64_t c = 0; c < g->d; c++) B[j * g->d + c] *= scale;
+        scale[j] = get_value(sc + 4 * (size_t)j, FB_F32);
+        KVQ_FAIL_IF(!isfinite(scale[j]) || scale[j] < 0, KVQ_ERR_CORRUPT, "gear: head %lld factor %lld scale %g",
+                    (long long)h, (long long)j, (double)scale[j]);
     }
     return KVQ_OK;
 }
@@ -522,26 +524,43 @@ static kvq_err attn_sparse(const gear_geom *g, const gear_state *s, const uint8_
     return KVQ_OK;
 }
 
+/* The factor products in fixed runs of LR_RUN (gcc -O2 vectorises only
+ * loops of constant length): a dot in LR_RUN partial sums, an axpy. */
+#define LR_RUN 8
+static float lr_dot(const float *restrict a, const float *restrict b, int64_t n)
+{
+    float part[LR_RUN] = {0.0f}, acc = 0.0f;
+    int64_t i = 0;
+    for (; i + LR_RUN <= n; i += LR_RUN)
+        for (int k = 0; k < LR_RUN; k++) part[k] += a[i + k] * b[i + k];
+    for (int k = 0; k < LR_RUN; k++) acc += part[k];
+    for (; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+static void lr_axpy(float *restrict y, float w, const float *restrict x, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + LR_RUN <= n; i += LR_RUN)
+        for (int k = 0; k < LR_RUN; k++) y[i + k] += w * x[i + k];
+    for (; i < n; i++) y[i] += w * x[i];
+}
+
 /* Low-rank part of every head: scores (qk) or values (pv). */
 static kvq_err attn_lowrank(const gear_geom *g, const gear_state *s, const uint8_t *src, const kvq_kivi_attn_job *j,
                             int qk)
 {
-    float *A = s->scratch, *B = A + g->r * g->T, *w = B + g->r * g->d;
+    float *A = s->scratch, *B = A + g->r * g->T, *sc = B + g->r * g->d, *w = sc + g->r;
     for (int64_t kvh = 0; kvh < g->H && g->r > 0; kvh++) {
-        KVQ_TRY(read_factors(g, s, src, kvh, A, B));
+        KVQ_TRY(read_factors(g, s, src, kvh, A, B, sc));
         for (int h = (int)kvh * j->group; h < (int)(kvh + 1) * j->group; h++) {
             const float *x = qk ? j->x + h * g->d : j->x + (size_t)h * j->stride;
             float *y = qk ? j->y + (size_t)h * j->stride : j->y + h * g->d;
             int64_t n_in = qk ? g->d : j->n_tok, n_out = qk ? j->n_tok : g->d;
-            const float *in = qk ? B : A, *outf = qk ? A : B; /* w_j = x·in_j; y += Σ_j w_j·out_j */
+            const float *in = qk ? B : A, *outf = qk ? A : B; /* w_j = s_j·(x·in_j); y += Σ_j w_j·out_j */
             int64_t in_len = qk ? g->d : g->T, out_len = qk ? g->T : g->d;
-            for (int64_t r = 0; r < g->r; r++) {
-                float acc = 0.0f;
-                for (int64_t i = 0; i < n_in; i++) acc += x[i] * in[r * in_len + i];
-                w[r] = acc;
-            }
-            for (int64_t r = 0; r < g->r; r++)
-                for (int64_t o = 0; o < n_out; o++) y[o] += w[r] * outf[r * out_len + o];
+            for (int64_t r = 0; r < g->r; r++) w[r] = sc[r] * lr_dot(x, in + r * in_len, n_in);
+            for (int64_t r = 0; r < g->r; r++) lr_axpy(y, w[r], outf + r * out_len, n_out);
         }
     }
     return KVQ_OK;
