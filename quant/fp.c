@@ -69,6 +69,7 @@ typedef struct {
     kvq_nib_layout nib;
     kvq_fp_lut lut[8];      /* per format index, for this tie rule (read-only
                                after init: concurrent decodes are safe)     */
+    float      sval[8][KVQ_FP_MAX_LEVELS]; /* signed value of every code     */
     float     *H;           /* [hn][hn] Gram matrix of calibration inputs   */
     int64_t    hn;
 } fp_state;
@@ -210,7 +211,12 @@ static kvq_err fp_init(void *st, const kvq_params *p)
     s->tie = (kvq_tie)p->v[4];
     s->nib = (kvq_nib_layout)p->v[5];
     KVQ_FAIL_IF(s->group % 2, KVQ_ERR_PARAM_RANGE, "fp: group=%lld must be even", (long long)s->group);
-    for (int i = 0; i < 8; i++) kvq_fp_lut_init(&s->lut[i], kvq_fp_format(fp_fmt_ids[i]), s->tie);
+    for (int i = 0; i < 8; i++) {
+        kvq_fp_lut *l = &s->lut[i];
+        kvq_fp_lut_init(l, kvq_fp_format(fp_fmt_ids[i]), s->tie);
+        unsigned sb = fp_mag_bits(l->f), mask = (1u << sb) - 1;
+        for (unsigned c = 0; c < (1u << (sb + 1)); c++) s->sval[i][c] = c >> sb ? -l->mag[c & mask] : l->mag[c & mask];
+    }
     return KVQ_OK;
 }
 
@@ -371,7 +377,9 @@ static kvq_err row_scale(const fp_state *s, const uint8_t *row, int64_t g, int64
 }
 
 /* Rows [r0, r1), one run of codes at a time (no allocation: decode_rows
- * runs inside the decoder's matmul). */
+ * runs inside the decoder's matmul).  A value is sval[code]·scale, equal
+ * to ±(mag·scale) (negation is exact); spans that are whole runs take one
+ * scale per run, others (gran=group, group % 32 != 0) one per value. */
 static kvq_err fp_decode_rows(void *st, const void *src, size_t n, const kvq_shape *sh, int64_t r0, int64_t r1,
                               float *out)
 {
@@ -379,11 +387,11 @@ static kvq_err fp_decode_rows(void *st, const void *src, size_t n, const kvq_sha
     const uint8_t *p = src;
     KVQ_FAIL_IF(n < 1 || p[0] >= 8, KVQ_ERR_CORRUPT, "fp: bad format byte");
     const kvq_fpfmt *f = kvq_fp_format(fp_fmt_ids[p[0]]);
-    const kvq_fp_lut *l = &s->lut[p[0]];
+    const float *sv = s->sval[p[0]];
     fp_layout L = fp_layout_of(s, f, sh);
     KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "fp: payload is %zu bytes, shape and parameters need %zu", n,
                 L.total);
-    unsigned sb = (unsigned)f->e + f->m, mask = (1u << sb) - 1;
+    int per_run = L.span % FP_RUN == 0 || L.span == L.cols;
     for (int64_t r = r0; r < r1; r++, out += L.cols) {
         const uint8_t *row = p + 1 + (size_t)r * L.row_bytes;
         int64_t g = -1;
@@ -391,10 +399,14 @@ static kvq_err fp_decode_rows(void *st, const void *src, size_t n, const kvq_sha
         for (int64_t c = 0; c < L.cols; c += FP_RUN) {
             uint8_t codes[FP_RUN];
             int64_t k = fp_unpack_run(f, s->nib, row + (size_t)L.gpr * L.entry, L.cols, c, codes);
+            if (per_run) {
+                if (c / L.span != g) KVQ_TRY(row_scale(s, row, g = c / L.span, r, &sc));
+                for (int64_t j = 0; j < k; j++) out[c + j] = sv[codes[j]] * sc;
+                continue;
+            }
             for (int64_t j = 0; j < k; j++) {
                 if ((c + j) / L.span != g) KVQ_TRY(row_scale(s, row, g = (c + j) / L.span, r, &sc));
-                float v = l->mag[codes[j] & mask] * sc;
-                out[c + j] = codes[j] >> sb ? -v : v;
+                out[c + j] = sv[codes[j]] * sc;
             }
         }
     }
@@ -429,8 +441,7 @@ kvq_err kvq_fp_rowkern(const void *st, const void *payload, size_t n, const kvq_
             float sc;
             KVQ_TRY(row_scale(s, p + 1 + (size_t)r * L.row_bytes, g, r, &sc));
         }
-    unsigned sb = fp_mag_bits(l->f), mask = (1u << sb) - 1;
-    for (unsigned c = 0; c < (1u << (sb + 1)); c++) k->lut[c] = c >> sb ? -l->mag[c & mask] : l->mag[c & mask];
+    memcpy(k->lut, s->sval[p[0]], sizeof s->sval[0]);
     k->dot = fp_rk_dot;
     k->fast = 1;
     k->p[0] = p + 1;

@@ -644,23 +644,25 @@ static kvq_err nu_decode_rows(void *st, const void *src, size_t n, const kvq_sha
     nu_layout L = nu_layout_of(s, sh);
     KVQ_FAIL_IF(n != L.total, KVQ_ERR_CORRUPT, "nupes: payload is %zu bytes, shape and parameters need %zu", n,
                 L.total);
-    float a = kvq_rdf32(src), lvl[KVQ_NUPES_MAX_LEVELS];
+    float a = kvq_rdf32(src), lvl[KVQ_NUPES_MAX_LEVELS], sv[1 << KVQ_CODE_BITS_MAX];
     KVQ_FAIL_IF(!(a >= 0.05f && a <= 1.0f), KVQ_ERR_CORRUPT, "nupes: stored exponent %g outside [0.05, 1]", (double)a);
     kvq_nupes_lut(s->bits, a, lvl);
     int32_t qm = nu_qm(s->bits);
+    for (int32_t i = 0; i <= 2 * qm; i++) sv[i] = i < qm ? -lvl[qm - i] : lvl[i - qm]; /* M·(−l) = −(M·l) */
     for (int64_t r = r0; r < r1; r++, out += L.cols) {
         const uint8_t *row = (const uint8_t *)src + 4 + (size_t)r * L.row_bytes;
         for (int64_t c0 = 0; c0 < L.cols; c0 += NU_RUN) { /* NU_RUN % 8 == 0: runs start on a byte */
-            uint8_t codes[NU_RUN];
+            uint8_t codes[NU_RUN], top = 0;
             int64_t k = L.cols - c0 < NU_RUN ? L.cols - c0 : NU_RUN;
             kvq_bits_unpack(row + 2 * (size_t)L.gpr + (size_t)c0 * s->bits / 8, (size_t)k, s->bits, codes);
-            for (int64_t j = 0; j < k; j++) {
-                int32_t q = (int32_t)codes[j] - qm;
-                float M = kvq_f16_to_f32(kvq_rd16(row + 2 * ((c0 + j) / s->group)));
-                KVQ_FAIL_IF(q > qm || !isfinite(M), KVQ_ERR_CORRUPT, "nupes: row %lld: bad code %d or maximum",
-                            (long long)r, (int)q);
-                float v = M * lvl[q < 0 ? -q : q];
-                out[c0 + j] = q < 0 ? -v : v;
+            for (int64_t j = 0; j < k; j++) top = codes[j] > top ? codes[j] : top;
+            KVQ_FAIL_IF(top > 2 * qm, KVQ_ERR_CORRUPT, "nupes: row %lld: bad code %d", (long long)r, (int)top - qm);
+            for (int64_t g0 = c0; g0 < c0 + k;) { /* the run's pieces of each group */
+                int64_t g = g0 / s->group, e = (g + 1) * s->group < c0 + k ? (g + 1) * s->group : c0 + k;
+                float M = kvq_f16_to_f32(kvq_rd16(row + 2 * g));
+                KVQ_FAIL_IF(!isfinite(M), KVQ_ERR_CORRUPT, "nupes: row %lld: bad maximum", (long long)r);
+                for (int64_t j = g0; j < e; j++) out[j] = M * sv[codes[j - c0]];
+                g0 = e;
             }
         }
     }
