@@ -374,7 +374,10 @@ static void test_codes_slots(void **state)
             a->codes_dequant(packed, bits, n, sc, z, off, ya);
             r->codes_dequant(packed, bits, n, sc, z, off, yr);
             assert_memory_equal(ya, yr, n * sizeof *ya);
-            for (size_t i = 0; i < n; i++) assert_true(yr[i] == z + sc * ((float)codes[i] - off));
+            for (size_t i = 0; i < n; i++) {
+                float t = sc * ((float)codes[i] - off); /* two statements: no FMA contraction */
+                assert_true(yr[i] == z + t);
+            }
             float ca, sa, cr, sr;
             a->codes_dot(packed, bits, n, off, x, &ca, &sa);
             r->codes_dot(packed, bits, n, off, x, &cr, &sr);

@@ -151,7 +151,10 @@ INT_TARGET static void u8_dequant(const uint8_t *c, size_t n, float scale, float
     const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zero), vo = _mm256_set1_ps(off);
     size_t i = 0;
     for (; i + INT_LANES <= n; i += INT_LANES) deq8(load8(c + i), vs, vz, vo, y + i);
-    for (; i < n; i++) y[i] = zero + scale * ((float)c[i] - off);
+    for (; i < n; i++) {
+        float t = scale * ((float)c[i] - off); /* own statement: no FMA contraction */
+        y[i] = zero + t;
+    }
 }
 
 INT_TARGET static void codes_dequant_avx2(const uint8_t *codes, unsigned bits, size_t n, float scale, float zero,

@@ -7,7 +7,9 @@
  * kvq_bits_unpack (any width 2..8, LSB first), then summed in INT_LANES
  * interleaved partial sums (vectorisable without reassociation flags) and
  * combined pairwise; the dequantize loop is the codecs' own formula
- * zero + scale·((float)code − off), evaluated in that order.
+ * zero + scale·((float)code − off), evaluated in that order (product and
+ * sum in separate statements, so clang's default -ffp-contract=on cannot
+ * fuse them: every compiler and table gives the same floats).
  */
 #include "kernels/kernels.h"
 #include "kvq_internal.h"
@@ -51,7 +53,10 @@ static void codes_dequant_ref(const uint8_t *codes, unsigned bits, size_t n, flo
     for (size_t i0 = 0; i0 < n; i0 += INT_CHUNK) {
         size_t k = n - i0 < INT_CHUNK ? n - i0 : INT_CHUNK;
         kvq_bits_unpack(codes + i0 * bits / 8, k, bits, c);
-        for (size_t j = 0; j < k; j++) y[i0 + j] = zero + scale * ((float)c[j] - off);
+        for (size_t j = 0; j < k; j++) {
+            float t = scale * ((float)c[j] - off); /* own statement: never contracted into an FMA */
+            y[i0 + j] = zero + t;
+        }
     }
 }
 
