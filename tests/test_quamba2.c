@@ -2,18 +2,23 @@
  * test_quamba2.c — Quamba2 (quant/quamba2.c, quant/gptq.c, the Mamba-2
  * rearrangement in libkvq/mamba2.c): every testable property of
  * quant-methods.md §4.8.
- *   1. the rearranged float model gives the original logits (real model);
+ *   1. the rearranged float model gives the original logits, and its SSM
+ *      state, un-permuted (kvq_mamba2_state), the original state (real model);
  *   2. permutations are bijections, heads stay in their SSD group, group
  *      sizes sum to head_dim / heads per group; bad permutations refused;
  *   3. fixed init gives identical clusters; k-means groups are contiguous
  *      and monotone on monotone data;
  *   4. grouped int8 error <= scale_g/2 per value; grouped MSE <= per-tensor
- *      MSE on channels with heterogeneous ranges;
+ *      MSE on channels with heterogeneous ranges (x, and the state-shaped
+ *      [G][Hg][P][N] tensors with one scale per (group, n));
  *   5. Hadamard: H·Hᵀ = I, fused (W·Hᵀ)·(H·x) = W·x, and the codecs' had=1
- *      paths round-trip;
+ *      paths round-trip, for 2^k and for 12·2^k / 40·2^k (h·hᵀ = m·I of the
+ *      constructed base matrices, |Q_ij| = 1/√n);
  *   6. one SSD group makes per-group scaling identical to per-tensor.
- * Plus: GPTQ's layer-output error is below RTN's on the same grid, and the
- * int8 SSM-state codec runs behind the decoder's state hook.  Tests on
+ * Plus: GPTQ's layer-output error is below RTN's on the same grid; the
+ * int8 SSM-state codec runs behind the decoder's state hook; and the
+ * precision map on the real model (int8 z/dt, static int8 state, their
+ * switches, the state bytes, generic codecs untouched).  Tests on
  * ../shared/data skip with a message when it is absent.
  */
 #include <setjmp.h>
