@@ -1,8 +1,9 @@
 /*
  * cache.c — the KV cache an inference engine drives (kvq.h, "KV cache
  * hooks"): f32 window of recent tokens, sealed pages encoded by per-layer
- * K and V codecs, reference attention, byte accounting, and the two plug
- * points later methods use (depth policy: MiniCache, cache-methods.md §2;
+ * K and V codecs, reference attention (or, over encoded pages, the
+ * codecs' fused slots: kivi, gear, row codecs' scores), byte accounting,
+ * and the two plug points later methods use (depth policy: MiniCache, cache-methods.md §2;
  * prefix store: exact prefix sharing after PLT/RadixAttention, §3.3, §7).
  *
  * Reconstructed where the papers are silent [ours]:

@@ -30,9 +30,9 @@ typedef struct cache_page {
 /* Fused attention over one encoded page side: the hook point for codecs
  * whose kernels compute q·k or p·v on codes directly (cache-methods.md §7,
  * kvq_kv_qk / kvq_kv_pv).  kivi (quant/kivi.c) and gear (compress/gear.c)
- * fill it; for other codecs (kvq_page_attn_find() gives NULL) the cache
- * decodes the page and runs the reference loops, so lossless pages (f32,
- * f16) keep their bit-identity.  Lossy fused slots equal decode-then-
+ * fill it, lossy row codecs with a fast row kernel get a qk slot (cache.c);
+ * for other codecs the cache decodes the page and runs the reference
+ * loops, so lossless pages (f32, f16) keep their bit-identity.  Lossy fused slots equal decode-then-
  * reference within f32 rounding of Σ|terms| (they sum in another order).
  *   qk : scores[h·stride + t] = (Σ_i q[h][i]·k[t][h/group][i]) / sqrtf(hs)
  *        for the page's n_tok first tokens;
