@@ -287,7 +287,7 @@ static inline uint8_t mx_exponent(float amax)
  * table path and ggml's golden bytes. */
 FP_KERN_INLINE int mx_encode_block(const float *restrict x, uint8_t *restrict out)
 {
-    int32_t c[MX_BLOCK];
+    uint8_t c[MX_BLOCK]; /* bytes, so both loops vectorise */
     uint32_t amax = kvq_absmax_bits(x, MX_BLOCK);
     if (amax >= KVQ_F32_INF_BITS) return 1; /* NaN or Inf: nothing written */
     uint8_t e = mx_exponent(kvq_f32_of_bits(amax));
@@ -296,9 +296,9 @@ FP_KERN_INLINE int mx_encode_block(const float *restrict x, uint8_t *restrict ou
     for (int j = 0; j < MX_BLOCK; j++) {
         float a = fabsf(x[j]) * inv;
         int32_t m = (a > 0.25f) + (a > 0.75f) + (a > 1.25f) + (a > 1.75f) + (a > 2.5f) + (a > 3.5f) + (a > 5.0f);
-        c[j] = m | (((x[j] < 0.0f) & (m != 0)) << 3);
+        c[j] = (uint8_t)(m | (((x[j] < 0.0f) & (m != 0)) << 3));
     }
-    for (int j = 0; j < MX_BLOCK / 2; j++) out[1 + j] = (uint8_t)(c[j] | c[j + MX_BLOCK / 2] << 4);
+    kvq_nibbles_pack(c, MX_BLOCK, KVQ_NIB_SPLIT_HALF, out + 1);
     return 0;
 }
 
