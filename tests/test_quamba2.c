@@ -291,6 +291,30 @@ static void test_grouped_state(void **state)
     free(y);
 }
 
+/* The codecs' had=1 paths on 16 rows of width n (at most 64): 8-bit
+ * weights and activations round-trip closely. */
+static void check_had_codecs(int n)
+{
+    enum { R = 16, NMAX = 64 };
+    static float w[R * NMAX], y[R * NMAX];
+    for (int i = 0; i < R * n; i++) w[i] = rnd() * (i % 17 == 0 ? 20.0f : 1.0f);
+    const char *specs[] = {"gptq:bits=8,group=0,opt=rtn,had=1", "quamba2:had=1"};
+    for (int k = 0; k < 2; k++) {
+        kvq_ctx *ctx = NULL;
+        assert_int_equal(kvq_ctx_create(specs[k], &ctx), KVQ_OK);
+        int64_t d[2] = {R, n};
+        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, w, 2, d), o = kvq_tensor_view(KVQ_DTYPE_F32, y, 2, d);
+        assert_int_equal(kvq_ctx_calibrate(ctx, &t), KVQ_OK);
+        size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), nb;
+        void *buf = malloc(cap);
+        assert_int_equal(kvq_ctx_encode_payload(ctx, &t, buf, cap, &nb), KVQ_OK);
+        assert_int_equal(kvq_ctx_decode_payload(ctx, buf, nb, &o), KVQ_OK);
+        assert_true(kvq_err_stats_compute(w, y, R * n).rel_fro < 0.02);
+        free(buf);
+        kvq_ctx_free(ctx);
+    }
+}
+
 /* ---- 5: Hadamard ------------------------------------------------------------------- */
 static void test_hadamard(void **state)
 {
@@ -321,25 +345,7 @@ static void test_hadamard(void **state)
         for (int i = 0; i < N; i++) fused += (double)W[r][i] * hx[i];
         assert_true(fabs(ref - fused) < 1e-5);
     }
-    /* the codecs' had=1 paths: 8-bit weights and activations round-trip closely */
-    static float w[R * N], y[R * N];
-    for (int i = 0; i < R * N; i++) w[i] = rnd() * (i % 17 == 0 ? 20.0f : 1.0f);
-    const char *specs[] = {"gptq:bits=8,group=0,opt=rtn,had=1", "quamba2:had=1"};
-    for (int k = 0; k < 2; k++) {
-        kvq_ctx *ctx = NULL;
-        assert_int_equal(kvq_ctx_create(specs[k], &ctx), KVQ_OK);
-        int64_t d[2] = {R, N};
-        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, w, 2, d), o = kvq_tensor_view(KVQ_DTYPE_F32, y, 2, d);
-        assert_int_equal(kvq_ctx_calibrate(ctx, &t), KVQ_OK);
-        size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n;
-        void *buf = malloc(cap);
-        assert_int_equal(kvq_ctx_encode_payload(ctx, &t, buf, cap, &n), KVQ_OK);
-        assert_int_equal(kvq_ctx_decode_payload(ctx, buf, n, &o), KVQ_OK);
-        kvq_err_stats es = kvq_err_stats_compute(w, y, R * N);
-        assert_true(es.rel_fro < 0.02);
-        free(buf);
-        kvq_ctx_free(ctx);
-    }
+    check_had_codecs(N);
 }
 
 /* Hadamard sizes 12·2^k and 40·2^k (§4.2): constructed ±1 base matrices
@@ -398,29 +404,11 @@ static void test_hadamard_sizes(void **state)
         for (int i = 0; i < n; i++) fused += (double)w[i] * hx[i];
         assert_true(fabs(ref - fused) < 1e-5 * mag); /* f32 rounding of two transforms */
     }
-    /* codecs on a 48-wide tensor: close round trips; 36 refused */
-    enum { R = 16, N = 48 };
-    static float wt[R * N], yt[R * N];
-    for (int i = 0; i < R * N; i++) wt[i] = rnd() * (i % 17 == 0 ? 20.0f : 1.0f);
-    const char *specs[] = {"gptq:bits=8,group=0,opt=rtn,had=1", "quamba2:had=1"};
-    for (int k = 0; k < 2; k++) {
-        kvq_ctx *ctx = NULL;
-        assert_int_equal(kvq_ctx_create(specs[k], &ctx), KVQ_OK);
-        int64_t d[2] = {R, N};
-        kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, wt, 2, d), o = kvq_tensor_view(KVQ_DTYPE_F32, yt, 2, d);
-        assert_int_equal(kvq_ctx_calibrate(ctx, &t), KVQ_OK);
-        size_t cap = kvq_ctx_payload_bound(ctx, &t.shape), n;
-        void *buf = malloc(cap);
-        assert_int_equal(kvq_ctx_encode_payload(ctx, &t, buf, cap, &n), KVQ_OK);
-        assert_int_equal(kvq_ctx_decode_payload(ctx, buf, n, &o), KVQ_OK);
-        assert_true(kvq_err_stats_compute(wt, yt, R * N).rel_fro < 0.02);
-        free(buf);
-        kvq_ctx_free(ctx);
-    }
-    kvq_ctx *g = NULL;
+    check_had_codecs(48); /* 12·2^2 */
+    kvq_ctx *g = NULL;    /* 36 has no Hadamard matrix here */
     assert_int_equal(kvq_ctx_create("gptq:bits=8,group=0,opt=rtn,had=1", &g), KVQ_OK);
     int64_t d36[2] = {2, 36};
-    kvq_tensor t36 = kvq_tensor_view(KVQ_DTYPE_F32, wt, 2, d36);
+    kvq_tensor t36 = kvq_tensor_view(KVQ_DTYPE_F32, x, 2, d36);
     size_t cap = kvq_ctx_payload_bound(g, &t36.shape), n36;
     void *buf = malloc(cap);
     assert_int_equal(kvq_ctx_encode_payload(g, &t36, buf, cap, &n36), KVQ_ERR_SHAPE);
@@ -493,6 +481,35 @@ static int *load_tokens(void)
     return tok;
 }
 
+/* §4.8.1, second half: the reordered model's SSM state, un-permuted
+ * (slot (k, j) holds old channel chan_perm[head_perm[k]·P + j] of head
+ * head_perm[k]), equals the original's after the same tokens. */
+static void check_state_unpermuted(const kvq_decoder *d0, const kvq_decoder *d1, const kvq_model_config *c,
+                                   const int *hperm, const int *cperm)
+{
+    int H = c->n_heads, E = c->hidden_dim, NS = c->ssm_state, hs = c->head_size;
+    float *h0 = malloc(sizeof(float) * (size_t)(E * NS)), *h1 = malloc(sizeof(float) * (size_t)(E * NS));
+    double hd = 0, hm = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        assert_int_equal(kvq_mamba2_state(d0, l, h0), KVQ_OK);
+        assert_int_equal(kvq_mamba2_state(d1, l, h1), KVQ_OK);
+        for (int k = 0; k < H; k++)
+            for (int j = 0; j < hs; j++) {
+                int hh = hperm[l * H + k], ch = cperm[l * E + hh * hs + j];
+                for (int n = 0; n < NS; n++) {
+                    double v0 = h0[((size_t)hh * hs + ch) * NS + n], v1 = h1[((size_t)k * hs + j) * NS + n];
+                    hd = fmax(hd, fabs(v0 - v1));
+                    hm = fmax(hm, fabs(v0));
+                }
+            }
+    }
+    printf("    un-permuted reordered SSM state vs original: max |diff| %.3g (max |h| %.3g)\n", hd, hm);
+    assert_true(hm > 0 && hd <= 1e-5 * hm);
+    assert_int_equal(kvq_mamba2_state(d0, c->n_layers, h0), KVQ_ERR_ARG);
+    free(h0);
+    free(h1);
+}
+
 static void test_reorder_invariance(void **state)
 {
     (void)state;
@@ -506,7 +523,7 @@ static void test_reorder_invariance(void **state)
     kvq_decoder *d0 = NULL, *d1 = NULL;
     assert_int_equal(kvq_decoder_create(m, NULL, &d0), KVQ_OK);
     assert_int_equal(kvq_decoder_create(m, NULL, &d1), KVQ_OK);
-    int hpg = c->n_heads / c->ssm_groups, E = c->hidden_dim, H = c->n_heads, NS = c->ssm_state;
+    int hpg = c->n_heads / c->ssm_groups, E = c->hidden_dim, H = c->n_heads;
     float *s = malloc(sizeof(float) * (size_t)E);
     int *hperm = malloc(sizeof(int) * (size_t)(c->n_layers * H)), *cperm = malloc(sizeof(int) * (size_t)(c->n_layers * E));
     for (int l = 0; l < c->n_layers; l++) {
@@ -544,30 +561,7 @@ static void test_reorder_invariance(void **state)
     }
     printf("    reordered vs original logits: max |diff| %.3g (max |logit| %.3g)\n", md, mx);
     assert_true(md <= 1e-5 * mx);
-    /* §4.8.1, second half: the reordered model's SSM state, un-permuted
-     * (slot (k, j) holds old channel chan_perm[head_perm[k]·P + j] of head
-     * head_perm[k]), equals the original's */
-    int hs = c->head_size;
-    float *h0 = malloc(sizeof(float) * (size_t)(E * NS)), *h1 = malloc(sizeof(float) * (size_t)(E * NS));
-    double hd = 0, hm = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        assert_int_equal(kvq_mamba2_state(d0, l, h0), KVQ_OK);
-        assert_int_equal(kvq_mamba2_state(d1, l, h1), KVQ_OK);
-        for (int k = 0; k < H; k++)
-            for (int j = 0; j < hs; j++) {
-                int hh = hperm[l * H + k], ch = cperm[l * E + hh * hs + j];
-                for (int n = 0; n < NS; n++) {
-                    double v0 = h0[((size_t)hh * hs + ch) * NS + n], v1 = h1[((size_t)k * hs + j) * NS + n];
-                    hd = fmax(hd, fabs(v0 - v1));
-                    hm = fmax(hm, fabs(v0));
-                }
-            }
-    }
-    printf("    un-permuted reordered SSM state vs original: max |diff| %.3g (max |h| %.3g)\n", hd, hm);
-    assert_true(hm > 0 && hd <= 1e-5 * hm);
-    assert_int_equal(kvq_mamba2_state(d0, c->n_layers, h0), KVQ_ERR_ARG);
-    free(h0);
-    free(h1);
+    check_state_unpermuted(d0, d1, c, hperm, cperm);
     free(hperm);
     free(cperm);
     free(a);
