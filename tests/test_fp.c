@@ -512,6 +512,32 @@ static void kt_nupes(const kvq_fp_kernels *a, const kvq_fp_kernels *b, const flo
     assert_memory_equal(aa, ab, sizeof aa);
 }
 
+/* The row-kernel dot slots: AVX2 (FMA, other summation order) within
+ * 1e-5 of Σ|terms| of the reference, on random code bytes. */
+static void kt_dots(const kvq_fp_kernels *a, const kvq_fp_kernels *b, const float *x)
+{
+    enum { COLS = 1024 + 17, NB = 1024 / 64 };
+    static uint8_t blk[NB * 36 * 2 + 64], codes[COLS], sc[4 * COLS];
+    float v[256], mag = 0.0f;
+    for (size_t i = 0; i < sizeof blk; i++) blk[i] = (uint8_t)(frand() * 127.0f + 128.0f);
+    for (int i = 0; i < COLS; i++) codes[i] = (uint8_t)(frand() * 127.0f + 128.0f), mag += fabsf(x[i]) * 12.0f;
+    for (int i = 0; i < 256; i++) v[i] = frand();
+    for (int k = 0; k < 2 * NB; k++) blk[k * 17] = (uint8_t)(120 + k % 16); /* E8M0 scales 2^-8 .. 2^7 */
+    for (int i = 0; i < COLS / 32 + 1; i++) {
+        uint16_t h = kvq_f32_to_f16(0.5f + frand() * 0.25f);
+        sc[2 * i] = (uint8_t)h, sc[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+    assert_float_equal(a->mx_dot(blk, 2 * NB, x), b->mx_dot(blk, 2 * NB, x), 1e-5 * mag * 128);
+    assert_float_equal(a->nv_dot(blk, NB, x), b->nv_dot(blk, NB, x), 1e-5 * mag * 224);
+    for (int kind = FP_DOT_SPLIT; kind <= FP_DOT_BYTE; kind++)
+        for (int64_t spr = 0; spr <= 2; spr++) {
+            int64_t cols = kind == FP_DOT_BYTE ? COLS : COLS - 10; /* a tail of 17 or 7 codes */
+            float ra = a->runs_dot(codes, cols, kind, v, sc, spr, x);
+            float rb = b->runs_dot(codes, cols, kind, v, sc, spr, x);
+            assert_float_equal(ra, rb, 1e-5 * mag);
+        }
+}
+
 /* Every slot of the AVX2 table equals the reference's (skipped without AVX2). */
 static void test_kernel_tables_agree(void **state)
 {
@@ -532,6 +558,7 @@ static void test_kernel_tables_agree(void **state)
     }
     kt_codes(a, b, x);
     kt_nupes(a, b, x);
+    kt_dots(a, b, x);
     enum { NBLK = 64 };
     static uint8_t oa[NBLK * 36 + 64], ob[NBLK * 36 + 64];
     assert_int_equal(a->mx_blocks(x, NBLK, oa), NBLK);
