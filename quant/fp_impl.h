@@ -342,9 +342,12 @@ FP_KERN_INLINE void nv_codes_fast(const float *restrict v, float d, uint8_t *res
 }
 
 /* One block of 64: the four sub-block scales first (independent chains of
- * absmax, division and UE4M3 rounding the CPU overlaps), then the codes.
- * 1 when the block holds a NaN or Inf (nothing written). */
-FP_KERN_INLINE int nv_encode_block(const float *x, float inv_g, uint8_t *out)
+ * absmax, division and UE4M3 rounding the CPU overlaps), then the codes
+ * (`fast`: nv_codes_fast or an equal SIMD version, a constant the inlining
+ * resolves).  1 when the block holds a NaN or Inf (nothing written). */
+typedef void (*nv_codes_fn)(const float *v, float d, uint8_t *packed);
+
+FP_KERN_INLINE int nv_encode_block(const float *x, float inv_g, uint8_t *out, nv_codes_fn fast)
 {
     float v[NV_BLOCK], d[NV_BLOCK / NV_SUB];
     uint32_t amax[NV_BLOCK / NV_SUB];
@@ -359,7 +362,7 @@ FP_KERN_INLINE int nv_encode_block(const float *x, float inv_g, uint8_t *out)
     for (int s = 0; s < NV_BLOCK / NV_SUB; s++) {
         uint8_t *dst = out + NV_BLOCK / NV_SUB + s * NV_SUB / 2, codes[NV_SUB];
         if (d[s] > 0.0f && kvq_f32_of_bits(amax[s]) <= NV_FAST_RANGE * d[s]) {
-            nv_codes_fast(v + s * NV_SUB, d[s], dst); /* packed split-half */
+            fast(v + s * NV_SUB, d[s], dst); /* packed split-half */
         } else {
             for (int j = 0; j < NV_SUB; j++) codes[j] = nv_best(v[s * NV_SUB + j], d[s]);
             kvq_nibbles_pack(codes, NV_SUB, KVQ_NIB_SPLIT_HALF, dst);
@@ -377,10 +380,10 @@ FP_KERN_INLINE size_t mx_encode_blocks(const float *x, size_t nb, uint8_t *out)
     return nb;
 }
 
-FP_KERN_INLINE size_t nv_encode_blocks(const float *x, size_t nb, float inv_g, uint8_t *out)
+FP_KERN_INLINE size_t nv_encode_blocks(const float *x, size_t nb, float inv_g, uint8_t *out, nv_codes_fn fast)
 {
     for (size_t b = 0; b < nb; b++)
-        if (nv_encode_block(x + b * NV_BLOCK, inv_g, out + b * NV_BYTES)) return b;
+        if (nv_encode_block(x + b * NV_BLOCK, inv_g, out + b * NV_BYTES, fast)) return b;
     return nb;
 }
 

@@ -67,9 +67,34 @@ FP_AVX2 static size_t mx_blocks_avx2(const float *x, size_t nb, uint8_t *out)
     return mx_encode_blocks(x, nb, out);
 }
 
+/* nv_codes_fast in two 8-lane halves (elements j and j + 8 share a byte):
+ * the same midpoints d·k (scalar products, as there), counts of a > m_k,
+ * the sign above a nonzero count, packed by packus. */
+FP_AVX2 static void nv_codes_avx2(const float *v, float d, uint8_t *packed)
+{
+    static const float mk[7] = {0.5f, 1.5f, 2.5f, 3.5f, 5.0f, 7.0f, 10.0f};
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32((int)KVQ_F32_ABS_MASK)), fzero = _mm256_setzero_ps();
+    __m256 x0 = _mm256_loadu_ps(v), x1 = _mm256_loadu_ps(v + 8);
+    __m256 a0 = _mm256_and_ps(x0, absmask), a1 = _mm256_and_ps(x1, absmask);
+    __m256i c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
+    for (int k = 0; k < 7; k++) {
+        __m256 m = _mm256_set1_ps(mk[k] * d);
+        c0 = _mm256_sub_epi32(c0, _mm256_castps_si256(_mm256_cmp_ps(a0, m, _CMP_GT_OQ)));
+        c1 = _mm256_sub_epi32(c1, _mm256_castps_si256(_mm256_cmp_ps(a1, m, _CMP_GT_OQ)));
+    }
+    const __m256i eight = _mm256_set1_epi32(8), zero = _mm256_setzero_si256();
+    __m256i s0 = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x0, fzero, _CMP_LT_OQ)), eight);
+    __m256i s1 = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x1, fzero, _CMP_LT_OQ)), eight);
+    c0 = _mm256_or_si256(c0, _mm256_andnot_si256(_mm256_cmpeq_epi32(c0, zero), s0));
+    c1 = _mm256_or_si256(c1, _mm256_andnot_si256(_mm256_cmpeq_epi32(c1, zero), s1));
+    __m256i b = _mm256_or_si256(c0, _mm256_slli_epi32(c1, 4));
+    __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    _mm_storel_epi64((void *)packed, _mm_packus_epi16(w, w));
+}
+
 FP_AVX2 static size_t nv_blocks_avx2(const float *x, size_t nb, float inv_g, uint8_t *out)
 {
-    return nv_encode_blocks(x, nb, inv_g, out);
+    return nv_encode_blocks(x, nb, inv_g, out, nv_codes_avx2);
 }
 
 /* kvq_nupes_codes4 8 values at a time: c counts a >= lo[k] (k = 1..7);

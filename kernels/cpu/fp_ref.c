@@ -39,7 +39,7 @@ static size_t mx_blocks_ref(const float *x, size_t nb, uint8_t *out) { return mx
 
 static size_t nv_blocks_ref(const float *x, size_t nb, float inv_g, uint8_t *out)
 {
-    return nv_encode_blocks(x, nb, inv_g, out);
+    return nv_encode_blocks(x, nb, inv_g, out, nv_codes_fast);
 }
 
 static int32_t nu_codes4_ref(const float *lo, const float *hi, const float *x, int64_t n, float inv, int32_t *q,
