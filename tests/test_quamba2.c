@@ -282,6 +282,17 @@ static void test_grouped_state(void **state)
                 mse[k] += e * e;
             }
         }
+        if (!k) { /* bad payloads: truncated, a group past the scales, a count not a multiple of NS */
+            kvq_tensor out = kvq_tensor_view(KVQ_DTYPE_F32, y, 4, sd);
+            int ns = buf[0] | buf[1] << 8;
+            assert_int_equal(kvq_ctx_decode_payload(ctx, buf, n - 1, &out), KVQ_ERR_CORRUPT);
+            uint8_t *g0 = buf + 2 + 4 * ns, keep = g0[1];
+            g0[1] = 0xFF;
+            assert_int_equal(kvq_ctx_decode_payload(ctx, buf, n, &out), KVQ_ERR_CORRUPT);
+            g0[1] = keep;
+            buf[0] = (uint8_t)(ns - 1);
+            assert_int_equal(kvq_ctx_decode_payload(ctx, buf, n, &out), KVQ_ERR_CORRUPT);
+        }
         free(buf);
         kvq_ctx_free(ctx);
     }
