@@ -46,6 +46,9 @@ static int slot_width(const kvq_model_config *c, int layer, kvq_linear which)
     case KVQ_LIN_SSM_Z: return mamba ? c->hidden_dim : 0;
     case KVQ_LIN_SSM_DT: return mamba ? c->n_heads : 0;
     case KVQ_LIN_SSM_H: return mamba ? c->n_heads * c->head_size * c->ssm_state : 0;
+    case KVQ_LIN_SSM_XI: return mamba ? c->hidden_dim : 0;
+    case KVQ_LIN_SSM_BI:
+    case KVQ_LIN_SSM_CI: return mamba ? c->ssm_groups * c->ssm_state : 0;
     case KVQ_LIN_CLS:
     case KVQ_LIN__COUNT: break;
     }

@@ -599,11 +599,15 @@ typedef enum kvq_linear {
     KVQ_LIN_SSM_B = 6, /* B, [1][n_groups][d_state]                             */
     KVQ_LIN_SSM_C = 7, /* C, [1][n_groups][d_state]                             */
     /* Quamba2's other tensors (applied only by codecs that opt in by a
-     * zdt / state parameter, i.e. quamba2; libkvq/mamba2.c): in_proj
-     * outputs z and raw dt, and the SSM state (captured at chunk ends): */
+     * zdt / xbc / state parameter, i.e. quamba2; libkvq/mamba2.c): in_proj
+     * outputs z and raw dt, the SSM state (captured at chunk ends), and
+     * the in_proj outputs x, B, C before the conv: */
     KVQ_LIN_SSM_Z = 8,  /* z, [1][d_inner]                                      */
     KVQ_LIN_SSM_DT = 9, /* dt before dt_bias and softplus, [1][n_heads]         */
     KVQ_LIN_SSM_H = 10, /* state, [n_groups][heads per group][head dim][d_state] */
+    KVQ_LIN_SSM_XI = 11, /* x before the conv, [1][d_inner]                     */
+    KVQ_LIN_SSM_BI = 12, /* B before the conv, [1][n_groups·d_state]            */
+    KVQ_LIN_SSM_CI = 13, /* C before the conv, [1][n_groups·d_state]            */
     KVQ_LIN__COUNT
 } kvq_linear;
 

@@ -41,8 +41,9 @@
  * B and C = KVQ_LIN_SSM_B / _C as [1][ngroups][d_state] views, so a codec
  * sees the SSD group structure it may scale by (Quamba2 §4.2).  Quamba2's
  * other tensors go only to a codec that opts in by parameters named zdt /
- * state (quamba2): the in_proj outputs z and raw dt (KVQ_LIN_SSM_Z / _DT,
- * flat rows) and the SSM state (KVQ_LIN_SSM_H, [ngroups][heads/group]
+ * xbc / state (quamba2): the in_proj outputs z and raw dt (KVQ_LIN_SSM_Z /
+ * _DT), x, B and C before the conv (KVQ_LIN_SSM_XI / _BI / _CI), all flat
+ * rows, and the SSM state (KVQ_LIN_SSM_H, [ngroups][heads/group]
  * [headdim][d_state], the layer's state codec when no k_spec is set,
  * with scales calibrated on the states captured at each chunk's end).
  *
@@ -174,10 +175,11 @@ static kvq_err alloc_m2(kvq_decoder *d, kvq_mamba2 *mb)
     return KVQ_OK;
 }
 
-/* The codec of a Quamba2-only tensor (z, dt, the state) of layer l: the
- * layer's activation codec for `which` when it serves KVQ_DOMAIN_SSM and
- * opts in through a parameter named `toggle` set to 1 (quamba2's zdt,
- * state); else NULL and the tensor stays f32, so a generic activation
+/* The codec of a Quamba2-only tensor (z, dt, x/B/C before the conv, the
+ * state) of layer l: the layer's activation codec for `which` when it
+ * serves KVQ_DOMAIN_SSM and opts in through a parameter named `toggle`
+ * set to 1 (quamba2's zdt, xbc, state); else NULL and the tensor stays
+ * f32, so a generic activation
  * codec (rtn, fp) keeps quantizing only the linear inputs and x, B, C. */
 static kvq_ctx *ssm_ctx(const kvq_decoder *d, int l, kvq_linear which, const char *toggle)
 {
@@ -366,15 +368,21 @@ static kvq_err ssm_hooks(kvq_decoder *d, int l, int nb)
                     3, bd);
 }
 
-/* The in_proj outputs z and dt (raw, before dt_bias): Quamba2 int8. */
+/* The in_proj outputs z, x, B, C (before the conv) and dt (raw, before
+ * dt_bias): Quamba2 int8, one scale each (§4.2); x, B, C quantized here
+ * are what the conv reads and what its window keeps. */
 static kvq_err proj_hooks(kvq_decoder *d, int l, int nb)
 {
     kvq_mamba2 *mb = d->mamba;
-    int64_t zd[2] = {1, mb->d_inner}, dd[2] = {1, mb->n_heads};
+    int gs = mb->n_groups * mb->d_state;
+    int64_t zd[2] = {1, mb->d_inner}, dd[2] = {1, mb->n_heads}, bd[2] = {1, gs};
     size_t W = (size_t)mb->d_in_proj;
+    float *x = mb->zxbcdt + mb->d_inner, *B = x + mb->d_inner, *C = B + gs;
     KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_Z, ssm_ctx(d, l, KVQ_LIN_SSM_Z, "zdt"), mb->zxbcdt, W, nb, 2, zd));
-    return ssm_hook(d, l, KVQ_LIN_SSM_DT, ssm_ctx(d, l, KVQ_LIN_SSM_DT, "zdt"),
-                    mb->zxbcdt + mb->d_inner + mb->conv_dim, W, nb, 2, dd);
+    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_XI, ssm_ctx(d, l, KVQ_LIN_SSM_XI, "xbc"), x, W, nb, 2, zd));
+    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_BI, ssm_ctx(d, l, KVQ_LIN_SSM_BI, "xbc"), B, W, nb, 2, bd));
+    KVQ_TRY(ssm_hook(d, l, KVQ_LIN_SSM_CI, ssm_ctx(d, l, KVQ_LIN_SSM_CI, "xbc"), C, W, nb, 2, bd));
+    return ssm_hook(d, l, KVQ_LIN_SSM_DT, ssm_ctx(d, l, KVQ_LIN_SSM_DT, "zdt"), C + gs, W, nb, 2, dd);
 }
 
 /* The recurrence for head h at token t of the chunk (rows t of xbc, dt, y). */

@@ -29,9 +29,10 @@
  *    time a 4-D tensor is encoded (its shape gives G, Hg, P, N) from s
  *    averaged over n.  [ours]: for the state the paper reuses x's groups;
  *    here the state's own channel statistics make its plan (a codec
- *    context sees one tensor).  zdt and state are switches read by
- *    libkvq/mamba2.c, which hands z, dt and the state to this codec only
- *    when they are 1.
+ *    context sees one tensor).  zdt, xbc and state are switches read by
+ *    libkvq/mamba2.c, which hands z and dt, x/B/C before the conv (one
+ *    scale each, 2-D views), and the state to this codec only when they
+ *    are 1.
  *  - codec `quamba2_state` (id 72): the SSM state [heads][headdim][d_state]
  *    in int8 with one f16 scale per (head, state column), recomputed from
  *    each state (dynamic, no calibration) — the alternative to the static
@@ -72,6 +73,7 @@ static const kvq_param qb_params[] = {
     {"cg", 1, 16, 4, 1, NULL, "channel groups per head cluster (sort-and-cluster)"},
     {"had", 0, 1, 0, 1, NULL, "2-D inputs: Hadamard rotation before quantization (2^k, 12·2^k or 40·2^k wide)"},
     {"zdt", 0, 1, 1, 1, NULL, "Mamba-2: also quantize the in_proj outputs z and dt (read by libkvq/mamba2.c)"},
+    {"xbc", 0, 1, 1, 1, NULL, "Mamba-2: also quantize x, B, C as in_proj outputs, before the conv (read by mamba2.c)"},
     {"state", 0, 1, 1, 1, NULL, "Mamba-2: hold the SSM state in int8 with static scales (read by libkvq/mamba2.c)"},
 };
 

@@ -635,9 +635,9 @@ static void test_state_codec(void **state)
 
 /* Quamba2's activation map on the decoder, with per-layer quamba2
  * contexts calibrated as kvq eval makes them (one per captured input):
- * z and dt int8 after in_proj, and the SSM state in int8 with static
+ * z, x, B, C and dt int8 after in_proj, and the SSM state in int8 with static
  * (SSD group, head cluster, channel group, d_state) scales, stored after
- * every token; zdt=0 / state=0 switch them off; a codec that does not
+ * every token; zdt=0, xbc=0, state=0 switch them off; a codec that does not
  * opt in by those parameters (rtn) never sees them. */
 static kvq_ctx **act_layers(const kvq_model *m, const kvq_calib *cal, const char *spec)
 {
@@ -702,7 +702,7 @@ static void test_precision_map(void **state)
     assert_int_equal(kvq_calib_input(cal, 0, KVQ_LIN_SSM_H, &hx), KVQ_OK); /* one state per 16-token chunk */
     assert_int_equal(hx.shape.dim[0], N_TOK / 16);
     assert_int_equal(hx.shape.dim[1], c->n_heads * c->head_size * c->ssm_state);
-    const char *specs[] = {"quamba2", "quamba2:state=0", "quamba2:zdt=0,state=0"};
+    const char *specs[] = {"quamba2", "quamba2:state=0", "quamba2:zdt=0,xbc=0,state=0"};
     float *lg[4];
     size_t bytes[4];
     for (int k = 0; k < 4; k++) lg[k] = malloc(sizeof(float) * N_TOK * VOCAB);
@@ -714,7 +714,7 @@ static void test_precision_map(void **state)
     }
     size_t E = (size_t)c->hidden_dim, NS = (size_t)c->ssm_state, S = (size_t)c->ssm_groups * 4 * 4 * NS;
     size_t conv = (size_t)(c->conv_kernel - 1) * (E + 2 * (size_t)c->ssm_groups * NS) * 4;
-    printf("    max |Δlogit| vs f32: full map %.3g, no static state %.3g, no z/dt %.3g; state bytes %zu (f32 %zu)\n",
+    printf("    max |Δlogit| vs f32: full map %.3g, no static state %.3g, no z/x/B/C/dt %.3g; state bytes %zu (f32 %zu)\n",
            max_diff(lg[0], lg[3]), max_diff(lg[1], lg[3]), max_diff(lg[2], lg[3]), bytes[0], bytes[3]);
     assert_int_equal(bytes[0], (size_t)c->n_layers * (conv + 2 + 4 * S + 2 * E + E * NS));
     assert_int_equal(bytes[1], bytes[3]);
@@ -722,7 +722,7 @@ static void test_precision_map(void **state)
     /* static state scales from 2 snapshots clip the other 30 states: the
      * largest error here (measured 1.2; a real run calibrates on more) */
     for (int k = 0; k < 3; k++) assert_true(max_diff(lg[k], lg[3]) > 0 && max_diff(lg[k], lg[3]) < 2.0);
-    assert_true(max_diff(lg[0], lg[1]) > 0 && max_diff(lg[1], lg[2]) > 0); /* the state, z/dt each act */
+    assert_true(max_diff(lg[0], lg[1]) > 0 && max_diff(lg[1], lg[2]) > 0); /* the state, in_proj outputs act */
     /* rtn (no zdt/state opt-in) on every slot = rtn on the linear inputs and x/B/C */
     kvq_ctx *r = NULL, *all[KVQ_LIN__COUNT] = {NULL}, *part[KVQ_LIN__COUNT] = {NULL};
     assert_int_equal(kvq_ctx_create("rtn:bits=8,gran=row", &r), KVQ_OK);
