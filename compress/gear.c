@@ -155,6 +155,44 @@ static int cmp_val_idx(const void *a, const void *b)
     return (x->i > y->i) - (x->i < y->i); /* ties by position: deterministic */
 }
 
+#define SELECT_MAX 8 /* k up to this: one pass keeps the extremes (no sort) */
+
+/* The k smallest and the k largest of tmp[0, len) in cmp_val_idx's order
+ * (value, then position), each run ascending: exactly the first and last
+ * k entries qsort would leave, so payloads do not depend on the path.
+ * Small k (GEAR's usual 1–2 per vector) by insertion into buf, larger by
+ * sorting tmp. */
+static void extremes(val_idx *tmp, int64_t len, int64_t k, val_idx *buf, const val_idx **lo, const val_idx **hi)
+{
+    if (k > SELECT_MAX) {
+        qsort(tmp, (size_t)len, sizeof *tmp, cmp_val_idx);
+        *lo = tmp;
+        *hi = tmp + len - k;
+        return;
+    }
+    val_idx *l = buf, *h = buf + SELECT_MAX;
+    int64_t nl = 0, nh = 0;
+    for (int64_t i = 0; i < len; i++) {
+        const val_idx e = tmp[i];
+        if (nl < k || cmp_val_idx(&e, &l[k - 1]) < 0) { /* into l; the largest drops out when full */
+            int64_t j = nl < k ? nl++ : k - 1;
+            for (; j > 0 && cmp_val_idx(&e, &l[j - 1]) < 0; j--) l[j] = l[j - 1];
+            l[j] = e;
+        }
+        if (nh < k) { /* into h, ascending */
+            int64_t j = nh++;
+            for (; j > 0 && cmp_val_idx(&e, &h[j - 1]) < 0; j--) h[j] = h[j - 1];
+            h[j] = e;
+        } else if (cmp_val_idx(&e, &h[0]) > 0) { /* the smallest of h drops out */
+            int64_t j = 0;
+            for (; j + 1 < k && cmp_val_idx(&e, &h[j + 1]) > 0; j++) h[j] = h[j + 1];
+            h[j] = e;
+        }
+    }
+    *lo = l;
+    *hi = h;
+}
+
 /* Element offset of position i of vector v. */
 static int64_t vec_at(const gear_geom *g, const gear_state *s, int64_t v, int64_t i)
 {
@@ -168,11 +206,13 @@ static kvq_err pick_outliers(const gear_geom *g, const gear_state *s, const floa
                              val_idx *tmp, uint8_t *dst)
 {
     uint8_t *sp = dst + g->sparse_off;
+    val_idx buf[2 * SELECT_MAX];
     for (int64_t v = 0; v < g->n_vec; v++) {
+        const val_idx *lo, *hi;
         for (int64_t i = 0; i < g->len; i++) tmp[i] = (val_idx){x[vec_at(g, s, v, i)], (int32_t)i};
-        qsort(tmp, (size_t)g->len, sizeof *tmp, cmp_val_idx);
+        extremes(tmp, g->len, g->k, buf, &lo, &hi);
         for (int64_t e = 0; e < 2 * g->k; e++) {
-            const val_idx *o = &tmp[e < g->k ? e : g->len - 2 * g->k + e];
+            const val_idx *o = e < g->k ? &lo[e] : &hi[e - g->k];
             KVQ_FAIL_IF(fabsf(o->v) > F16_MAX, KVQ_ERR_PARAM_RANGE, "gear: outlier %g exceeds the f16 range",
                         (double)o->v);
             if (g->idx_bytes == 1) *sp = (uint8_t)o->i;

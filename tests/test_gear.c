@@ -10,7 +10,8 @@
  * outlier indices are rejected; attention over an encoded page through
  * the fused slots (quant/kivi_attn.c, gear.c) equals decode-then-reference
  * within FUSED_TOL of Σ|terms| for every axis, width, group and part, and
- * damaged payloads fail there as in decode.  Real pages come from ../shared/data
+ * damaged payloads fail there as in decode; the stored outliers are those
+ * a full sort picks (one-pass selection for small k, ties included).  Real pages come from ../shared/data
  * (skipped with a message when absent).
  */
 #include <math.h>
@@ -391,6 +392,48 @@ static void test_fused_corrupt(void **st)
     }
 }
 
+/* The stored outliers of every vector are the k smallest and k largest in
+ * (value, position) order, as a full sort gives them — for the one-pass
+ * selection (k ≤ 8) and the sorted path (k > 8), with many ties. */
+static int cmp_vi(const void *a, const void *b)
+{
+    const float *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+static void test_outlier_selection(void **st)
+{
+    (void)st;
+    static float x[N], y[N], vi[T > D ? T : D][2];
+    for (int i = 0; i < N; i++) x[i] = roundf(rnd() * 4.0f) / 4.0f; /* 9 distinct values: ties everywhere */
+    static const char *const specs[][2] = {
+        {"gear:bits=2,rank=0,sparse=0.0625", "kivi:bits=2"},                         /* k = 2  */
+        {"gear:bits=2,rank=0,sparse=0.25", "kivi:bits=2"},                           /* k = 8  */
+        {"gear:bits=2,rank=0,sparse=0.3", "kivi:bits=2"},                            /* k = 9  */
+        {"gear:bits=2,axis=token,rank=0,sparse=0.1", "kivi:bits=2,axis=token"},      /* k = 3  */
+        {"gear:bits=2,axis=token,rank=0,sparse=0.5", "kivi:bits=2,axis=token"},      /* k = 16 */
+    };
+    for (int k_ = 0; k_ < 5; k_++) {
+        size_t n, nk;
+        uint8_t *p = roundtrip(specs[k_][0], x, y, &n);
+        free(roundtrip(specs[k_][1], x, y, &nk));
+        int ch = strstr(specs[k_][0], "token") == NULL, len = ch ? T : D, n_vec = ch ? H * D : T * H;
+        int k = (int)(n - nk) / (n_vec * 2 * 3); /* records: u8 index + f16 value */
+        assert_true(k >= 2);
+        const uint8_t *sp = p + nk;
+        for (int v = 0; v < n_vec; v++) {
+            for (int i = 0; i < len; i++) {
+                vi[i][0] = ch ? x[i * H * D + v] : x[v * D + i];
+                vi[i][1] = (float)i;
+            }
+            qsort(vi, (size_t)len, sizeof vi[0], cmp_vi);
+            for (int e = 0; e < 2 * k; e++, sp += 3) assert_int_equal(sp[0], (int)vi[e < k ? e : len - 2 * k + e][1]);
+        }
+        free(p);
+    }
+}
+
 /* Streaming: pages sealed earlier decode the same after more tokens. */
 static void test_streaming_and_stats(void **st)
 {
@@ -437,7 +480,7 @@ int main(void)
         cmocka_unit_test(test_full_rank),           cmocka_unit_test(test_rank_monotone_real),
         cmocka_unit_test(test_orthonormal),         cmocka_unit_test(test_outliers_exact),
         cmocka_unit_test(test_streaming_and_stats), cmocka_unit_test(test_fused_page_attention),
-        cmocka_unit_test(test_fused_corrupt),
+        cmocka_unit_test(test_fused_corrupt),       cmocka_unit_test(test_outlier_selection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
