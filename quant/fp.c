@@ -30,6 +30,10 @@
  * then the row's codes: 4-bit formats in runs of 32 nibbles, split-half
  * (ggml) or adjacent (ModelOpt) per `nib`, a shorter last run adjacent;
  * 8-bit formats one byte each.
+ *
+ * NaN/Inf are found by the spans' maxima (KVQ_FLAG_CHECKS_FINITE); the
+ * inner loops are kernels/kern_fp.h slots; kvq_fp_rowkern binds the row
+ * kernel (kernels/rowkern.h) for groups of whole runs of 32 or row bias.
  */
 #include "kvq_internal.h"
 #include "kernels/rowkern.h"

@@ -22,7 +22,10 @@
  *     blocks are ggml's bytes exactly.
  *
  * Rows must be whole blocks (cols % 32, % 64): bound() is 0 otherwise, so
- * kvq quantize falls back for such tensors as llama-quantize does.
+ * kvq quantize falls back for such tensors as llama-quantize does.  The
+ * block loops live in fp_impl.h and run as kernels/kern_fp.h slots; NaN/Inf
+ * are found by the block maxima (KVQ_FLAG_CHECKS_FINITE); both bind row
+ * kernels (kernels/rowkern.h).
  */
 #include "kvq_internal.h"
 #include "kernels/rowkern.h"

@@ -25,6 +25,10 @@
  *
  * Payload (little-endian, [ours]): f32 a, then per row: its groups' f16 M,
  * then `cols` codes of b bits (q + Qm), LSB first (quant_common.h).
+ *
+ * NaN/Inf are found by the groups' maxima (KVQ_FLAG_CHECKS_FINITE); the
+ * code loops are kernels/kern_fp.h slots; kvq_nupes_rowkern binds the
+ * LUT row kernel (kernels/rowkern.h) for 4- and 8-bit codes.
  */
 #include "kvq_internal.h"
 #include "kernels/kern_fp.h"

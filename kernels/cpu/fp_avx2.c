@@ -107,15 +107,25 @@ FP_AVX2 static int32_t nu_codes4_avx2(const float *lo, const float *hi, const fl
     const __m256 vinv = _mm256_set1_ps(inv), fzero = _mm256_setzero_ps();
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32((int)KVQ_F32_ABS_MASK));
     const __m256 hiv = _mm256_loadu_ps(hi);
-    __m256 l[7];
-    for (int k = 0; k < 7; k++) l[k] = _mm256_set1_ps(lo[k + 1]);
+    const __m256 l1 = _mm256_set1_ps(lo[1]), l2 = _mm256_set1_ps(lo[2]), l3 = _mm256_set1_ps(lo[3]),
+                 l4 = _mm256_set1_ps(lo[4]), l5 = _mm256_set1_ps(lo[5]), l6 = _mm256_set1_ps(lo[6]),
+                 l7 = _mm256_set1_ps(lo[7]);
     int32_t any = 0;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
         __m256 xv = _mm256_loadu_ps(x + j);
         __m256 a = _mm256_mul_ps(_mm256_and_ps(xv, absmask), vinv);
-        __m256i c = _mm256_setzero_si256();
-        for (int k = 0; k < 7; k++) c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(a, l[k], _CMP_GE_OQ)));
+        /* −(a >= l_k) masks summed as a tree (no chain through one register) */
+        __m256i g1 = _mm256_castps_si256(_mm256_cmp_ps(a, l1, _CMP_GE_OQ));
+        __m256i g2 = _mm256_castps_si256(_mm256_cmp_ps(a, l2, _CMP_GE_OQ));
+        __m256i g3 = _mm256_castps_si256(_mm256_cmp_ps(a, l3, _CMP_GE_OQ));
+        __m256i g4 = _mm256_castps_si256(_mm256_cmp_ps(a, l4, _CMP_GE_OQ));
+        __m256i g5 = _mm256_castps_si256(_mm256_cmp_ps(a, l5, _CMP_GE_OQ));
+        __m256i g6 = _mm256_castps_si256(_mm256_cmp_ps(a, l6, _CMP_GE_OQ));
+        __m256i g7 = _mm256_castps_si256(_mm256_cmp_ps(a, l7, _CMP_GE_OQ));
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(g1, g2), _mm256_add_epi32(g3, g4)),
+                                     _mm256_add_epi32(_mm256_add_epi32(g5, g6), g7));
+        __m256i c = _mm256_sub_epi32(_mm256_setzero_si256(), s);
         __m256 hc = _mm256_permutevar8x32_ps(hiv, c);
         __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(xv, fzero, _CMP_LT_OQ));
         _mm256_storeu_si256((void *)(q + j), _mm256_sub_epi32(_mm256_xor_si256(c, neg), neg));
