@@ -28,6 +28,7 @@
 #include <immintrin.h>
 
 #define INT_TARGET __attribute__((target("avx2,fma,f16c")))
+#define INT_INLINE __attribute__((always_inline)) inline /* accumulators stay in registers */
 #define INT_LANES  8   /* floats per vector                               */
 #define NIB_STEP   16  /* 4-bit codes per step (8 bytes)                  */
 #define INT_CHUNK  256 /* codes unpacked per pass (whole bytes)           */
@@ -60,7 +61,7 @@ typedef struct {
 } dot_acc;
 
 /* n codes already bytes. */
-INT_TARGET static void u8_dot(const uint8_t *c, size_t n, const float *x, dot_acc *a)
+INT_TARGET static INT_INLINE void u8_dot(const uint8_t *c, size_t n, const float *x, dot_acc *a)
 {
     size_t i = 0;
     for (; i + 2 * INT_LANES <= n; i += 2 * INT_LANES) {
@@ -75,19 +76,28 @@ INT_TARGET static void u8_dot(const uint8_t *c, size_t n, const float *x, dot_ac
     }
 }
 
-/* Codes [0, n) of any width through the unpack buffer. */
-INT_TARGET static void packed_dot(const uint8_t *codes, unsigned bits, size_t n, const float *x, dot_acc *a)
+INT_TARGET static inline dot_acc acc_start(float off)
 {
+    dot_acc a = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_set1_ps(off), 0.0f, 0.0f, off};
+    return a;
+}
+
+/* Codes [0, n) of any width through the unpack buffer, summed into its
+ * own accumulators (out of line: the caller's stay in registers). */
+INT_TARGET static dot_acc packed_dot(const uint8_t *codes, unsigned bits, size_t n, const float *x, float off)
+{
+    dot_acc a = acc_start(off);
     uint8_t c[INT_CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += INT_CHUNK) {
         size_t k = n - i0 < INT_CHUNK ? n - i0 : INT_CHUNK;
         kvq_bits_unpack(codes + i0 * bits / 8, k, bits, c);
-        u8_dot(c, k, x + i0, a);
+        u8_dot(c, k, x + i0, &a);
     }
+    return a;
 }
 
 /* The sums of one group into a (any width, any length). */
-INT_TARGET static inline void group_sums(const uint8_t *codes, unsigned bits, size_t n, const float *x, dot_acc *a)
+INT_TARGET static INT_INLINE void group_sums(const uint8_t *codes, unsigned bits, size_t n, const float *x, dot_acc *a)
 {
     if (bits == 8) {
         u8_dot(codes, n, x, a);
@@ -102,13 +112,12 @@ INT_TARGET static inline void group_sums(const uint8_t *codes, unsigned bits, si
             a->c1 = _mm256_fmadd_ps(_mm256_sub_ps(u8x8(_mm_srli_si128(c, 8)), a->off), x1, a->c1);
             a->s = _mm256_add_ps(a->s, _mm256_add_ps(x0, x1));
         }
-    packed_dot(codes + i * bits / 8, bits, n - i, x + i, a);
-}
-
-INT_TARGET static inline dot_acc acc_start(float off)
-{
-    dot_acc a = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_set1_ps(off), 0.0f, 0.0f, off};
-    return a;
+    if (i == n) return;
+    dot_acc t = packed_dot(codes + i * bits / 8, bits, n - i, x + i, a->off1);
+    a->c0 = _mm256_add_ps(a->c0, _mm256_add_ps(t.c0, t.c1));
+    a->s = _mm256_add_ps(a->s, t.s);
+    a->tc += t.tc;
+    a->ts += t.ts;
 }
 
 INT_TARGET static void codes_dot_avx2(const uint8_t *codes, unsigned bits, size_t n, float off, const float *x,
