@@ -125,25 +125,38 @@ quality_table() {
 }
 
 # speed_table REPORT.json: best tok/s per cache (label up to "~") over the
-# interleaved rounds, in order of first appearance, against the f32 cache.
+# interleaved rounds, in order of first appearance, against the f32 cache's
+# best; and the median over rounds of the ratio to the f32 run of the same
+# round (label suffix "~N"), steadier when other processes load the cores.
 speed_table() {
     jq -r '
         (["M", .eval.chunks, .eval.ctx]),
-        (.runs[] | ["R", (.label | split("~")[0]), .seconds])
+        (.runs[] | ["R", (.label | split("~")[0]), (.label | split("~")[1] // "1"), .seconds])
         | map(tostring) | join("\t")
     ' "$1" | awk -F '\t' '
         $1 == "M" { tokens = $2 * ($3 - 1); next }
         {
-            tps = tokens / $3
+            tps = tokens / $4
             if (!($2 in best)) { order[++n] = $2; best[$2] = 0 }
             if (tps > best[$2]) best[$2] = tps
             rounds[$2]++
+            at[$2, $3] = tps
+            if (!($3 in seen)) { seen[$3] = 1; round[++nr] = $3 }
+        }
+        function median(label,    k, m, i, j, t, v) {
+            m = 0
+            for (k = 1; k <= nr; k++)
+                if ((label, round[k]) in at && ("f32", round[k]) in at) v[++m] = at[label, round[k]] / at["f32", round[k]]
+            for (i = 2; i <= m; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+            return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
         }
         END {
             if (!("f32" in best)) { print "gear_minicache: no f32 run in the speed report" > "/dev/stderr"; exit 1 }
-            printf "| cache | tok/s (best of %d) | vs f32 cache |\n%s", rounds["f32"], "|---|---:|---:|"
+            printf "| cache | tok/s (best of %d) | vs f32 cache (best / best) | vs f32 cache (median of per-round ratios) |\n%s", \
+                rounds["f32"], "|---|---:|---:|---:|"
             for (i = 1; i <= n; i++)
-                printf "\n| `%s` | %.1f | %.2fx |", order[i], best[order[i]], best[order[i]] / best["f32"]
+                printf "\n| `%s` | %.1f | %.2fx | %.2fx |", order[i], best[order[i]], best[order[i]] / best["f32"], \
+                    median(order[i])
         }
     '
 }
