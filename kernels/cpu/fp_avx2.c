@@ -12,6 +12,7 @@
 #include "quant/fp_impl.h"
 #include "quant/nupes.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -173,7 +174,7 @@ FP_AVX2 static int32_t nu_codes_tab_avx2(const kvq_nupes_bucket *tab, int32_t fi
 
 /* ---- row kernels: 8-lane FMA sums (order differs from the reference,
  * within rowkern.h's tolerance) ---------------------------------------- */
-#define FP_DOT_AVX2 __attribute__((target("avx2,fma")))
+#define FP_DOT_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 FP_DOT_AVX2 static inline float hsum8(__m256 v)
 {
@@ -222,50 +223,68 @@ FP_DOT_AVX2 static float nv_dot_avx2(const uint8_t *p, int64_t nb, const float *
     return hsum8(acc);
 }
 
-/* Σ v[c_j]·x_j for 8 codes (bytes at c): a 16-entry table as two vpermps
- * and a blend on bit 3, a 256-entry one by a gather. */
-FP_DOT_AVX2 static inline __m256 lut8(const uint8_t *c, int wide, const float *v, __m256 vlo, __m256 vhi)
+/* v[idx] for 8 indices: a 16-entry table as two vpermps and a blend on
+ * bit 3 (vpermps reads the low 3 bits), a 256-entry one by a gather. */
+FP_DOT_AVX2 static inline __m256 lut8(__m256i idx, int wide, const float *v, __m256 vlo, __m256 vhi)
 {
-    __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const void *)c));
     if (wide) return _mm256_i32gather_ps(v, idx, 4);
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(vlo, idx), _mm256_permutevar8x32_ps(vhi, idx),
                             _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
 }
 
+/* Σ v[c_j]·x_j over one full run of 32 codes, 8 lanes. */
+FP_DOT_AVX2 static inline __m256 run32(const uint8_t *src, int kind, const float *v, __m256 vlo, __m256 vhi,
+                                       const float *x)
+{
+    const int wide = kind == FP_DOT_BYTE;
+    __m128i lo, hi;
+    if (wide) {
+        lo = _mm_loadu_si128((const void *)src);
+        hi = _mm_loadu_si128((const void *)(src + 16));
+    } else {
+        const __m128i m4 = _mm_set1_epi8(0x0F);
+        __m128i q = _mm_loadu_si128((const void *)src);
+        lo = _mm_and_si128(q, m4);
+        hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+        if (kind == FP_DOT_ADJ) { /* byte i holds codes 2i (low) and 2i + 1 (high) */
+            __m128i a = _mm_unpacklo_epi8(lo, hi);
+            hi = _mm_unpackhi_epi8(lo, hi);
+            lo = a;
+        }
+    }
+    __m256 t = _mm256_mul_ps(lut8(_mm256_cvtepu8_epi32(lo), wide, v, vlo, vhi), _mm256_loadu_ps(x));
+    t = _mm256_fmadd_ps(lut8(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), wide, v, vlo, vhi), _mm256_loadu_ps(x + 8),
+                        t);
+    t = _mm256_fmadd_ps(lut8(_mm256_cvtepu8_epi32(hi), wide, v, vlo, vhi), _mm256_loadu_ps(x + 16), t);
+    return _mm256_fmadd_ps(lut8(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), wide, v, vlo, vhi),
+                           _mm256_loadu_ps(x + 24), t);
+}
+
+/* fp_runs_dot: a row scale (spr <= 0) multiplies the sum once; f16 scales
+ * (every spr runs) are widened by F16C (exact; finite: checked at bind). */
 FP_DOT_AVX2 static float runs_dot_avx2(const uint8_t *src, int64_t cols, int kind, const float *v, const uint8_t *sc,
                                        int64_t spr, const float *x)
 {
-    const int wide = kind == FP_DOT_BYTE;
     const __m256 vlo = _mm256_loadu_ps(v), vhi = _mm256_loadu_ps(v + 8);
-    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const int64_t full = cols / FP_RUN, step = kind == FP_DOT_BYTE ? FP_RUN : FP_RUN / 2;
     __m256 acc = _mm256_setzero_ps();
+    int64_t r = 0;
+    if (spr <= 0) {
+        for (; r < full; r++) acc = _mm256_add_ps(acc, run32(src + r * step, kind, v, vlo, vhi, x + r * FP_RUN));
+        acc = _mm256_mul_ps(acc, _mm256_set1_ps(fp_run_scale(sc, spr, 0)));
+    } else {
+        for (; r < full; r++) {
+            uint16_t h;
+            memcpy(&h, sc + 2 * (r / spr), 2);
+            float s = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(s), run32(src + r * step, kind, v, vlo, vhi, x + r * FP_RUN), acc);
+        }
+    }
     float tail = 0.0f;
-    for (int64_t c = 0, r = 0; c < cols; c += FP_RUN, r++) {
+    if (full * FP_RUN < cols) { /* the shorter last run */
         uint8_t codes[FP_RUN];
-        float s = fp_run_scale(sc, spr, r);
-        if (cols - c < FP_RUN) { /* the shorter last run */
-            int64_t k = fp_run_unpack(src, cols, kind, c, codes);
-            tail += s * fp_dot_lut(codes, k, v, x + c);
-            break;
-        }
-        if (wide) {
-            memcpy(codes, src + c, FP_RUN);
-        } else {
-            __m128i q = _mm_loadu_si128((const void *)(src + c / 2));
-            __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-            if (kind == FP_DOT_ADJ) {
-                __m128i a = _mm_unpacklo_epi8(lo, hi);
-                hi = _mm_unpackhi_epi8(lo, hi);
-                lo = a;
-            }
-            _mm_storeu_si128((void *)codes, lo);
-            _mm_storeu_si128((void *)(codes + 16), hi);
-        }
-        __m256 t = _mm256_mul_ps(lut8(codes, wide, v, vlo, vhi), _mm256_loadu_ps(x + c));
-        t = _mm256_fmadd_ps(lut8(codes + 8, wide, v, vlo, vhi), _mm256_loadu_ps(x + c + 8), t);
-        t = _mm256_fmadd_ps(lut8(codes + 16, wide, v, vlo, vhi), _mm256_loadu_ps(x + c + 16), t);
-        t = _mm256_fmadd_ps(lut8(codes + 24, wide, v, vlo, vhi), _mm256_loadu_ps(x + c + 24), t);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(s), t, acc);
+        int64_t k = fp_run_unpack(src, cols, kind, full * FP_RUN, codes);
+        tail = fp_run_scale(sc, spr, full) * fp_dot_lut(codes, k, v, x + full * FP_RUN);
     }
     return hsum8(acc) + tail;
 }
@@ -280,7 +299,9 @@ static const kvq_fp_kernels AVX2 = {
 const kvq_fp_kernels *kvq_fp_kernels_avx2(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &AVX2 : NULL;
+    unsigned a, b, c, d; /* F16C from CPUID leaf 1 (not every compiler's __builtin_cpu_supports knows it) */
+    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c ? &AVX2 : NULL;
 }
 
 #else /* not x86: the reference only */
