@@ -429,6 +429,27 @@ static float fp_rk_dot(const kvq_rowkern *k, int64_t r, const float *x)
     return ((kvq_fp_runs_dot_fn)k->aux)(row + k->ip[2], k->cols, k->ip[0], k->lut, row, k->ip[1], x);
 }
 
+/* 4-bit formats whose 16 values times 2^e (e <= FP_I8_EMAX) are integers
+ * in int8 (E2M1 ×2, E3M0 and E1M2 ×4) take the int8 table path (FP_DOT_I8:
+ * kernels multiply by 2^−e once per row). */
+#define FP_I8_EMAX 6
+
+static void fp_rk_int8(kvq_rowkern *k)
+{
+    for (int e = 0; e <= FP_I8_EMAX; e++) {
+        int ok = 1;
+        for (int c = 0; c < 16; c++) {
+            float t = ldexpf(k->lut[c], e);
+            ok &= t == truncf(t) && fabsf(t) <= 127.0f;
+        }
+        if (!ok) continue;
+        for (int c = 0; c < 16; c++) k->lut[c] = ldexpf(k->lut[c], e);
+        k->lut[16] = ldexpf(1.0f, -e);
+        k->ip[0] |= FP_DOT_I8;
+        return;
+    }
+}
+
 kvq_err kvq_fp_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *sh, kvq_rowkern *k)
 {
     const fp_state *s = st;
@@ -446,11 +467,12 @@ kvq_err kvq_fp_rowkern(const void *st, const void *payload, size_t n, const kvq_
             KVQ_TRY(row_scale(s, p + 1 + (size_t)r * L.row_bytes, g, r, &sc));
         }
     memcpy(k->lut, s->sval[p[0]], sizeof s->sval[0]);
+    k->ip[0] = kvq_fp_bits(l->f) != 4 ? FP_DOT_BYTE : s->nib == KVQ_NIB_SPLIT_HALF ? FP_DOT_SPLIT : FP_DOT_ADJ;
+    if (kvq_fp_bits(l->f) == 4) fp_rk_int8(k);
     k->dot = fp_rk_dot;
     k->fast = 1;
     k->p[0] = p + 1;
     k->stride[0] = L.row_bytes;
-    k->ip[0] = kvq_fp_bits(l->f) != 4 ? FP_DOT_BYTE : s->nib == KVQ_NIB_SPLIT_HALF ? FP_DOT_SPLIT : FP_DOT_ADJ;
     k->ip[1] = s->gran_group ? (int)(s->group / FP_RUN) : 0;
     k->ip[2] = (int)(L.gpr * (int64_t)L.entry);
     k->aux = (void (*)(void))kvq_fp_kernels_get()->runs_dot;

@@ -394,6 +394,8 @@ FP_KERN_INLINE size_t nv_encode_blocks(const float *x, size_t nb, float inv_g, u
 #define FP_DOT_SPLIT 0 /* 4-bit runs of 32 split-half, a shorter last run adjacent */
 #define FP_DOT_ADJ   1 /* 4-bit adjacent nibbles (low first)                      */
 #define FP_DOT_BYTE  2 /* one code per byte                                       */
+#define FP_DOT_I8    4 /* flag (4-bit): v[0..15] are integers in int8, v[16] the
+                          factor that scales the sum back (a power of two)      */
 
 /* Σ v[c_j]·x_j over n codes. */
 static inline float fp_dot_lut(const uint8_t *c, int64_t n, const float *v, const float *x)
@@ -471,10 +473,10 @@ static inline float fp_runs_dot(const uint8_t *src, int64_t cols, int kind, cons
     float acc = 0.0f;
     for (int64_t c = 0, r = 0; c < cols; c += FP_RUN, r++) {
         uint8_t codes[FP_RUN];
-        int64_t k = fp_run_unpack(src, cols, kind, c, codes);
+        int64_t k = fp_run_unpack(src, cols, kind & ~FP_DOT_I8, c, codes);
         acc += fp_run_scale(sc, spr, r) * fp_dot_lut(codes, k, v, x + c);
     }
-    return acc;
+    return kind & FP_DOT_I8 ? acc * v[16] : acc;
 }
 
 #endif /* KVQ_QUANT_FP_IMPL_H */

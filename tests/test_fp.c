@@ -529,8 +529,13 @@ static void kt_dots(const kvq_fp_kernels *a, const kvq_fp_kernels *b, const floa
     }
     assert_float_equal(a->mx_dot(blk, 2 * NB, x), b->mx_dot(blk, 2 * NB, x), 1e-5 * mag * 128);
     assert_float_equal(a->nv_dot(blk, NB, x), b->nv_dot(blk, NB, x), 1e-5 * mag * 224);
-    for (int kind = FP_DOT_SPLIT; kind <= FP_DOT_BYTE; kind++)
+    static const int kinds[] = {FP_DOT_SPLIT, FP_DOT_ADJ, FP_DOT_BYTE, FP_DOT_SPLIT | FP_DOT_I8,
+                                FP_DOT_ADJ | FP_DOT_I8};
+    for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++)
         for (int64_t spr = 0; spr <= 2; spr++) {
+            int kind = kinds[ki];
+            if (kind & FP_DOT_I8) /* int8-valued table and its factor */
+                for (int i = 0; i <= 16; i++) v[i] = i < 16 ? (float)(i * 7 % 25 - 12) : 0.25f;
             int64_t cols = kind == FP_DOT_BYTE ? COLS : COLS - 10; /* a tail of 17 or 7 codes */
             float ra = a->runs_dot(codes, cols, kind, v, sc, spr, x);
             float rb = b->runs_dot(codes, cols, kind, v, sc, spr, x);

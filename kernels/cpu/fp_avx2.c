@@ -260,33 +260,58 @@ FP_DOT_AVX2 static inline __m256 run32(const uint8_t *src, int kind, const float
                            _mm256_loadu_ps(x + 24), t);
 }
 
+/* The same with int8 values through pshufb (FP_DOT_I8), as mx_dot_avx2. */
+FP_DOT_AVX2 static inline __m256 run32_i8(const uint8_t *src, int kind, __m128i kv, const float *x)
+{
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m128i q = _mm_loadu_si128((const void *)src);
+    __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+    if (kind == FP_DOT_ADJ) {
+        __m128i a = _mm_unpacklo_epi8(lo, hi);
+        hi = _mm_unpackhi_epi8(lo, hi);
+        lo = a;
+    }
+    lo = _mm_shuffle_epi8(kv, lo);
+    hi = _mm_shuffle_epi8(kv, hi);
+    __m256 t = _mm256_mul_ps(i8x8_ps(lo), _mm256_loadu_ps(x));
+    t = _mm256_fmadd_ps(i8x8_ps(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), t);
+    t = _mm256_fmadd_ps(i8x8_ps(hi), _mm256_loadu_ps(x + 16), t);
+    return _mm256_fmadd_ps(i8x8_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), t);
+}
+
 /* fp_runs_dot: a row scale (spr <= 0) multiplies the sum once; f16 scales
  * (every spr runs) are widened by F16C (exact; finite: checked at bind). */
 FP_DOT_AVX2 static float runs_dot_avx2(const uint8_t *src, int64_t cols, int kind, const float *v, const uint8_t *sc,
                                        int64_t spr, const float *x)
 {
+    const int i8 = kind & FP_DOT_I8;
+    kind &= ~FP_DOT_I8;
     const __m256 vlo = _mm256_loadu_ps(v), vhi = _mm256_loadu_ps(v + 8);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(_mm256_cvtps_epi32(vlo)),
+                                      _mm256_extracti128_si256(_mm256_cvtps_epi32(vlo), 1)),
+                  w2 = _mm_packs_epi32(_mm256_castsi256_si128(_mm256_cvtps_epi32(vhi)),
+                                       _mm256_extracti128_si256(_mm256_cvtps_epi32(vhi), 1)),
+                  kv = _mm_packs_epi16(w, w2); /* the int8 table (used when i8) */
     const int64_t full = cols / FP_RUN, step = kind == FP_DOT_BYTE ? FP_RUN : FP_RUN / 2;
     __m256 acc = _mm256_setzero_ps();
-    int64_t r = 0;
-    if (spr <= 0) {
-        for (; r < full; r++) acc = _mm256_add_ps(acc, run32(src + r * step, kind, v, vlo, vhi, x + r * FP_RUN));
-        acc = _mm256_mul_ps(acc, _mm256_set1_ps(fp_run_scale(sc, spr, 0)));
-    } else {
-        for (; r < full; r++) {
+    for (int64_t r = 0; r < full; r++) {
+        const uint8_t *p = src + r * step;
+        __m256 t = i8 ? run32_i8(p, kind, kv, x + r * FP_RUN) : run32(p, kind, v, vlo, vhi, x + r * FP_RUN);
+        if (spr <= 0) {
+            acc = _mm256_add_ps(acc, t);
+        } else {
             uint16_t h;
             memcpy(&h, sc + 2 * (r / spr), 2);
-            float s = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(s), run32(src + r * step, kind, v, vlo, vhi, x + r * FP_RUN), acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))), t, acc);
         }
     }
-    float tail = 0.0f;
+    float sum = hsum8(acc) * (spr <= 0 ? fp_run_scale(sc, spr, 0) : 1.0f);
     if (full * FP_RUN < cols) { /* the shorter last run */
         uint8_t codes[FP_RUN];
         int64_t k = fp_run_unpack(src, cols, kind, full * FP_RUN, codes);
-        tail = fp_run_scale(sc, spr, full) * fp_dot_lut(codes, k, v, x + full * FP_RUN);
+        sum += fp_run_scale(sc, spr, full) * fp_dot_lut(codes, k, v, x + full * FP_RUN);
     }
-    return hsum8(acc) + tail;
+    return i8 ? sum * v[16] : sum;
 }
 
 static const kvq_fp_kernels AVX2 = {
