@@ -63,6 +63,9 @@ typedef float (*kvq_kern_absmax_fn)(const float *x, size_t n);
  * 2-byte units, no alignment; little-endian f16). */
 typedef void (*kvq_kern_dots_f16_fn)(const uint8_t *w, size_t stride, size_t nrows, const float *x, size_t n,
                                      float *out);
+/* f16_gather: y[i] = f16(src + i·stride) for i < n (little-endian f16 at
+ * any byte offset and stride: a codec's per-group scales). */
+typedef void (*kvq_kern_f16_gather_fn)(const uint8_t *src, size_t stride, size_t n, float *y);
 
 /* Integer codes of b bits (2..8) packed LSB first (quant_common.h bit
  * streams), as rtn, bfp and mxint8 store a row's groups / blocks; `codes`
@@ -99,6 +102,7 @@ typedef struct kvq_kernels {
     kvq_kern_dots_fn    dots[KVQ_KT_COUNT];
     kvq_kern_absmax_fn  absmax;
     kvq_kern_dots_f16_fn dots_f16;
+    kvq_kern_f16_gather_fn f16_gather;
     kvq_kern_codes_dot_fn     codes_dot;     /* cpu/int_ref.c, int_avx2.c */
     kvq_kern_codes_dequant_fn codes_dequant;
     kvq_kern_codes_row_dot_fn codes_row_dot;

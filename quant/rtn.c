@@ -222,13 +222,15 @@ static kvq_err rtn_decode_rows(void *st, const void *src, size_t n, const kvq_sh
  * the table's codes_row_dot slot (aux) sums a row's groups; centring keeps the
  * terms as small as the values (no cancellation of large sums).  p[0] is
  * row 0 (past a tensor-wide entry), stride[0] the row bytes; ip = bits,
- * span, gpr, entry bytes; fp = m, and the tensor-wide d, z.  Binding reads
- * every stored scale. */
+ * span, gpr, entry bytes; fp = m, and the tensor-wide d, z; aux_rows the
+ * table's f16_gather (F16C with AVX2) widening the row's scales.  Binding
+ * reads every stored scale. */
 #define RTN_ROW_GROUPS 64 /* group scales widened per kernel call */
 
 static float rtn_row_dot(const kvq_rowkern *k, int64_t r, const float *x)
 {
     kvq_kern_codes_row_dot_fn rdot = (kvq_kern_codes_row_dot_fn)k->aux;
+    kvq_kern_f16_gather_fn gather = (kvq_kern_f16_gather_fn)k->aux_rows;
     const uint8_t *row = k->p[0] + (size_t)r * k->stride[0];
     const uint8_t *codes = row + (size_t)k->ip[2] * (size_t)k->ip[3];
     unsigned bits = (unsigned)k->ip[0];
@@ -243,10 +245,11 @@ static float rtn_row_dot(const kvq_rowkern *k, int64_t r, const float *x)
     float acc = 0.0f;
     for (int64_t g0 = 0; g0 < k->ip[2]; g0 += RTN_ROW_GROUPS) {
         int64_t ng = k->ip[2] - g0 < RTN_ROW_GROUPS ? k->ip[2] - g0 : RTN_ROW_GROUPS, c0 = g0 * span;
-        for (int64_t g = 0; g < ng; g++) {
-            const uint8_t *e = row + (size_t)(g0 + g) * (size_t)k->ip[3];
-            sc[g] = kvq_f16_to_f32(kvq_rd16(e));
-            bi[g] = asym ? kvq_f16_to_f32(kvq_rd16(e + 2)) + sc[g] * m : 0.0f;
+        const uint8_t *e = row + (size_t)g0 * (size_t)k->ip[3];
+        gather(e, (size_t)k->ip[3], (size_t)ng, sc);
+        if (asym) {
+            gather(e + 2, (size_t)k->ip[3], (size_t)ng, bi);
+            for (int64_t g = 0; g < ng; g++) bi[g] += sc[g] * m;
         }
         size_t n = (size_t)(k->cols - c0 < ng * span ? k->cols - c0 : ng * span);
         acc += rdot(codes + (size_t)c0 * bits / 8, bits, n, (size_t)span, m, sc, asym ? bi : NULL, x + c0);
@@ -279,6 +282,7 @@ kvq_err kvq_rtn_rowkern(const void *st, const void *payload, size_t n, const kvq
     k->fp[1] = s->gran == GRAN_TENSOR ? g.d : 0.0f;
     k->fp[2] = s->gran == GRAN_TENSOR ? g.z : 0.0f;
     k->aux = (void (*)(void))kt->codes_row_dot;
+    k->aux_rows = (void (*)(void))kt->f16_gather;
     return KVQ_OK;
 }
 

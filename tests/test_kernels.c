@@ -429,6 +429,37 @@ static void test_codes_quant(void **state)
             }
 }
 
+/* f16_gather: every finite f16 (normal, subnormal, ±0) at an odd byte
+ * stride, AVX2 floats equal the reference and kvq_f16_to_f32. */
+static void test_f16_gather(void **state)
+{
+    (void)state;
+    enum { STRIDE = 3, N = 1 << 16 };
+    uint8_t *src = malloc((size_t)N * STRIDE);
+    float *ya = malloc(N * sizeof *ya), *yr = malloc(N * sizeof *yr);
+    assert_true(src && ya && yr);
+    size_t n = 0;
+    for (uint32_t h = 0; h < N; h++) {
+        if ((h & KVQ_F16_EXP_MASK) == KVQ_F16_EXP_MASK) continue; /* scales are finite */
+        src[n * STRIDE] = (uint8_t)h;
+        src[n * STRIDE + 1] = (uint8_t)(h >> 8);
+        src[n * STRIDE + 2] = 0xEE;
+        n++;
+    }
+    kvq_kernels_ref()->f16_gather(src, STRIDE, n, yr);
+    for (size_t i = 0; i < n; i++) {
+        float want = kvq_f16_to_f32((uint16_t)(src[i * STRIDE] | src[i * STRIDE + 1] << 8));
+        assert_memory_equal(&yr[i], &want, sizeof want);
+    }
+    if (kvq_kernels_avx2()) {
+        kvq_kernels_avx2()->f16_gather(src, STRIDE, n, ya);
+        assert_memory_equal(ya, yr, n * sizeof *ya);
+    }
+    free(src);
+    free(ya);
+    free(yr);
+}
+
 static void test_absmax_exact(void **state)
 {
     (void)state;
@@ -475,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_quantize_status),  cmocka_unit_test(test_codec_reports),
         cmocka_unit_test(test_dots_equal_dot),   cmocka_unit_test(test_dots_f16),
         cmocka_unit_test(test_codes_slots),      cmocka_unit_test(test_codes_quant),
+        cmocka_unit_test(test_f16_gather),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -350,6 +350,11 @@ static int cpu_has_f16c(void)
     return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 
+AVX_TARGET static void f16_gather(const uint8_t *src, size_t stride, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) y[i] = f16_load(src + i * stride);
+}
+
 int kvq_kernels_fill_avx2(kvq_kernels *k)
 {
     kvq_kernels_fill_ref(k);
@@ -366,6 +371,7 @@ int kvq_kernels_fill_avx2(kvq_kernels *k)
     k->dots[KVQ_KT_Q4_0] = dots_q4_0;
     k->absmax = absmax_avx2;
     k->dots_f16 = dots_f16;
+    k->f16_gather = f16_gather;
     kvq_kern_int_fill_avx2(k);
     k->fast_dot = 1;
     return 1;

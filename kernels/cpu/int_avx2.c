@@ -130,9 +130,10 @@ INT_TARGET static void codes_dot_avx2(const uint8_t *codes, unsigned bits, size_
 }
 
 /* Each group's vector sums are scaled into one running vector (no
- * horizontal sum per group); scalar tails into one running float. */
-INT_TARGET static float codes_row_dot_avx2(const uint8_t *codes, unsigned bits, size_t n, size_t group, float off,
-                                           const float *scale, const float *bias, const float *x)
+ * horizontal sum per group); scalar tails into one running float.  One
+ * body, instantiated with and without the bias term. */
+INT_TARGET static INT_INLINE float row_dot(const uint8_t *codes, unsigned bits, size_t n, size_t group, float off,
+                                           const float *scale, const float *bias, const float *x, int with_bias)
 {
     __m256 acc = _mm256_setzero_ps();
     float tail = 0.0f;
@@ -141,12 +142,19 @@ INT_TARGET static float codes_row_dot_avx2(const uint8_t *codes, unsigned bits, 
         group_sums(codes + g0 * bits / 8, bits, n - g0 < group ? n - g0 : group, x + g0, &a);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(scale[g]), _mm256_add_ps(a.c0, a.c1), acc);
         tail += scale[g] * a.tc;
-        if (bias) {
+        if (with_bias) {
             acc = _mm256_fmadd_ps(_mm256_set1_ps(bias[g]), a.s, acc);
             tail += bias[g] * a.ts;
         }
     }
     return hsum8(acc) + tail;
+}
+
+INT_TARGET static float codes_row_dot_avx2(const uint8_t *codes, unsigned bits, size_t n, size_t group, float off,
+                                           const float *scale, const float *bias, const float *x)
+{
+    return bias ? row_dot(codes, bits, n, group, off, scale, bias, x, 1)
+                : row_dot(codes, bits, n, group, off, scale, NULL, x, 0);
 }
 
 /* y = zero + scale·(c − off) for 8 codes as bytes. */

@@ -205,6 +205,11 @@ static void dots_f16(const uint8_t *w, size_t stride, size_t nrows, const float 
     }
 }
 
+static void f16_gather(const uint8_t *src, size_t stride, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) y[i] = kvq_f16_to_f32(kvq_rd16(src + i * stride));
+}
+
 void kvq_kernels_fill_ref(kvq_kernels *k)
 {
     memset(k, 0, sizeof *k);
@@ -219,5 +224,6 @@ void kvq_kernels_fill_ref(kvq_kernels *k)
     k->dots[KVQ_KT_Q4_0] = dots_q4_0;
     k->absmax = absmax_ref;
     k->dots_f16 = dots_f16;
+    k->f16_gather = f16_gather;
     kvq_kern_int_fill_ref(k);
 }
