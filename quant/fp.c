@@ -74,6 +74,9 @@ typedef struct {
     kvq_fp_lut lut[8];      /* per format index, for this tie rule (read-only
                                after init: concurrent decodes are safe)     */
     float      sval[8][KVQ_FP_MAX_LEVELS]; /* signed value of every code     */
+    float      rk4[8][17];  /* 4-bit formats: the row kernel's table (int8
+                               integers when rk4_i8, [16] the factor back)   */
+    int        rk4_i8[8];
     float     *H;           /* [hn][hn] Gram matrix of calibration inputs   */
     int64_t    hn;
 } fp_state;
@@ -205,6 +208,30 @@ static fp_layout fp_layout_of(const fp_state *s, const kvq_fpfmt *f, const kvq_s
     return L;
 }
 
+/* The row kernel's table of a 4-bit format (fp_rk_table): its 16 values
+ * times 2^e when, for some e <= FP_I8_EMAX, all are integers in int8 (E2M1
+ * ×2, E3M0 and E1M2 ×4: the int8 path, FP_DOT_I8, kernels multiply by 2^−e
+ * = v[16] once per row), else the values themselves. */
+#define FP_I8_EMAX 6
+
+static int fp_rk_table(const float *sval, float *v)
+{
+    for (int e = 0; e <= FP_I8_EMAX; e++) {
+        int ok = 1;
+        for (int c = 0; c < 16; c++) {
+            float t = ldexpf(sval[c], e);
+            ok &= t == truncf(t) && fabsf(t) <= 127.0f;
+        }
+        if (!ok) continue;
+        for (int c = 0; c < 16; c++) v[c] = ldexpf(sval[c], e);
+        v[16] = ldexpf(1.0f, -e);
+        return 1;
+    }
+    memcpy(v, sval, 16 * sizeof *v);
+    v[16] = 1.0f;
+    return 0;
+}
+
 static kvq_err fp_init(void *st, const kvq_params *p)
 {
     fp_state *s = st;
@@ -220,6 +247,7 @@ static kvq_err fp_init(void *st, const kvq_params *p)
         kvq_fp_lut_init(l, kvq_fp_format(fp_fmt_ids[i]), s->tie);
         unsigned sb = fp_mag_bits(l->f), mask = (1u << sb) - 1;
         for (unsigned c = 0; c < (1u << (sb + 1)); c++) s->sval[i][c] = c >> sb ? -l->mag[c & mask] : l->mag[c & mask];
+        if (sb == 3) s->rk4_i8[i] = fp_rk_table(s->sval[i], s->rk4[i]);
     }
     return KVQ_OK;
 }
@@ -429,27 +457,6 @@ static float fp_rk_dot(const kvq_rowkern *k, int64_t r, const float *x)
     return ((kvq_fp_runs_dot_fn)k->aux)(row + k->ip[2], k->cols, k->ip[0], k->lut, row, k->ip[1], x);
 }
 
-/* 4-bit formats whose 16 values times 2^e (e <= FP_I8_EMAX) are integers
- * in int8 (E2M1 ×2, E3M0 and E1M2 ×4) take the int8 table path (FP_DOT_I8:
- * kernels multiply by 2^−e once per row). */
-#define FP_I8_EMAX 6
-
-static void fp_rk_int8(kvq_rowkern *k)
-{
-    for (int e = 0; e <= FP_I8_EMAX; e++) {
-        int ok = 1;
-        for (int c = 0; c < 16; c++) {
-            float t = ldexpf(k->lut[c], e);
-            ok &= t == truncf(t) && fabsf(t) <= 127.0f;
-        }
-        if (!ok) continue;
-        for (int c = 0; c < 16; c++) k->lut[c] = ldexpf(k->lut[c], e);
-        k->lut[16] = ldexpf(1.0f, -e);
-        k->ip[0] |= FP_DOT_I8;
-        return;
-    }
-}
-
 kvq_err kvq_fp_rowkern(const void *st, const void *payload, size_t n, const kvq_shape *sh, kvq_rowkern *k)
 {
     const fp_state *s = st;
@@ -466,9 +473,11 @@ kvq_err kvq_fp_rowkern(const void *st, const void *payload, size_t n, const kvq_
             float sc;
             KVQ_TRY(row_scale(s, p + 1 + (size_t)r * L.row_bytes, g, r, &sc));
         }
-    memcpy(k->lut, s->sval[p[0]], sizeof s->sval[0]);
-    k->ip[0] = kvq_fp_bits(l->f) != 4 ? FP_DOT_BYTE : s->nib == KVQ_NIB_SPLIT_HALF ? FP_DOT_SPLIT : FP_DOT_ADJ;
-    if (kvq_fp_bits(l->f) == 4) fp_rk_int8(k);
+    int four = kvq_fp_bits(l->f) == 4;
+    if (four) memcpy(k->lut, s->rk4[p[0]], sizeof s->rk4[0]);
+    else memcpy(k->lut, s->sval[p[0]], sizeof s->sval[0]);
+    k->ip[0] = !four ? FP_DOT_BYTE : s->nib == KVQ_NIB_SPLIT_HALF ? FP_DOT_SPLIT : FP_DOT_ADJ;
+    if (four && s->rk4_i8[p[0]]) k->ip[0] |= FP_DOT_I8;
     k->dot = fp_rk_dot;
     k->fast = 1;
     k->p[0] = p + 1;
