@@ -161,8 +161,12 @@ int report_config_check(const report_config *c, char *err, size_t cap)
         check_spec("k", c->k, KVQ_DOMAIN_KEY | KVQ_DOMAIN_SSM, err, cap) ||
         check_spec("v", c->v, KVQ_DOMAIN_VALUE, err, cap))
         return -1;
-    for (int i = 0; i < c->n_tensor; i++)
-        if (check_spec("tensor", strrchr(c->tensor[i], '=') + 1, KVQ_DOMAIN_WEIGHT, err, cap)) return -1;
+    for (int i = 0; i < c->n_tensor; i++) {
+        /* REGEX=SPEC where the spec may hold '=' too (rtn:bits=8,gran=tensor) */
+        const char *spec = kvq_tensor_rule_spec(c->tensor[i]);
+        if (!spec) spec = strrchr(c->tensor[i], '=') + 1; /* names the unknown codec */
+        if (check_spec("tensor", spec, KVQ_DOMAIN_WEIGHT, err, cap)) return -1;
+    }
     if (c->depth) {
         size_t n = strcspn(c->depth, ":");
         char name[32];

@@ -511,6 +511,11 @@ typedef struct kvq_quant_opts {
  * is malloc'd: free() it; *out: kvq_model_free(). */
 KVQ_API kvq_err kvq_model_quantize(const kvq_model *in, const kvq_quant_opts *o, kvq_model **out,
                                    kvq_quant_stat **stats);
+/* kvq_tensor_rule_spec() : the SPEC part of a "REGEX=SPEC" rule.  The spec
+ * may itself contain '=' (rtn:bits=4) and the regex may too, so the split
+ * is the first '=' followed by a registered codec name; NULL when there is
+ * none.  Points into `rule`. */
+KVQ_API const char *kvq_tensor_rule_spec(const char *rule);
 
 /* ======================================================================== */
 /*  Section: reference decoder, tokenizer, sampler                          */

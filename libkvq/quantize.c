@@ -58,27 +58,28 @@ typedef struct {
 } job;
 
 /* ---- choosing a codec ---------------------------------------------------- */
+const char *kvq_tensor_rule_spec(const char *txt)
+{
+    if (!txt) return NULL;
+    for (const char *p = strchr(txt, '='); p; p = strchr(p + 1, '=')) {
+        char name[64];
+        size_t k = strcspn(p + 1, ":");
+        if (p == txt || k == 0 || k >= sizeof name) continue;
+        memcpy(name, p + 1, k);
+        name[k] = '\0';
+        if (kvq_codec_find(name)) return p + 1;
+    }
+    return NULL;
+}
+
 static kvq_err parse_rules(const kvq_quant_opts *o, rule *r, size_t *n)
 {
     *n = 0;
     KVQ_FAIL_IF(o->n_rules > RULES_MAX, KVQ_ERR_ARG, "more than %d --tensor rules", RULES_MAX);
     for (size_t i = 0; i < o->n_rules; i++) {
-        const char *txt = o->rules[i], *eq = strrchr(txt, '=');
+        const char *txt = o->rules[i], *spec = kvq_tensor_rule_spec(txt), *eq = strrchr(txt, '=');
+        if (spec) eq = spec - 1;
         KVQ_FAIL_IF(!eq || eq == txt || !eq[1], KVQ_ERR_ARG, "tensor rule '%s': expected REGEX=SPEC", txt);
-        /* The spec may contain '=' (q:bits=4): split at the first '=' after
-         * which a valid codec name starts. */
-        for (const char *p = strchr(txt, '='); p; p = strchr(p + 1, '=')) {
-            char name[64];
-            size_t k = strcspn(p + 1, ":");
-            if (k < sizeof name) {
-                memcpy(name, p + 1, k);
-                name[k] = '\0';
-                if (kvq_codec_find(name)) {
-                    eq = p;
-                    break;
-                }
-            }
-        }
         KVQ_TRY(kvq_spec_parse(eq + 1, &r[i].codec, &r[i].params));
         char *re = malloc((size_t)(eq - txt) + 1);
         KVQ_FAIL_IF(!re, KVQ_ERR_NOMEM, "out of memory");

@@ -80,6 +80,23 @@ if run_eval kv8 --kv-k rtn:bits=8 --kv-v rtn:bits=8; then
     fi
 fi
 
+
+# ---- a tensor rule whose spec holds '=' (REGEX=SPEC split before the codec) ----
+rule='blk\.0\.attn_(q|k)\.weight=rtn:bits=8,gran=tensor'
+if "$KVQ" report "$M" --text "$TEXT" --chunks 1 --out "$tmp/rule" --specs "tensor=$rule" >/dev/null 2>"$tmp/rule.err" &&
+    grep -q 'rtn:bits=8,gran=tensor' "$tmp/rule/report.json"; then
+    pass "report: tensor rule with a parameterised spec"
+else
+    bad "report: tensor rule '$rule': $(head -c 300 "$tmp/rule.err")"
+fi
+if "$KVQ" report "$M" --text "$TEXT" --chunks 1 --out "$tmp/rule2" --specs 'tensor=attn=nosuchcodec:bits=8' \
+    >/dev/null 2>"$tmp/rule2.err"; then
+    bad "report: unknown codec in a tensor rule accepted"
+elif grep -q "nosuchcodec" "$tmp/rule2.err"; then
+    pass "report: unknown codec in a tensor rule refused by name"
+else
+    bad "report: unknown-codec message: $(head -c 300 "$tmp/rule2.err")"
+fi
 # ---- the text block ------------------------------------------------------------
 if "$KVQ" eval "$M" --text "$TEXT" --chunks 1 --codec q8_0 >"$tmp/block.txt" 2>"$tmp/block.err" &&
     grep -q "^Mean PPL(Q)                   :" "$tmp/block.txt" &&
