@@ -8,7 +8,9 @@
  * the classifier's input) into a per-input matrix X [tokens][width].  As in
  * LLM-FP4's released code, every layer is later calibrated on the
  * full-precision model's inputs (no sequential error propagation).  Rows
- * stop being kept after max_tokens, so memory is bounded up front.
+ * stop being kept after max_tokens; a slot's rows grow as they arrive
+ * (doubling), so an input captured once per chunk (the SSM state, whose
+ * rows are large) holds only what it received.
  *
  * Weight names map onto linear inputs by the canonical GGUF-style names
  * (kvq.h "models"): blk.N.attn_{q,k,v}.weight read QKV of layer N, and so
@@ -27,7 +29,8 @@ struct kvq_calib {
     int     n_slots;        /* (n_layers + 1) · KVQ_LIN__COUNT              */
     int    *rows;           /* [n_slots] rows captured                    */
     int    *width;          /* [n_slots] values per row (0: unused slot)  */
-    float **x;              /* [n_slots] [max_tokens][width]              */
+    int    *cap;            /* [n_slots] rows allocated (<= max_tokens)   */
+    float **x;              /* [n_slots] [cap][width], NULL until a row   */
     kvq_err err;            /* first capture error                        */
 };
 
@@ -55,18 +58,36 @@ static int slot_width(const kvq_model_config *c, int layer, kvq_linear which)
     return 0;
 }
 
+#define CALIB_ROWS_FIRST 64 /* rows allocated at a slot's first capture */
+
+/* Room for more rows of slot s (doubling, capped at max_tokens); sets
+ * c->err on failure. */
+static int grow(kvq_calib *c, int s)
+{
+    int want = c->cap[s] ? 2 * c->cap[s] : CALIB_ROWS_FIRST;
+    if (want > c->max_tokens) want = c->max_tokens;
+    float *p = realloc(c->x[s], (size_t)want * (size_t)c->width[s] * sizeof *p);
+    if (!p) {
+        c->err = KVQ_ERROR(KVQ_ERR_NOMEM, "calib: out of memory for %d x %d calibration rows", want, c->width[s]);
+        return -1;
+    }
+    c->x[s] = p;
+    c->cap[s] = want;
+    return 0;
+}
+
 static void capture(void *user, int layer, kvq_linear which, const float *x, int n)
 {
     kvq_calib *c = user;
     if (layer < 0 || layer > c->cfg.n_layers || (int)which < 0 || which >= KVQ_LIN__COUNT) return;
     int s = layer * KVQ_LIN__COUNT + (int)which;
-    if (!c->x[s] || c->rows[s] >= c->max_tokens) return;
+    if (!c->width[s] || c->rows[s] >= c->max_tokens || c->err) return;
     if (n != c->width[s]) {
-        if (!c->err)
-            c->err = KVQ_ERROR(KVQ_ERR_SHAPE, "calib: layer %d input %d has %d values, expected %d", layer,
-                               (int)which, n, c->width[s]);
+        c->err = KVQ_ERROR(KVQ_ERR_SHAPE, "calib: layer %d input %d has %d values, expected %d", layer,
+                           (int)which, n, c->width[s]);
         return;
     }
+    if (c->rows[s] == c->cap[s] && grow(c, s)) return;
     memcpy(c->x[s] + (size_t)c->rows[s] * (size_t)n, x, (size_t)n * sizeof *x);
     c->rows[s]++;
 }
@@ -76,15 +97,11 @@ static kvq_err alloc_slots(kvq_calib *c)
     c->n_slots = (c->cfg.n_layers + 1) * KVQ_LIN__COUNT;
     c->rows = calloc((size_t)c->n_slots, sizeof *c->rows);
     c->width = calloc((size_t)c->n_slots, sizeof *c->width);
+    c->cap = calloc((size_t)c->n_slots, sizeof *c->cap);
     c->x = calloc((size_t)c->n_slots, sizeof *c->x);
-    KVQ_FAIL_IF(!c->rows || !c->width || !c->x, KVQ_ERR_NOMEM, "calib: out of memory");
-    for (int s = 0; s < c->n_slots; s++) {
+    KVQ_FAIL_IF(!c->rows || !c->width || !c->cap || !c->x, KVQ_ERR_NOMEM, "calib: out of memory");
+    for (int s = 0; s < c->n_slots; s++)
         c->width[s] = slot_width(&c->cfg, s / KVQ_LIN__COUNT, (kvq_linear)(s % KVQ_LIN__COUNT));
-        if (!c->width[s]) continue;
-        c->x[s] = malloc((size_t)c->max_tokens * (size_t)c->width[s] * sizeof(float));
-        KVQ_FAIL_IF(!c->x[s], KVQ_ERR_NOMEM, "calib: out of memory for %d x %d calibration rows", c->max_tokens,
-                    c->width[s]);
-    }
     return KVQ_OK;
 }
 
@@ -146,6 +163,7 @@ void kvq_calib_free(kvq_calib *c)
     free(c->x);
     free(c->rows);
     free(c->width);
+    free(c->cap);
     free(c);
 }
 
