@@ -57,6 +57,15 @@ NVCCFLAGS   ?= -O2 -arch=$(CUDA_ARCH) -Xcompiler -fPIC,-Wall,-Wextra $(if $(filt
 endif
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CU_OBJ)
+# With CUDA, test_cuda's device tests and the `--device cuda` CLI paths also
+# run against tests/cuda_emul.c, a CPU redo of the kernels/cuda/ device
+# layer linked in place of the .cu objects (indexing and cuBLAS arguments
+# checked on machines without a GPU; not CUDA semantics or speed).
+ifeq ($(HAVE_CUDA),1)
+EMUL_OBJ  := $(BUILD)/obj/tests/cuda_emul.o
+EMUL_TEST := $(BUILD)/emul/test_cuda
+EMUL_KVQ  := $(BUILD)/emul/kvq
+endif
 KVQ_OBJ  := $(KVQ_SRC:%.c=$(BUILD)/obj/%.o)
 QCX_OBJ  := $(QCX_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -91,6 +100,14 @@ $(QCX): $(QCX_OBJ) $(LIBKVQ)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(QCX_OBJ) $(LIBKVQ) $(LDLIBS_ALL) $(LDFLAGS) -o $@
 
+$(EMUL_TEST): $(BUILD)/obj/tests/test_cuda.o $(EMUL_OBJ) $(LIBKVQ)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(EMUL_OBJ) $(LIBKVQ) -lcmocka $(LDLIBS_ALL) $(LDFLAGS) -o $@
+
+$(EMUL_KVQ): $(KVQ_OBJ) $(EMUL_OBJ) $(LIBKVQ)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(KVQ_OBJ) $(EMUL_OBJ) $(LIBKVQ) $(LDLIBS_ALL) $(LDFLAGS) -o $@
+
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBKVQ)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
@@ -98,8 +115,13 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBKVQ)
 
 # Tests run from the project root so ../shared/data resolves; KVQ_BIN/QCX_BIN
 # point the CLI tests at this build's binaries.
-test: all $(TEST_BIN)
+test: all $(TEST_BIN) $(EMUL_TEST) $(EMUL_KVQ)
 	$(Q)pass=0; fail=0; failed=; \
+	if [ -n "$(EMUL_TEST)" ]; then \
+	  echo "== $(EMUL_TEST) (device layer emulated on the CPU)"; \
+	  if $(EMUL_TEST) && KVQ_BIN=$(abspath $(EMUL_KVQ)) bash tests/cli/bench_device.sh; then pass=$$((pass+1)); \
+	  else fail=$$((fail+1)); failed="$$failed $(EMUL_TEST)"; fi; \
+	fi; \
 	for t in $(TEST_BIN); do \
 	  echo "== $$t"; if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); failed="$$failed $$t"; fi; \
 	done; \

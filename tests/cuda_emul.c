@@ -11,13 +11,9 @@
  * argument mapping — not CUDA semantics, races or speed (the "timings" are
  * CPU clock readings).  Keep it in step with the .cu files of kernels/cuda/.
  *
- * Build and run from the project root (after an nvcc build in build-cuda):
- *   make BUILD=build-cuda all build-cuda/tests/test_cuda
- *   cc -std=c11 -O2 -D_GNU_SOURCE -I. -Ilibkvq -c scripts/cuda_emul.c -o /tmp/cuda_emul.o
- *   L="build-cuda/libkvq.a -lcmocka -lzstd -llzma -lpthread -lm"
- *   cc build-cuda/obj/tests/test_cuda.o /tmp/cuda_emul.o $L -o /tmp/test_cuda_emul && /tmp/test_cuda_emul
- *   cc $(find build-cuda/obj/cli -name '*.o' ! -name 'qcx*') /tmp/cuda_emul.o $L -o /tmp/kvq_emul
- *   KVQ_BIN=/tmp/kvq_emul bash tests/cli/bench_device.sh
+ * Built and run by `make test` whenever nvcc is present (Makefile:
+ * EMUL_TEST, EMUL_KVQ): $(BUILD)/emul/test_cuda, then
+ * tests/cli/bench_device.sh with KVQ_BIN=$(BUILD)/emul/kvq.
  */
 #include "kernels/cuda/blocks.h"
 #include "kernels/kernels.h"
