@@ -175,24 +175,25 @@ static kvq_err bfp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap
     return KVQ_OK;
 }
 
-/* Values [c0, c0+len) of a stored row into y (the row's output). */
+/* Values [c0, c0+len) of a stored row into y (the row's output), block by
+ * block through the kernel table's codes_dequant slot: 0 + step·(c − qmax)
+ * is (c − qmax)·step exactly (|c − qmax| ≤ 128, step a power of two), and
+ * the one invalid code 2·qmax + 1 is the only one decoding above
+ * qmax·step, so a max test over the block's floats finds it. */
 static kvq_err decode_chunk(const bfp_state *s, const uint8_t *exps, const uint8_t *row_codes, int64_t c0,
                             int64_t len, int64_t row, float *y)
 {
-    uint8_t codes[BFP_CHUNK];
+    const kvq_kern_codes_dequant_fn deq = kvq_kernels_get()->codes_dequant;
     int32_t qmax = qmax_of(s->mant);
-    kvq_bits_unpack(row_codes + (size_t)c0 * s->mant / 8, (size_t)len, s->mant, codes);
     for (int64_t b0 = 0; b0 < len; b0 += s->block) {
         int64_t bl = len - b0 < s->block ? len - b0 : s->block, blk = (c0 + b0) / s->block;
         KVQ_FAIL_IF(exps[blk] == BFP_EXP_NAN, KVQ_ERR_CORRUPT, "%s: row %lld, block %lld: exponent byte 0xFF (NaN)",
                     s->name, (long long)row, (long long)blk);
-        float step = ldexpf(1.0f, exps[blk] - BFP_EXP_BIAS - ((int)s->mant - 2));
+        float step = ldexpf(1.0f, exps[blk] - BFP_EXP_BIAS - ((int)s->mant - 2)), lim = step * (float)qmax;
+        float *yb = y + c0 + b0;
+        deq(row_codes + (size_t)(c0 + b0) * s->mant / 8, s->mant, (size_t)bl, step, 0.0f, (float)qmax, yb);
         uint8_t bad = 0;
-        for (int64_t i = 0; i < bl; i++) {
-            int32_t q = (int32_t)codes[b0 + i] - qmax;
-            bad |= (uint8_t)(q > qmax);
-            y[c0 + b0 + i] = (float)q * step; /* exact: |q| ≤ 127, step a power of two */
-        }
+        for (int64_t i = 0; i < bl; i++) bad |= (uint8_t)(yb[i] > lim);
         KVQ_FAIL_IF(bad, KVQ_ERR_CORRUPT, "%s: row %lld, block %lld holds the invalid code %d", s->name,
                     (long long)row, (long long)blk, 2 * qmax + 1);
     }

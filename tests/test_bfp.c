@@ -162,6 +162,49 @@ static void test_mxint8_is_bfp8(void **state)
     assert_memory_equal(a, b, na);
 }
 
+/* Decoding (through the kernel table's codes_dequant) equals the format's
+ * definition (c − qmax)·2^(e − 127 − (n − 2)) bit for bit, for random valid
+ * payloads of every width, a short last block (cols 40, block 16), and
+ * exponent bytes down to 0 (subnormal steps). */
+static uint32_t next_u32(void)
+{
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng >> 32);
+}
+
+static void test_decode_is_definition(void **state)
+{
+    (void)state;
+    enum { COLS = 40, BLK = 16, NBLK = 3 };
+    uint8_t buf[NBLK + COLS];
+    float y[COLS];
+    int64_t d[2] = {1, COLS};
+    kvq_tensor t = kvq_tensor_view(KVQ_DTYPE_F32, y, 2, d);
+    for (unsigned mant = 2; mant <= 8; mant++) {
+        char spec[40];
+        snprintf(spec, sizeof spec, "bfp:mant=%u,block=%d", mant, BLK);
+        kvq_ctx *ctx;
+        assert_int_equal(kvq_ctx_create(spec, &ctx), KVQ_OK);
+        int32_t qmax = (1 << (mant - 1)) - 1;
+        for (int rep = 0; rep < 50; rep++) {
+            uint8_t codes[COLS];
+            for (int b = 0; b < NBLK; b++) buf[b] = (uint8_t)(rep == 0 ? (unsigned)b : next_u32() % 255u);
+            for (int i = 0; i < COLS; i++) codes[i] = (uint8_t)(next_u32() % (2u * (unsigned)qmax + 1u));
+            memset(buf + NBLK, 0, sizeof buf - NBLK);
+            for (int i = 0; i < COLS; i++)
+                for (unsigned k = 0; k < mant; k++)
+                    if (codes[i] >> k & 1u) buf[NBLK + (i * mant + k) / 8] |= (uint8_t)(1u << ((i * mant + k) % 8));
+            size_t n = NBLK + (COLS * mant + 7) / 8;
+            assert_int_equal(kvq_ctx_decode_payload(ctx, buf, n, &t), KVQ_OK);
+            for (int i = 0; i < COLS; i++) {
+                float want = (float)(codes[i] - qmax) * ldexpf(1.0f, buf[i / BLK] - 127 - ((int)mant - 2));
+                assert_memory_equal(&y[i], &want, sizeof want);
+            }
+        }
+        kvq_ctx_free(ctx);
+    }
+}
+
 static void test_corrupt_payloads(void **state)
 {
     (void)state;
@@ -526,6 +569,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_bytes),        cmocka_unit_test(test_levels_and_saturation),
         cmocka_unit_test(test_error_formula_sweep), cmocka_unit_test(test_mxint8_is_bfp8),
+        cmocka_unit_test(test_decode_is_definition),
         cmocka_unit_test(test_corrupt_payloads),    cmocka_unit_test(test_kv_page_bytes),
         cmocka_unit_test(test_sorting_outliers),    cmocka_unit_test(test_fixture_ksort),
         cmocka_unit_test(test_ksort_files_and_errors), cmocka_unit_test(test_llama46_ksort),
