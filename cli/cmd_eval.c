@@ -70,6 +70,7 @@ kvq_err report_candidate(const kvq_model *base, const report_config *c, int thre
     q.n_rules = (size_t)c->n_tensor;
     q.n_threads = threads;
     q.calib = c->cal;
+    q.act_spec = c->act; /* fp:rounds=N searches weights with it */
     kvq_err e = kvq_model_quantize(sorted ? sorted : base, &q, out, NULL);
     kvq_model_free(sorted);
     return e;

@@ -174,6 +174,9 @@ int report_config_check(const report_config *c, char *err, size_t cap)
         if (!kvq_depth_policy_find(name)) return snprintf(err, cap, "depth '%s': unknown depth policy", c->depth), -1;
         if (!c->k && !c->v) return snprintf(err, cap, "depth '%s' needs paged layers: set kv=, k= or v=", c->depth), -1;
     }
+    /* fp:rounds=N: the evaluator fits fpa against the base's weights, not rearranged ones */
+    if ((c->ksort || c->wsort) && c->w && strstr(c->w, "rounds="))
+        return snprintf(err, cap, "w '%s': fp rounds cannot be combined with ksort/wsort", c->w), -1;
     return 0;
 }
 

@@ -18,6 +18,7 @@
  * full chunk.  Statistics: libkvq/eval.c.
  */
 #include "kvq_internal.h"
+#include "quant/fp_joint.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -243,8 +244,11 @@ static kvq_err open_act(const char *spec, kvq_ctx **act)
 
 /* A calibrated activation codec gets one context per (layer, input),
  * calibrated on that input's captured rows; *out stays NULL for codecs
- * that learn nothing or when no calibration data is given. */
-static kvq_err open_act_layers(const kvq_model *m, const kvq_eval_opts *o, kvq_ctx ***out)
+ * that learn nothing or when no calibration data is given.  An fpa
+ * context whose input feeds fp:rounds=N weights then takes the joint
+ * search's activation result against base's f32 weights
+ * (quant/fp_joint.c). */
+static kvq_err open_act_layers(const kvq_model *base, const kvq_model *m, const kvq_eval_opts *o, kvq_ctx ***out)
 {
     *out = NULL;
     const kvq_codec *c = NULL;
@@ -266,6 +270,7 @@ static kvq_err open_act_layers(const kvq_model *m, const kvq_eval_opts *o, kvq_c
         KVQ_TRY(e);
         KVQ_TRY(kvq_ctx_create_params(c, &p, &a[k]));
         KVQ_TRY(kvq_ctx_calibrate(a[k], &x));
+        KVQ_TRY(kvq_fpj_fit_act_ctx(a[k], &x, base, m, k / KVQ_LIN__COUNT, (kvq_linear)(k % KVQ_LIN__COUNT)));
     }
     return KVQ_OK;
 }
@@ -312,7 +317,7 @@ kvq_err kvq_eval_candidate(const kvq_eval_base *b, const kvq_model *cand, const 
     kvq_eval_acc *acc = NULL;
     kvq_ctx **act_layer = NULL;
     kvq_err e = open_act(o->act_spec, act);
-    if (!e) e = open_act_layers(cand, o, &act_layer);
+    if (!e) e = open_act_layers(b->model, cand, o, &act_layer);
     if (!e) e = open_decoder(cand, o, b->ctx, 1, act, act_layer, &d);
     if (!e) e = kvq_eval_acc_create(&acc);
     if (!e) e = score_chunks(b, d, o, acc);

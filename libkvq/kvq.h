@@ -502,6 +502,12 @@ typedef struct kvq_quant_opts {
      * inputs of its linear layer before it is encoded; a codec flagged
      * KVQ_FLAG_NEEDS_CALIB fails (KVQ_ERR_ARG) without them. */
     const struct kvq_calib *calib;
+    /* The activation codec the weights will run with (NULL: none given).
+     * Weights encoded by `fp` with rounds=N > 0 are searched jointly with
+     * it (LLM-FP4's alternating rounds, quant/fp_joint.c; it must be `fpa`,
+     * NULL means plain "fpa"); kvq_eval with the same act spec and calib
+     * then gives each fpa context the joint result. */
+    const char *act_spec;
 } kvq_quant_opts;
 
 /* kvq_model_quantize() : encode every weight of `in` into a new model.

@@ -20,6 +20,7 @@
  * a codec that has calibrate() is first fed its weight's layer inputs X.
  */
 #include "model_internal.h"
+#include "quant/fp_joint.h"
 
 #include <pthread.h>
 #include <regex.h>
@@ -51,6 +52,7 @@ typedef struct {
     const kvq_quant_opts *opts;
     kvq_quant_stat  *st;
     result          *res;
+    kvq_fpj_plan    *plan;    /* fp:rounds=N results (quant/fp_joint.c); NULL: none */
     pthread_mutex_t  mu;
     size_t           next, done;
     kvq_err          err;
@@ -129,12 +131,13 @@ static kvq_err calib_sample(const job *j, const kvq_weight *w, const kvq_codec *
 }
 
 static kvq_err encode_with(const kvq_codec *c, const kvq_params *p, const kvq_tensor *cal, const kvq_tensor *src,
-                           result *r)
+                           const kvq_fpj_plan *plan, size_t wi, result *r)
 {
     kvq_ctx *ctx;
     KVQ_TRY(kvq_ctx_create_params(c, p, &ctx));
     size_t cap = kvq_ctx_payload_bound(ctx, &src->shape), n = 0;
     kvq_err e = cal && cal->data ? kvq_ctx_calibrate(ctx, cal) : KVQ_OK;
+    if (!e) e = kvq_fpj_plan_apply(plan, wi, ctx);
     if (!e && !cap && kvq_shape_numel(&src->shape))
         e = KVQ_ERROR(KVQ_ERR_SHAPE, "codec %s cannot encode this shape", c->name);
     uint8_t *buf = e ? NULL : malloc(cap ? cap : 1);
@@ -200,12 +203,12 @@ static kvq_err do_tensor(job *j, size_t i)
     }
     kvq_tensor src = kvq_tensor_view(KVQ_DTYPE_F32, x, w->shape.ndim, w->shape.dim), cal;
     if (!e) e = calib_sample(j, w, c, &cal);
-    if (!e) e = encode_with(c, &p, &cal, &src, r);
+    if (!e) e = encode_with(c, &p, &cal, &src, j->plan, i, r);
     if (e == KVQ_ERR_SHAPE && c != j->fb_c) {
         snprintf(st->note, sizeof st->note, "fell back to %s: %s", j->fb_c->name, kvq_last_error_detail());
         st->fallback = 1;
         e = calib_sample(j, w, j->fb_c, &cal);
-        if (!e) e = encode_with(j->fb_c, &j->fb_p, &cal, &src, r);
+        if (!e) e = encode_with(j->fb_c, &j->fb_p, &cal, &src, NULL, i, r);
     }
     if (!e) e = measure(w, x, r, st);
     if (e) kvq_error_prefix(w->name);
@@ -235,6 +238,22 @@ static void *worker(void *arg)
 }
 
 /* ---- the driver -------------------------------------------------------------- */
+/* With calibration data, weights whose codec is fp with rounds > 0 are
+ * searched jointly with the activation codec first (quant/fp_joint.c). */
+static kvq_err joint_plan(job *j)
+{
+    size_t n = j->in->n_w;
+    if (!j->opts->calib || !n) return KVQ_OK;
+    const kvq_codec **cs = calloc(n, sizeof *cs);
+    kvq_params *ps = calloc(n, sizeof *ps);
+    kvq_err e = !cs || !ps ? KVQ_ERROR(KVQ_ERR_NOMEM, "out of memory") : KVQ_OK;
+    for (size_t i = 0; !e && i < n; i++) choose(j, &j->in->w[i], &cs[i], &ps[i]);
+    if (!e) e = kvq_fpj_plan_create(j->in, j->opts->calib, cs, ps, j->opts->act_spec, &j->plan);
+    free(cs);
+    free(ps);
+    return e;
+}
+
 static kvq_err run_threads(job *j, int n_threads)
 {
     pthread_t th[THREADS_MAX];
@@ -301,6 +320,7 @@ kvq_err kvq_model_quantize(const kvq_model *in, const kvq_quant_opts *o, kvq_mod
     rule rules[RULES_MAX];
     kvq_model *m = NULL;
     kvq_err e = setup(&j, in, o, rules);
+    if (!e) e = joint_plan(&j);
     if (!e) e = pthread_mutex_init(&j.mu, NULL) ? KVQ_ERROR(KVQ_ERR_NOMEM, "mutex init failed") : KVQ_OK;
     if (!e) {
         e = run_threads(&j, o->n_threads);
@@ -313,6 +333,7 @@ kvq_err kvq_model_quantize(const kvq_model *in, const kvq_quant_opts *o, kvq_mod
         kvq_ctx_free(j.res[i].ctx);
     }
     for (size_t i = 0; i < j.n_rules; i++) regfree(&rules[i].re);
+    kvq_fpj_plan_free(j.plan);
     free(j.res);
     if (e) {
         kvq_model_free(m);

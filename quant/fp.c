@@ -22,8 +22,10 @@
  * the best FP_PREFILTER get the full dᵀHd.  fmt=auto4/auto8 searches the
  * formats of that width (§1.4 format search) per tensor by the same
  * objective.  The paper's three rounds alternate weight and activation
- * searches; kvq calibrates them separately (weights on the f32 model's
- * inputs, `fpa` on its own), so one round is all there is.
+ * searches: rounds=N runs them with `fpa` (quant/fp_joint.c, driven by
+ * kvq_model_quantize and the evaluator), which hands each tensor's format
+ * and row scales to its context (kvq_fp_state_preset); rounds=0 calibrates
+ * weights alone on the f32 model's inputs, one round.
  *
  * Payload (little-endian, [ours]): u8 format index, then per row: scale(s)
  * (f32 per row, or f16 per group, codes computed against the stored value),
@@ -39,6 +41,7 @@
 #include "kernels/rowkern.h"
 #include "quant/codecs.h"
 #include "quant/fp_impl.h"
+#include "quant/fp_joint.h"
 
 #include <stdlib.h>
 
@@ -61,6 +64,8 @@ static const kvq_param fp_params[] = {
     {"search", 0, 2, SEARCH_PAPER, 0, search_names, "bias search: none = MinMax, paper grid, clip-ratio grid"},
     {"tie", 0, 2, KVQ_TIE_EVEN, 0, fp_tie_names, "tie rule of the rounding"},
     {"nib", 0, 1, KVQ_NIB_SPLIT_HALF, 0, fp_nib_names, "4-bit nibble order"},
+    {"rounds", 0, KVQ_FPJ_MAX_ROUNDS, 0, 1, NULL,
+     "alternating W/A search rounds with fpa (fp_joint.c; needs calibration, gran=row, paper grid)"},
 };
 
 
@@ -79,6 +84,10 @@ typedef struct {
     int        rk4_i8[8];
     float     *H;           /* [hn][hn] Gram matrix of calibration inputs   */
     int64_t    hn;
+    int        rounds;      /* fp_joint.c rounds (0: none)                  */
+    int        preset_fmt;  /* format and row scales set by fp_joint.c      */
+    float     *preset;      /* [preset_rows], NULL: search in encode()      */
+    int64_t    preset_rows;
 } fp_state;
 
 /* ---- the objective --------------------------------------------------------------- */
@@ -241,6 +250,9 @@ static kvq_err fp_init(void *st, const kvq_params *p)
     s->search = (fp_search)p->v[3];
     s->tie = (kvq_tie)p->v[4];
     s->nib = (kvq_nib_layout)p->v[5];
+    s->rounds = (int)p->v[6];
+    KVQ_FAIL_IF(s->rounds && (s->gran_group || s->search != SEARCH_PAPER), KVQ_ERR_PARAM_RANGE,
+                "fp: rounds=%d needs gran=row and search=paper", s->rounds);
     KVQ_FAIL_IF(s->group % 2, KVQ_ERR_PARAM_RANGE, "fp: group=%lld must be even", (long long)s->group);
     for (int i = 0; i < 8; i++) {
         kvq_fp_lut *l = &s->lut[i];
@@ -256,7 +268,9 @@ static void fp_fini(void *st)
 {
     fp_state *s = st;
     free(s->H);
+    free(s->preset);
     s->H = NULL;
+    s->preset = NULL;
 }
 
 /* H += XᵀX of a calibration sample (the inputs of this weight's layer). */
@@ -282,8 +296,9 @@ static kvq_err fp_calibrate(void *st, const kvq_tensor *x)
  * (3..7) set that fmt=auto4 / auto8 searches. */
 static void fmt_range(const fp_state *s, int *lo, int *hi)
 {
-    *lo = s->fmt < 8 ? s->fmt : s->fmt == FMT_AUTO4 ? 0 : 3;
-    *hi = s->fmt < 8 ? s->fmt : s->fmt == FMT_AUTO4 ? 2 : 7;
+    int four = s->fmt <= 2 || s->fmt == FMT_AUTO4; /* fp_fmt_names: 0..2 are 4-bit */
+    *lo = s->fmt < 8 && !s->rounds ? s->fmt : four ? 0 : 3; /* rounds: every format of the width */
+    *hi = s->fmt < 8 && !s->rounds ? s->fmt : four ? 2 : 7;
 }
 
 /* Exact for a fixed format; the largest over the searched set for auto. */
@@ -365,6 +380,25 @@ static kvq_err fp_write_minmax(const fp_state *s, int fi, const float *x, const 
     return KVQ_OK;
 }
 
+/* The payload from the format and row scales fp_joint.c found (checked
+ * against the tensor); codes as fp_encode_fmt computes them. */
+static kvq_err fp_write_preset(const fp_state *s, const float *x, const fp_layout *L, uint8_t *out, uint8_t *codes)
+{
+    const kvq_fp_lut *lut = &s->lut[s->preset_fmt];
+    KVQ_FAIL_IF(L->rows != s->preset_rows, KVQ_ERR_SHAPE, "fp: %lld rows, the joint search set %lld",
+                (long long)L->rows, (long long)s->preset_rows);
+    for (int64_t r = 0; r < L->rows; r++) {
+        const float *xr = x + r * L->cols;
+        uint8_t *row = out + 1 + (size_t)r * L->row_bytes;
+        if (kvq_fp_kernels_get()->absmax_bits(xr, (size_t)L->cols) >= KVQ_F32_INF_BITS)
+            return kvq_nonfinite_check(&kvq_codec_fp, xr, (size_t)L->cols, (size_t)(xr - x));
+        fp_quant_span(lut, xr, L->cols, s->preset[r], codes, NULL);
+        memcpy(row, &s->preset[r], 4); /* little-endian hosts only: checked in fp_impl.h */
+        fp_pack_codes(lut->f, s->nib, codes, L->cols, row + 4);
+    }
+    return KVQ_OK;
+}
+
 static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap, size_t *n)
 {
     const fp_state *s = st;
@@ -379,10 +413,10 @@ static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
         free(mb);
         return KVQ_ERROR(KVQ_ERR_NOMEM, "fp: out of memory");
     }
-    int best = lo;
+    int best = s->preset ? s->preset_fmt : lo;
     kvq_err err = KVQ_OK;
     double be = INFINITY;
-    for (int i = lo; hi > lo && i <= hi && !err; i++) {
+    for (int i = lo; !s->preset && hi > lo && i <= hi && !err; i++) {
         fp_layout Li = fp_layout_of(s, kvq_fp_format(fp_fmt_ids[i]), &src->shape);
         double e = INFINITY;
         err = fp_encode_fmt(s, i, src->data, &Li, NULL, scratch, &e);
@@ -392,7 +426,8 @@ static kvq_err fp_encode(void *st, const kvq_tensor *src, void *dst, size_t cap,
     uint8_t *out = dst;
     out[0] = (uint8_t)best;
     uint8_t *codes = (uint8_t *)(scratch + 2 * L.cols);
-    if (!err && s->search == SEARCH_NONE) err = fp_write_minmax(s, best, src->data, &L, out, mb, scratch, codes);
+    if (!err && s->preset) err = fp_write_preset(s, src->data, &L, out, codes);
+    else if (!err && s->search == SEARCH_NONE) err = fp_write_minmax(s, best, src->data, &L, out, mb, scratch, codes);
     else if (!err) err = fp_encode_fmt(s, best, src->data, &L, out, scratch, NULL);
     free(scratch);
     free(mb);
@@ -505,3 +540,32 @@ const kvq_codec kvq_codec_fp = {
     .init = fp_init, .calibrate = fp_calibrate, .bound = fp_bound, .encode = fp_encode, .decode = NULL,
     .fini = fp_fini, .decode_rows = fp_decode_rows,
 };
+
+/* ---- hooks for fp_joint.c (fp_joint.h) ------------------------------------------- */
+int kvq_fp_state_rounds(const void *st) { return ((const fp_state *)st)->rounds; }
+
+void kvq_fp_state_fmts(const void *st, int *lo, int *hi, kvq_tie *tie)
+{
+    fmt_range(st, lo, hi);
+    *tie = ((const fp_state *)st)->tie;
+}
+
+kvq_err kvq_fp_state_preset(void *st, int fi, const float *scales, int64_t rows)
+{
+    fp_state *s = st;
+    int lo, hi;
+    fmt_range(s, &lo, &hi);
+    KVQ_FAIL_IF(fi < lo || fi > hi || rows < 0 || s->gran_group, KVQ_ERR_ARG,
+                "fp: preset format %d outside %d..%d (or per-group scales)", fi, lo, hi);
+    for (int64_t r = 0; r < rows; r++)
+        KVQ_FAIL_IF(!(scales[r] >= FLT_MIN) || !(scales[r] <= FLT_MAX / s->lut[fi].mag[s->lut[fi].n - 1]),
+                    KVQ_ERR_ARG, "fp: preset scale %g of row %lld", (double)scales[r], (long long)r);
+    float *p = malloc((size_t)(rows + 1) * sizeof *p);
+    KVQ_FAIL_IF(!p, KVQ_ERR_NOMEM, "fp: out of memory");
+    memcpy(p, scales, (size_t)rows * sizeof *p);
+    free(s->preset);
+    s->preset = p;
+    s->preset_rows = rows;
+    s->preset_fmt = fi;
+    return KVQ_OK;
+}

@@ -13,7 +13,10 @@
  * then ρ is searched on the paper's grid γ_i·ρ0 (γ_i = 0.01 + i·1.19/100,
  * i < 100; §1.4) with k_j fixed.  [ours]: the score is the activation
  * error Σ (X − Q(X))² over the kept rows; the paper scores ρ by the layer
- * output, which needs the weights this codec does not see.
+ * output, which needs the weights this codec does not see.  When the
+ * weights are `fp` with rounds > 0, the evaluator instead sets format, ρ
+ * and k_j from quant/fp_joint.c's layer-output search
+ * (kvq_fpa_state_set).
  *
  * Encoding x_j: code of 2^k_j·x_j/s on the standard grid, s = 2^(bias − ρ);
  * decoding: ±2^−k_j·s·mag(code) = Q_(ρ+k_j)(x_j).  That is exactly the
@@ -31,6 +34,7 @@
 #include "kvq_internal.h"
 #include "quant/codecs.h"
 #include "quant/fp_impl.h"
+#include "quant/fp_joint.h"
 
 #include <stdlib.h>
 
@@ -265,3 +269,32 @@ const kvq_codec kvq_codec_fpa = {
     .init = fpa_init, .calibrate = fpa_calibrate, .bound = fpa_bound, .encode = fpa_encode, .decode = NULL,
     .fini = fpa_fini, .decode_rows = fpa_decode_rows,
 };
+
+/* ---- hooks for fp_joint.c (fp_joint.h) ------------------------------------------- */
+void kvq_fpa_state_opts(const void *st, int *fmt, int *pershift, kvq_tie *tie)
+{
+    const fpa_state *s = st;
+    *fmt = s->fmt, *pershift = s->pershift, *tie = s->tie;
+}
+
+kvq_err kvq_fpa_state_set(void *st, int fi, float sc, const uint8_t *k, int64_t n)
+{
+    fpa_state *s = st;
+    KVQ_FAIL_IF(!s->n || n != s->n, KVQ_ERR_ARG, "fpa: joint result for width %lld, calibrated on %lld",
+                (long long)n, (long long)s->n);
+    KVQ_FAIL_IF(fi < 0 || fi > 7 || !(sc >= FLT_MIN) || !isfinite(sc), KVQ_ERR_ARG, "fpa: joint format %d, scale %g",
+                fi, (double)sc);
+    const kvq_fpfmt *f = kvq_fp_format(fp_fmt_ids[fi]);
+    for (int64_t j = 0; j < n; j++)
+        KVQ_FAIL_IF(k[j] > (1 << f->e) - 1 || (k[j] && !s->pershift), KVQ_ERR_ARG, "fpa: joint shift %d of channel %lld",
+                    k[j], (long long)j);
+    s->fmt = fi;
+    kvq_fp_lut_init(&s->lut, f, s->tie);
+    for (int64_t j = 0; j < n; j++) {
+        s->k[j] = k[j];
+        s->shift[j] = ldexpf(1.0f, -(int)k[j]);
+    }
+    s->s = sc;
+    s->ready = 1;
+    return KVQ_OK;
+}
