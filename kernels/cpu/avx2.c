@@ -379,44 +379,6 @@ int kvq_kernels_fill_avx2(kvq_kernels *k)
 
 #else /* not x86: the reference stays in every slot */
 
-/* Plain f16 rows: F16C widens 8 values per instruction, DOTS_ROWS rows per
- * pass over x, one FMA accumulator per row, the n % 8 tail in scalar. */
-AVX_TARGET static inline __m256 f16x8(const uint8_t *p)
-{
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
-}
-
-AVX_TARGET static float dot_f16_row(const uint8_t *w, const float *x, size_t n)
-{
-    __m256 acc = _mm256_setzero_ps();
-    size_t j = 0;
-    for (; j + LANES <= n; j += LANES) acc = _mm256_fmadd_ps(f16x8(w + 2 * j), _mm256_loadu_ps(x + j), acc);
-    float s = hsum(acc);
-    for (; j < n; j++) s += f16_load(w + 2 * j) * x[j];
-    return s;
-}
-
-AVX_TARGET static void dots_f16(const uint8_t *w, size_t stride, size_t nrows, const float *x, size_t n, float *out)
-{
-    size_t r = 0, sb = stride * 2;
-    for (; r + DOTS_ROWS <= nrows; r += DOTS_ROWS) {
-        const uint8_t *row = w + r * sb;
-        __m256 acc[DOTS_ROWS];
-        for (int i = 0; i < DOTS_ROWS; i++) acc[i] = _mm256_setzero_ps();
-        size_t j = 0;
-        for (; j + LANES <= n; j += LANES) {
-            __m256 xv = _mm256_loadu_ps(x + j);
-            for (int i = 0; i < DOTS_ROWS; i++) acc[i] = _mm256_fmadd_ps(f16x8(row + i * sb + 2 * j), xv, acc[i]);
-        }
-        for (int i = 0; i < DOTS_ROWS; i++) {
-            float s = hsum(acc[i]);
-            for (size_t t = j; t < n; t++) s += f16_load(row + i * sb + 2 * t) * x[t];
-            out[r + (size_t)i] = s;
-        }
-    }
-    for (; r < nrows; r++) out[r] = dot_f16_row(w + r * sb, x, n);
-}
-
 int kvq_kernels_fill_avx2(kvq_kernels *k)
 {
     kvq_kernels_fill_ref(k);
