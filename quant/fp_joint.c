@@ -106,8 +106,11 @@ static kvq_err fpj_alloc(fpj *J, const float *X, int64_t t_all, int64_t n, const
     for (int64_t r = 0; r < t_all; r++)
         for (int64_t j = 0; j < n; j++) {
             float a = fabsf(X[r * n + j]);
-            KVQ_FAIL_IF(!isfinite(a), KVQ_ERR_NONFINITE, "fp joint search: calibration row %lld holds NaN/Inf",
-                        (long long)r);
+            if (!isfinite(a)) {
+                fpj_free(J);
+                return KVQ_ERROR(KVQ_ERR_NONFINITE, "fp joint search: calibration row %lld holds NaN/Inf (column %lld)",
+                                 (long long)r, (long long)j);
+            }
             J->chmax[j] = a > J->chmax[j] ? a : J->chmax[j];
         }
     for (int64_t i = 0; i < J->t; i++)

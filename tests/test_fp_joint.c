@@ -5,9 +5,9 @@
  * ends no higher than the one-round start; the formats and scales found are
  * exactly what the `fp` and `fpa` codecs then encode with; the activation
  * step alone on the final weights repeats the search's activation result;
- * determinism; bad input refused.  A model-level run on stories260K
- * (skipped without ../shared/data) checks kvq_model_quantize + the
- * evaluator's fpa contexts against kvq_fpj_search on the same data.
+ * determinism; bad input refused.  A model-level run on the random
+ * fixture model (decoder_fixture.h) checks kvq_model_quantize's plan and
+ * the evaluator's fpa fit against kvq_fpj_search on the same data.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,7 +20,7 @@
 
 #include <cmocka.h>
 
-#include "kvq.h"
+#include "decoder_fixture.h"
 #include "kvq_internal.h"
 #include "quant/fp_impl.h"
 #include "quant/fp_joint.h"
@@ -223,6 +223,80 @@ static void test_bad_input(void **state)
     kvq_ctx_free(act);
 }
 
+#define FX_TOK 48 /* calibration tokens of the fixture run */
+
+/* Site (layer 0, QKV) of the fixture: wq, wk, wv quantized by the driver
+ * equal the search's Ŵ, and the evaluator's fit gives fpa its result. */
+static void test_model_level(void **state)
+{
+    (void)state;
+    fx_model fx;
+    assert_int_equal(fx_make(&fx, 0, 7), KVQ_OK);
+    int tok[FX_TOK];
+    tok[0] = KVQ_TOKEN_BOS;
+    for (int i = 1; i < FX_TOK; i++) tok[i] = (i * 11 + 5) % FX_VOCAB;
+    kvq_calib *cal = NULL;
+    assert_int_equal(kvq_calib_create(fx.model, tok, FX_TOK, 0, 1, &cal), KVQ_OK);
+    kvq_quant_opts q;
+    memset(&q, 0, sizeof q);
+    q.spec = "fp:rounds=2";
+    q.calib = cal;
+    q.act_spec = "fpa";
+    kvq_model *cand = NULL;
+    assert_int_equal(kvq_model_quantize(fx.model, &q, &cand, NULL), KVQ_OK);
+    static const char *const names[3] = {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight"};
+    static float W[(FX_DIM + 2 * FX_KVDIM) * FX_DIM], What[(FX_DIM + 2 * FX_KVDIM) * FX_DIM],
+        dec[(FX_DIM + 2 * FX_KVDIM) * FX_DIM];
+    int64_t seg_end[3] = {FX_DIM, FX_DIM + FX_KVDIM, FX_DIM + 2 * FX_KVDIM};
+    for (int s = 0; s < 3; s++) {
+        int64_t r0 = s ? seg_end[s - 1] : 0;
+        assert_int_equal(kvq_weight_rows(kvq_model_weight(fx.model, names[s]), 0, seg_end[s] - r0, W + r0 * FX_DIM),
+                         KVQ_OK);
+        assert_int_equal(kvq_weight_rows(kvq_model_weight(cand, names[s]), 0, seg_end[s] - r0, dec + r0 * FX_DIM),
+                         KVQ_OK);
+    }
+    kvq_tensor x;
+    assert_int_equal(kvq_calib_input(cal, 0, KVQ_LIN_QKV, &x), KVQ_OK);
+    kvq_fpj_opts o = opts4(2);
+    kvq_fpj_result r;
+    assert_int_equal(kvq_fpj_search(x.data, kvq_shape_rows(&x.shape), FX_DIM, W, seg_end[2], seg_end, 3, &o, &r),
+                     KVQ_OK);
+    for (int s = 0, c = 0; s < 3; s++) {
+        kvq_fp_lut l;
+        kvq_fp_lut_init(&l, kvq_fp_format(fp_fmt_ids[r.w_fmt[s]]), KVQ_TIE_EVEN);
+        for (; c < seg_end[s]; c++) fp_quant_span(&l, W + c * FX_DIM, FX_DIM, r.w_scale[c], NULL, What + c * FX_DIM);
+    }
+    assert_memory_equal(dec, What, sizeof What);
+    for (int i = 0; i + 1 < r.n_obj; i++) assert_true(r.obj[i + 1] <= r.obj[i]);
+    kvq_ctx *act;
+    assert_int_equal(kvq_ctx_create("fpa", &act), KVQ_OK);
+    assert_int_equal(kvq_ctx_calibrate(act, &x), KVQ_OK);
+    assert_int_equal(kvq_fpj_fit_act_ctx(act, &x, fx.model, cand, 0, KVQ_LIN_QKV), KVQ_OK);
+    int fmt, pershift;
+    kvq_tie tie;
+    kvq_fpa_state_opts(kvq_ctx_state(act), &fmt, &pershift, &tie);
+    assert_int_equal(fmt, r.a_fmt);
+    int64_t one[2] = {1, FX_DIM};
+    kvq_shape sh = kvq_shape_make(2, one);
+    size_t cap = kvq_ctx_payload_bound(act, &sh), n;
+    uint8_t *buf = malloc(cap);
+    kvq_tensor row = kvq_tensor_view(KVQ_DTYPE_F32, (float *)x.data, 2, one);
+    assert_int_equal(kvq_ctx_encode_payload(act, &row, buf, cap, &n), KVQ_OK);
+    float s_stored;
+    memcpy(&s_stored, buf + 2, 4); /* fpa payload: fmt, pershift, f32 s */
+    assert_true(s_stored == r.a_scale);
+    free(buf);
+    kvq_ctx_free(act);
+    /* an activation codec other than fpa is refused for rounds */
+    kvq_model *bad = NULL;
+    q.act_spec = "rtn";
+    assert_int_equal(kvq_model_quantize(fx.model, &q, &bad, NULL), KVQ_ERR_ARG);
+    kvq_fpj_result_free(&r);
+    kvq_model_free(cand);
+    kvq_calib_free(cal);
+    fx_free(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_codecs_use_result),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_model_level),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
