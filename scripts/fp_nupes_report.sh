@@ -5,6 +5,8 @@
 # Calibration text is disjoint from the evaluation text: llama-4.6M calibrates on the start of the
 # King James Bible (its training text; valid.txt holds the last 5%), stories260K on the TinyStories
 # sample (evaluation: the validation head).  512 calibration tokens per linear input.
+# The 3rounds rows (LLM-FP4's alternating W/A search, quant/fp_joint.c) were added later and
+# measured by scripts/fp_nupes_rounds.sh, which reruns only them beside their one-round rows.
 set -e
 B=${1:-build}
 O=${2:-/tmp/kvq-fp-report}
@@ -26,7 +28,10 @@ w=fp act=fp label=W4A4-fp-dyn-token;
 w=fp act=fpa:pershift=0 label=W4A4-fp-static-tensor-bias;
 w=fp act=fpa label=W4A4-fp-static-preshifted;
 w=fp act=fpa:fmt=e4m3,pershift=0 label=W4A8-fp-static-tensor-bias;
-w=fp act=fpa:fmt=e4m3 label=W4A8-fp-static-preshifted'
+w=fp act=fpa:fmt=e4m3 label=W4A8-fp-static-preshifted;
+w=fp:rounds=3 act=fpa:pershift=0 label=W4A4-fp-3rounds-tensor-bias;
+w=fp:rounds=3 act=fpa label=W4A4-fp-3rounds-preshifted;
+w=fp:rounds=3 act=fpa:fmt=e4m3 label=W4A8-fp-3rounds-preshifted'
 mkdir -p "$O"
 $B/kvq report $D/models/llama-4.6M/model.bin --text $D/corpus/mixtext/valid.txt \
     --calib $D/corpus/canterbury_large/bible.txt --calib-tokens 512 \
