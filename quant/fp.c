@@ -544,10 +544,12 @@ const kvq_codec kvq_codec_fp = {
 /* ---- hooks for fp_joint.c (fp_joint.h) ------------------------------------------- */
 int kvq_fp_state_rounds(const void *st) { return ((const fp_state *)st)->rounds; }
 
-void kvq_fp_state_fmts(const void *st, int *lo, int *hi, kvq_tie *tie)
+void kvq_fp_state_fmts(const void *st, int *lo, int *hi, int *start, kvq_tie *tie)
 {
-    fmt_range(st, lo, hi);
-    *tie = ((const fp_state *)st)->tie;
+    const fp_state *s = st;
+    fmt_range(s, lo, hi);
+    *start = s->fmt < 8 ? s->fmt : *lo; /* a fixed fmt, else the set's first (auto4: E2M1) */
+    *tie = s->tie;
 }
 
 kvq_err kvq_fp_state_preset(void *st, int fi, const float *scales, int64_t rows)

@@ -448,12 +448,12 @@ void kvq_fpj_plan_free(kvq_fpj_plan *p)
 /* Search options from an fp weight context's state and an fpa one's. */
 static void opts_of(const void *fp_st, const void *fpa_st, kvq_fpj_opts *o)
 {
-    int afmt, wlo, whi;
+    int afmt, wlo, whi, w0;
     memset(o, 0, sizeof *o);
     o->rounds = kvq_fp_state_rounds(fp_st);
-    kvq_fp_state_fmts(fp_st, &wlo, &whi, &o->w_tie);
+    kvq_fp_state_fmts(fp_st, &wlo, &whi, &w0, &o->w_tie);
     o->w_lo = wlo, o->w_hi = whi;
-    o->w_fmt0 = wlo; /* E2M1 for the 4-bit set, E5M2.. for 8-bit: the set's first */
+    o->w_fmt0 = w0; /* the paper starts from E2M1: fp's default fmt */
     kvq_fpa_state_opts(fpa_st, &afmt, &o->pershift, &o->a_tie);
     o->a_fmt0 = afmt;
     o->a_lo = afmt <= 2 ? 0 : 3; /* fp's fmt indices: 0..2 4-bit, 3..7 8-bit */

@@ -77,10 +77,11 @@ kvq_err kvq_fpj_fit_act_ctx(kvq_ctx *act, const kvq_tensor *X, const kvq_model *
 
 /* ---- hooks in the codecs ----------------------------------------------------- */
 /* fp.c: the `rounds` parameter of an fp context's state; the format range
- * it searches (fmt_range); preset format fi and per-row scales[rows] that
- * encode() then uses instead of searching (copied). */
+ * it searches (fmt_range) and the start format (its fmt when fixed); preset
+ * format fi and per-row scales[rows] that encode() then uses instead of
+ * searching (copied). */
 int     kvq_fp_state_rounds(const void *st);
-void    kvq_fp_state_fmts(const void *st, int *lo, int *hi, kvq_tie *tie);
+void    kvq_fp_state_fmts(const void *st, int *lo, int *hi, int *start, kvq_tie *tie);
 kvq_err kvq_fp_state_preset(void *st, int fi, const float *scales, int64_t rows);
 /* fp_act.c: an fpa state's settings, and setting format fi, scale s and
  * shifts k[n] (after calibrate: n must be the calibrated width). */
